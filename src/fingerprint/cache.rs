@@ -1,0 +1,149 @@
+//! Bounded fingerprint cache keyed by a 128-bit hash of the raw SQL text.
+//!
+//! Applications send the same few hundred statement texts again and again, so a hit must be
+//! cheap: one XXH3-128 pass over the text, a shared (read) lock on one of 16 shards, a probe, and
+//! a reference-count increment. No allocation, no parsing. Misses fingerprint outside any lock.
+//! Each shard holds at most `capacity / 16` entries and evicts with the CLOCK (second-chance)
+//! policy, so a flood of unique statements cycles through the cache without growing it and
+//! without pushing out the statements that keep getting hits.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::RwLock;
+
+use super::Fingerprint;
+
+const SHARDS: usize = 16;
+
+pub(crate) struct FingerprintCache {
+    shards: Box<[RwLock<Shard>]>,
+    per_shard: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+#[derive(Default)]
+struct Shard {
+    index: HashMap<u128, usize, BuildHasherDefault<KeyHasher>>,
+    slots: Vec<Slot>,
+    hand: usize,
+}
+
+struct Slot {
+    key: u128,
+    fingerprint: Fingerprint,
+    referenced: AtomicBool,
+}
+
+/// Keys are already uniformly distributed hashes; use their low bits directly.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+impl FingerprintCache {
+    /// `capacity` is the total number of entries; 0 disables caching.
+    pub(crate) fn new(capacity: usize) -> Self {
+        let per_shard = capacity.div_ceil(SHARDS);
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            per_shard,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn get(&self, sql: &str) -> Fingerprint {
+        if self.per_shard == 0 {
+            return super::fingerprint(sql);
+        }
+        let key = xxhash_rust::xxh3::xxh3_128(sql.as_bytes());
+        let shard = &self.shards[(key >> 64) as usize % SHARDS];
+        {
+            let guard = shard.read();
+            if let Some(&slot) = guard.index.get(&key) {
+                let slot = &guard.slots[slot];
+                slot.referenced.store(true, Ordering::Relaxed);
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return slot.fingerprint.clone();
+            }
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let fingerprint = super::fingerprint(sql);
+        let mut guard = shard.write();
+        let shard = &mut *guard;
+        if shard.index.contains_key(&key) {
+            return fingerprint;
+        }
+        let new = Slot { key, fingerprint: fingerprint.clone(), referenced: AtomicBool::new(false) };
+        if shard.slots.len() < self.per_shard {
+            shard.index.insert(key, shard.slots.len());
+            shard.slots.push(new);
+            return fingerprint;
+        }
+        // CLOCK: skip (and clear) recently referenced slots; at most two sweeps.
+        loop {
+            let hand = shard.hand;
+            shard.hand = (hand + 1) % shard.slots.len();
+            if shard.slots[hand].referenced.swap(false, Ordering::Relaxed) {
+                continue;
+            }
+            shard.index.remove(&shard.slots[hand].key);
+            shard.index.insert(key, hand);
+            shard.slots[hand] = new;
+            return fingerprint;
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().slots.len()).sum()
+    }
+
+    pub(crate) fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flood_of_unique_statements_stays_within_capacity_and_keeps_hot_entries() {
+        let cache = FingerprintCache::new(160);
+        let hot = "SELECT * FROM users WHERE id = $1";
+        for i in 0..20_000 {
+            cache.get(hot);
+            cache.get(&format!("SELECT {i} FROM t{i}"));
+        }
+        assert!(cache.len() <= 160, "len {}", cache.len());
+        let before = cache.misses();
+        cache.get(hot);
+        assert_eq!(cache.misses(), before, "hot statement was evicted");
+    }
+
+    #[test]
+    fn zero_capacity_disables_caching() {
+        let cache = FingerprintCache::new(0);
+        assert_eq!(cache.get("SELECT 1").normalized(), "SELECT $1");
+        assert_eq!(cache.len(), 0);
+    }
+}

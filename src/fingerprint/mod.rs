@@ -1,0 +1,138 @@
+//! SQL fingerprints: normalized text, a stable 64-bit id and a low-cardinality summary.
+//!
+//! # Algorithm (stable across runs, platforms and crate versions)
+//!
+//! 1. The statement is tokenized the way PostgreSQL's own lexer reads it (string constants in all
+//!    their forms, dollar quotes, nested comments, operators, quoted identifiers).
+//! 2. The tokens are rendered back as text: every constant and every `$n` parameter becomes a
+//!    placeholder numbered `$1, $2, …` in order of appearance; `IN (…)`, `VALUES (…), (…)` and
+//!    `ARRAY[…]` made only of constants collapse to `(...)` / `[...]`; a sign in front of a
+//!    number is part of the constant; `TRUE`, `FALSE` and `NULL` used as values are constants
+//!    (`IS NULL`, `IS NOT TRUE`, `NOT NULL` stay); keywords are upper-cased, unquoted
+//!    identifiers lower-cased, `"quoted"` identifiers keep their case (and lose their quotes
+//!    only when that changes nothing); comments, whitespace and trailing `;` disappear.
+//! 3. The id is XXH3-64 (seed 0) of the UTF-8 bytes of that normalized text.
+//!
+//! Because the id is a hash of the normalized text, two statements share an id exactly when
+//! they normalize to the same text, which is what you see in reports.
+//!
+//! # Differences from `pg_stat_statements`
+//! Statements that differ only in the length of a constant list share a fingerprint (the list
+//! collapses), where `pg_stat_statements` gives each length its own `queryid`. A literal and a
+//! bind parameter in the same position also share one (`WHERE id = 42` and `WHERE id = $1`),
+//! so code that interpolates and code that binds are grouped together for N+1 detection.
+//! `= ANY($1)` and `IN ($1, $2)` stay different: they are different plan shapes.
+
+mod cache;
+mod lexer;
+mod normalize;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub(crate) use self::cache::FingerprintCache;
+
+/// The fingerprint of one SQL statement: which statement "shape" it is, independent of values.
+///
+/// Cheap to clone (a reference-counted pointer).
+///
+/// # Examples
+/// ```
+/// let a = pgscope::fingerprint("SELECT * FROM users WHERE id = 42");
+/// let b = pgscope::fingerprint("select *  from USERS where id = $1 -- by id");
+/// assert_eq!(a.id(), b.id());
+/// assert_eq!(a.normalized(), "SELECT * FROM users WHERE id = $1");
+/// assert_eq!(a.summary(), "SELECT users");
+/// assert_eq!(format!("{:016x}", a.id()).len(), 16);
+/// ```
+#[derive(Clone)]
+pub struct Fingerprint(Arc<Inner>);
+
+struct Inner {
+    id: u64,
+    normalized: Box<str>,
+    summary: Box<str>,
+}
+
+impl Fingerprint {
+    /// The stable 64-bit id: XXH3-64 of [`normalized`](Self::normalized).
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// The normalized statement text, with `$n` placeholders where the input had values.
+    pub fn normalized(&self) -> &str {
+        &self.0.normalized
+    }
+
+    /// The low-cardinality summary (OpenTelemetry `db.query.summary`), e.g. `SELECT users`.
+    pub fn summary(&self) -> &str {
+        &self.0.summary
+    }
+
+    /// The id as 16 lower-case hex digits, as used in logs and span attributes.
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0.id)
+    }
+
+    /// The first word of the summary (`SELECT`, `INSERT`, …), if any.
+    pub fn operation(&self) -> &str {
+        self.0.summary.split(' ').next().unwrap_or("")
+    }
+}
+
+impl PartialEq for Fingerprint {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for Fingerprint {}
+
+impl std::hash::Hash for Fingerprint {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state)
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fingerprint")
+            .field("id", &format_args!("{:016x}", self.0.id))
+            .field("normalized", &self.0.normalized)
+            .field("summary", &self.0.summary)
+            .finish()
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x} {}", self.0.id, self.0.normalized)
+    }
+}
+
+/// Fingerprints one SQL statement (or a `;`-separated batch, which gets one fingerprint).
+///
+/// Never fails and never panics: malformed SQL (unterminated quotes or comments, stray bytes)
+/// still gets a fingerprint, and its normalized text still contains no literal value.
+/// Runs in time linear in the input. [`Pool`](crate::Pool) caches the result per SQL text, so
+/// this full computation happens once per distinct statement text.
+///
+/// # Examples
+/// ```
+/// let a = pgscope::fingerprint("SELECT * FROM posts WHERE author_id IN (1, 2, 3)");
+/// let b = pgscope::fingerprint("SELECT * FROM posts WHERE author_id IN ($1)");
+/// assert_eq!(a, b);
+/// assert_eq!(a.normalized(), "SELECT * FROM posts WHERE author_id IN (...)");
+/// ```
+pub fn fingerprint(sql: &str) -> Fingerprint {
+    let mut toks = Vec::with_capacity(sql.len() / 4 + 4);
+    lexer::tokenize(sql, &mut toks);
+    let normalized = normalize::normalize(sql, &toks);
+    let summary = normalize::summary(sql, &toks);
+    let id = xxhash_rust::xxh3::xxh3_64(normalized.as_bytes());
+    Fingerprint(Arc::new(Inner { id, normalized: normalized.into_boxed_str(), summary: summary.into_boxed_str() }))
+}
+
+#[cfg(test)]
+mod tests;

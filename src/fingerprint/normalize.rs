@@ -1,0 +1,605 @@
+//! Token stream → normalized text and `db.query.summary`.
+//!
+//! Normalization is a single left-to-right walk with bounded look-ahead (list collapsing scans
+//! forward once and stops at the first token that is not a constant), so it is linear in the
+//! input and uses no recursion however deeply the parentheses nest.
+
+use super::lexer::Tok;
+
+/// SQL keywords rendered in upper case. Everything else unquoted is an identifier and is
+/// rendered in lower case (PostgreSQL folds unquoted identifiers to lower case, so this changes
+/// nothing about which object is meant). Must stay sorted: lookups are binary searches.
+const KEYWORDS: &[&str] = &[
+    "ALL",
+    "ALTER",
+    "ANALYZE",
+    "AND",
+    "ANY",
+    "ARRAY",
+    "AS",
+    "ASC",
+    "BEGIN",
+    "BETWEEN",
+    "BOTH",
+    "BY",
+    "CALL",
+    "CASCADE",
+    "CASE",
+    "CAST",
+    "CHECK",
+    "COALESCE",
+    "COLLATE",
+    "COLUMN",
+    "COMMIT",
+    "CONFLICT",
+    "CONSTRAINT",
+    "COPY",
+    "CREATE",
+    "CROSS",
+    "CURRENT_DATE",
+    "CURRENT_TIME",
+    "CURRENT_TIMESTAMP",
+    "CURRENT_USER",
+    "DATE",
+    "DEALLOCATE",
+    "DEFAULT",
+    "DELETE",
+    "DESC",
+    "DISTINCT",
+    "DO",
+    "DROP",
+    "ELSE",
+    "END",
+    "EXCEPT",
+    "EXECUTE",
+    "EXISTS",
+    "EXPLAIN",
+    "EXTRACT",
+    "FALSE",
+    "FETCH",
+    "FILTER",
+    "FIRST",
+    "FOR",
+    "FOREIGN",
+    "FROM",
+    "FULL",
+    "GRANT",
+    "GREATEST",
+    "GROUP",
+    "HAVING",
+    "IF",
+    "ILIKE",
+    "IN",
+    "INDEX",
+    "INNER",
+    "INSERT",
+    "INTERSECT",
+    "INTERVAL",
+    "INTO",
+    "IS",
+    "ISNULL",
+    "JOIN",
+    "KEY",
+    "LAST",
+    "LATERAL",
+    "LEADING",
+    "LEAST",
+    "LEFT",
+    "LIKE",
+    "LIMIT",
+    "LOCK",
+    "LOCKED",
+    "MERGE",
+    "NATURAL",
+    "NEXT",
+    "NOT",
+    "NOTHING",
+    "NOTNULL",
+    "NOWAIT",
+    "NULL",
+    "NULLIF",
+    "NULLS",
+    "OFFSET",
+    "ON",
+    "ONLY",
+    "OR",
+    "ORDER",
+    "OUTER",
+    "OVER",
+    "PARTITION",
+    "PREPARE",
+    "PRIMARY",
+    "REFERENCES",
+    "RELEASE",
+    "RETURNING",
+    "REVOKE",
+    "RIGHT",
+    "ROLLBACK",
+    "ROW",
+    "ROWS",
+    "SAVEPOINT",
+    "SELECT",
+    "SET",
+    "SHARE",
+    "SHOW",
+    "SIMILAR",
+    "SKIP",
+    "SOME",
+    "START",
+    "TABLE",
+    "THEN",
+    "TIME",
+    "TIMESTAMP",
+    "TO",
+    "TRAILING",
+    "TRANSACTION",
+    "TRUE",
+    "TRUNCATE",
+    "UNION",
+    "UNIQUE",
+    "UPDATE",
+    "USING",
+    "VACUUM",
+    "VALUES",
+    "VIEW",
+    "WHEN",
+    "WHERE",
+    "WINDOW",
+    "WITH",
+    "WITHIN",
+];
+
+/// Keywords written like functions: no space before their `(`.
+const FUNCTION_LIKE: &[&str] = &[
+    "ANY", "ALL", "SOME", "COALESCE", "NULLIF", "GREATEST", "LEAST", "CAST", "EXTRACT", "ROW",
+];
+
+/// Keywords after which a `-` is a sign, not subtraction (`WHERE -5 < x`, `LIMIT -1`).
+const SIGN_CONTEXT: &[&str] = &[
+    "AND", "BETWEEN", "BY", "CASE", "DEFAULT", "DISTINCT", "ELSE", "FETCH", "HAVING", "ILIKE",
+    "LIKE", "LIMIT", "NOT", "OFFSET", "ON", "OR", "RETURNING", "SELECT", "SET", "THEN", "WHEN",
+    "WHERE",
+];
+
+pub(crate) fn keyword(word: &[u8]) -> Option<&'static str> {
+    let mut buf = [0u8; 24];
+    if word.len() > buf.len() {
+        return None;
+    }
+    let up = &mut buf[..word.len()];
+    up.copy_from_slice(word);
+    up.make_ascii_uppercase();
+    KEYWORDS
+        .binary_search_by(|k| k.as_bytes().cmp(up))
+        .ok()
+        .map(|i| KEYWORDS[i])
+}
+
+/// What the previous rendered piece was, for spacing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Last {
+    Start,
+    Keyword,
+    FunctionKeyword,
+    Ident,
+    Value,
+    Op,
+    Open,
+    Close,
+    Tight,
+    Sep,
+}
+
+struct Renderer<'a> {
+    sql: &'a str,
+    out: String,
+    last: Last,
+    placeholders: u32,
+}
+
+impl Renderer<'_> {
+    fn space_before(&mut self, next_tok: Option<u8>) {
+        let tight = match (self.last, next_tok) {
+            (Last::Start | Last::Open | Last::Tight, _) => true,
+            (_, Some(b')' | b']' | b',' | b';' | b'.' | b':')) => true,
+            (_, Some(b'c')) => true, // `::`
+            (Last::Ident | Last::FunctionKeyword | Last::Close, Some(b'(')) => true,
+            (Last::Ident | Last::Close | Last::Value, Some(b'[')) => true,
+            _ => false,
+        };
+        if !tight {
+            self.out.push(' ');
+        }
+    }
+
+    fn push(&mut self, kind: Last, tok: Option<u8>, text: &str) {
+        self.space_before(tok);
+        self.out.push_str(text);
+        self.last = kind;
+    }
+
+    fn placeholder(&mut self) {
+        self.placeholders += 1;
+        self.space_before(None);
+        self.out.push('$');
+        push_u32(&mut self.out, self.placeholders);
+        self.last = Last::Value;
+    }
+
+    fn ident(&mut self, range: std::ops::Range<usize>) {
+        self.space_before(None);
+        let start = self.out.len();
+        self.out.push_str(&self.sql[range]);
+        self.out[start..].make_ascii_lowercase();
+        self.last = Last::Ident;
+    }
+}
+
+fn word_kw(sql: &str, t: &Tok) -> Option<&'static str> {
+    match t {
+        Tok::Word(r) => keyword(&sql.as_bytes()[r.clone()]),
+        _ => None,
+    }
+}
+
+fn is_kw(sql: &str, t: Option<&Tok>, kw: &str) -> bool {
+    t.and_then(|t| word_kw(sql, t)) == Some(kw)
+}
+
+fn push_u32(out: &mut String, v: u32) {
+    let mut buf = [0u8; 10];
+    let mut i = buf.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        out.push(char::from(b));
+    }
+}
+
+fn is_numeric_at(sql: &str, pos: usize) -> bool {
+    sql.as_bytes().get(pos).is_some_and(|b| b.is_ascii_digit() || *b == b'.')
+}
+
+/// One element of a collapsible constant list: `[-] const-or-param [:: type [ [] ]]`, where
+/// NULL/TRUE/FALSE count as constants. Returns the index after the element.
+fn const_element(sql: &str, toks: &[Tok], mut i: usize) -> Option<usize> {
+    if matches!(toks.get(i), Some(Tok::Op(r)) if &sql[r.clone()] == "-") {
+        i += 1;
+    }
+    match toks.get(i)? {
+        Tok::Const(_) | Tok::Param => {}
+        t @ Tok::Word(_) if matches!(word_kw(sql, t), Some("NULL" | "TRUE" | "FALSE")) => {}
+        _ => return None,
+    }
+    i += 1;
+    if toks.get(i) == Some(&Tok::Cast) && matches!(toks.get(i + 1), Some(Tok::Word(_) | Tok::QuotedIdent(_))) {
+        i += 2;
+        if toks.get(i) == Some(&Tok::Punct(b'[')) && toks.get(i + 1) == Some(&Tok::Punct(b']')) {
+            i += 2;
+        }
+    }
+    Some(i)
+}
+
+/// `open elem (, elem)* close` starting at `i` (which must be `open`); index after `close`.
+fn const_list(sql: &str, toks: &[Tok], i: usize, open: u8, close: u8) -> Option<usize> {
+    if toks.get(i) != Some(&Tok::Punct(open)) {
+        return None;
+    }
+    let mut j = const_element(sql, toks, i + 1)?;
+    loop {
+        match toks.get(j)? {
+            Tok::Punct(b',') => j = const_element(sql, toks, j + 1)?,
+            Tok::Punct(c) if *c == close => return Some(j + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// `VALUES (..), (..)` with constant-only rows; index after the last row.
+fn values_rows(sql: &str, toks: &[Tok], i: usize) -> Option<usize> {
+    let mut j = const_list(sql, toks, i, b'(', b')')?;
+    while toks.get(j) == Some(&Tok::Punct(b',')) {
+        match const_list(sql, toks, j + 1, b'(', b')') {
+            Some(next) => j = next,
+            None => return None,
+        }
+    }
+    Some(j)
+}
+
+/// Renders the normalized text: constants and parameters become `$1, $2, …` in order of
+/// appearance, constant lists collapse to `(...)`, keywords are upper-cased, identifiers
+/// lower-cased, comments and redundant whitespace disappear.
+pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
+    let mut r = Renderer { sql, out: String::with_capacity(sql.len().min(4096)), last: Last::Start, placeholders: 0 };
+    // Number of trailing `;` to drop so `SELECT 1;` equals `SELECT 1`.
+    let mut end = toks.len();
+    while end > 0 && toks[end - 1] == Tok::Punct(b';') {
+        end -= 1;
+    }
+    let toks = &toks[..end];
+    let mut prev_kw: [Option<&'static str>; 2] = [None, None];
+    let mut in_by_list = false;
+    let mut i = 0;
+    while i < toks.len() {
+        let t = &toks[i];
+        let kw = word_kw(sql, t);
+        match t {
+            Tok::Word(range) => {
+                match kw {
+                    Some("IN") if toks.get(i + 1) == Some(&Tok::Punct(b'(')) => {
+                        if let Some(after) = const_list(sql, toks, i + 1, b'(', b')') {
+                            r.push(Last::Keyword, None, "IN");
+                            r.push(Last::Close, None, "(...)");
+                            i = after;
+                            prev_kw = [None, Some("IN")];
+                            continue;
+                        }
+                    }
+                    Some("VALUES") => {
+                        if let Some(after) = values_rows(sql, toks, i + 1) {
+                            r.push(Last::Keyword, None, "VALUES");
+                            r.push(Last::Close, None, "(...)");
+                            i = after;
+                            prev_kw = [None, Some("VALUES")];
+                            continue;
+                        }
+                    }
+                    Some("ARRAY") => {
+                        if let Some(after) = const_list(sql, toks, i + 1, b'[', b']') {
+                            r.push(Last::Close, None, "ARRAY[...]");
+                            i = after;
+                            prev_kw = [None, Some("ARRAY")];
+                            continue;
+                        }
+                    }
+                    Some("NULL") if !matches!(prev_kw[1], Some("IS" | "NOT")) => {
+                        r.placeholder();
+                        prev_kw = [prev_kw[1], None];
+                        i += 1;
+                        continue;
+                    }
+                    Some("TRUE" | "FALSE")
+                        if prev_kw[1] != Some("IS") && prev_kw != [Some("IS"), Some("NOT")] =>
+                    {
+                        r.placeholder();
+                        prev_kw = [prev_kw[1], None];
+                        i += 1;
+                        continue;
+                    }
+                    _ => {}
+                }
+                match kw {
+                    Some(k) => {
+                        let kind = if FUNCTION_LIKE.contains(&k) { Last::FunctionKeyword } else { Last::Keyword };
+                        r.push(kind, None, k);
+                        in_by_list = k == "BY";
+                    }
+                    None => {
+                        r.ident(range.clone());
+                        in_by_list = false;
+                    }
+                }
+                prev_kw = [prev_kw[1], kw];
+                i += 1;
+                continue;
+            }
+            Tok::QuotedIdent(range) => {
+                let text = &sql[range.clone()];
+                let inner = text.strip_prefix('"').and_then(|s| s.strip_suffix('"'));
+                match inner {
+                    // `"users"` names the same relation as `users`.
+                    Some(name) if is_plain_lower_ident(name) && keyword(name.as_bytes()).is_none() => {
+                        r.push(Last::Ident, None, name)
+                    }
+                    _ => r.push(Last::Ident, None, text),
+                }
+                in_by_list = false;
+            }
+            Tok::Const(start) => {
+                let start = *start;
+                let by_ordinal = in_by_list
+                    && sql.as_bytes().get(start).is_some_and(u8::is_ascii_digit)
+                    && matches!(toks.get(i + 1), None | Some(Tok::Punct(b',' | b')' | b';')) | Some(Tok::Word(_)));
+                if by_ordinal {
+                    // `ORDER BY 2` names a column position, not a value: keep it.
+                    let len = sql.as_bytes()[start..].iter().take_while(|b| b.is_ascii_digit()).count();
+                    r.push(Last::Value, None, &sql[start..start + len]);
+                } else {
+                    r.placeholder();
+                }
+            }
+            Tok::Param => r.placeholder(),
+            Tok::Op(range) => {
+                let op = &sql[range.clone()];
+                let sign_position = match toks[..i].last() {
+                    None => true,
+                    Some(Tok::Op(_) | Tok::Punct(b'(' | b'[' | b',' | b';') | Tok::Cast) => true,
+                    Some(w @ Tok::Word(_)) => word_kw(sql, w).is_some_and(|k| SIGN_CONTEXT.contains(&k)),
+                    _ => false,
+                };
+                if (op == "-" || op == "+")
+                    && sign_position
+                    && matches!(toks.get(i + 1), Some(Tok::Const(p)) if is_numeric_at(sql, *p))
+                {
+                    // `-5` and `5` are the same constant slot.
+                    i += 1;
+                    continue;
+                }
+                r.push(Last::Op, None, op);
+                in_by_list = false;
+            }
+            Tok::Punct(b) => {
+                let (kind, text) = match b {
+                    b'(' => (Last::Open, "("),
+                    b'[' => (Last::Open, "["),
+                    b')' => (Last::Close, ")"),
+                    b']' => (Last::Close, "]"),
+                    b',' => (Last::Sep, ","),
+                    b';' => (Last::Sep, ";"),
+                    b'.' => (Last::Tight, "."),
+                    _ => (Last::Tight, ":"),
+                };
+                r.push(kind, Some(*b), text);
+                if *b != b',' {
+                    in_by_list = false;
+                }
+            }
+            Tok::Cast => {
+                r.push(Last::Tight, Some(b'c'), "::");
+                in_by_list = false;
+            }
+            Tok::Other(range) => {
+                r.push(Last::Op, None, &sql[range.clone()]);
+            }
+        }
+        prev_kw = [prev_kw[1], None];
+        i += 1;
+    }
+    r.out
+}
+
+fn is_plain_lower_ident(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_lowercase() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'$')
+}
+
+/// Builds `db.query.summary`: operations and the tables they touch, in query order
+/// (`SELECT posts users`, `INSERT orders SELECT carts`), at most 255 bytes, never cut inside a
+/// name. Only keywords and identifiers are used, so no literal can appear in it.
+pub(crate) fn summary(sql: &str, toks: &[Tok]) -> String {
+    const MAX: usize = 255;
+    let mut out = String::new();
+    let push = |out: &mut String, part: &str| {
+        let extra = part.len() + usize::from(!out.is_empty());
+        if out.len() + extra <= MAX {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(part);
+        }
+    };
+    let mut expect_target = false;
+    let mut in_from_list = false;
+    let mut first = true;
+    let mut i = 0;
+    while i < toks.len() {
+        let t = &toks[i];
+        let kw = word_kw(sql, t);
+        if first {
+            first = false;
+            if let Some(k) = kw {
+                match k {
+                    "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "WITH" | "VALUES" => {}
+                    "CREATE" | "ALTER" | "DROP" | "TRUNCATE" => {
+                        // `CREATE TABLE t`, `DROP INDEX i`: the command with its object kind.
+                        let mut j = i + 1;
+                        let mut cmd = String::from(k);
+                        while let Some(k2) = toks.get(j).and_then(|t| word_kw(sql, t)) {
+                            if matches!(k2, "IF" | "NOT" | "EXISTS" | "ONLY") {
+                                j += 1;
+                                continue;
+                            }
+                            cmd.push(' ');
+                            cmd.push_str(k2);
+                            j += 1;
+                            if matches!(k2, "TABLE" | "INDEX" | "VIEW") {
+                                break;
+                            }
+                        }
+                        while matches!(toks.get(j).and_then(|t| word_kw(sql, t)), Some("IF" | "NOT" | "EXISTS")) {
+                            j += 1;
+                        }
+                        push(&mut out, &cmd);
+                        i = j;
+                        expect_target = true;
+                        continue;
+                    }
+                    other => {
+                        push(&mut out, other);
+                        i += 1;
+                        continue;
+                    }
+                }
+            } else if let Tok::Word(r) = t {
+                // Non-keyword command (e.g. `vacuum`-like words we do not list): upper-cased.
+                push(&mut out, &sql[r.clone()].to_ascii_uppercase());
+                i += 1;
+                continue;
+            }
+        }
+        match (t, kw) {
+            (_, Some(op @ ("SELECT" | "INSERT" | "UPDATE" | "DELETE" | "MERGE"))) => {
+                push(&mut out, op);
+                in_from_list = false;
+                expect_target = op == "UPDATE";
+            }
+            (_, Some("FROM" | "JOIN" | "INTO" | "USING")) => {
+                expect_target = true;
+                in_from_list = kw == Some("FROM");
+            }
+            (_, Some("ONLY" | "LATERAL")) => {}
+            (Tok::Word(_) | Tok::QuotedIdent(_), None) if expect_target => {
+                let (name, next) = qualified_name(sql, toks, i);
+                push(&mut out, &name);
+                expect_target = false;
+                i = next;
+                continue;
+            }
+            (Tok::Punct(b','), _) if in_from_list => expect_target = true,
+            (Tok::Punct(b'(' | b')'), _) => {
+                expect_target = false;
+                in_from_list = false;
+            }
+            (_, Some(_)) => {
+                expect_target = false;
+                if kw != Some("AS") {
+                    in_from_list = false;
+                }
+            }
+            _ => expect_target = false,
+        }
+        i += 1;
+    }
+    out
+}
+
+/// `schema.table` or `"Quoted"."Name"` as written (quotes kept, unquoted parts lower-cased).
+fn qualified_name(sql: &str, toks: &[Tok], mut i: usize) -> (String, usize) {
+    let mut name = String::new();
+    loop {
+        match toks.get(i) {
+            Some(Tok::Word(r)) => name.push_str(&sql[r.clone()].to_ascii_lowercase()),
+            Some(Tok::QuotedIdent(r)) => name.push_str(&sql[r.clone()]),
+            _ => break,
+        }
+        i += 1;
+        if toks.get(i) == Some(&Tok::Punct(b'.')) && matches!(toks.get(i + 1), Some(Tok::Word(_) | Tok::QuotedIdent(_))) {
+            name.push('.');
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    (name, i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyword_table_is_sorted_for_binary_search() {
+        assert!(KEYWORDS.windows(2).all(|w| w[0] < w[1]));
+    }
+}

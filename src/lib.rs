@@ -1,0 +1,4 @@
+//! pgscope
+#![warn(missing_docs)]
+mod fingerprint;
+pub use fingerprint::{fingerprint, Fingerprint};
