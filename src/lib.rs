@@ -1,4 +1,65 @@
-//! pgscope
-#![warn(missing_docs)]
+//! # pgscope
+//!
+//! See what each request does to PostgreSQL. `pgscope::Pool` is a drop-in replacement for
+//! `sqlx::PgPool` that attributes every statement to the current *scope* (a request, a task, a
+//! test) and reports, per scope: how many statements ran, which ones (grouped by
+//! [fingerprint](fingerprint())), time in the database, connection hold time, time waiting for
+//! the pool, and N+1 patterns with the line of code that caused them.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), sqlx::Error> {
+//! let pool = pgscope::Pool::connect("postgres://postgres@127.0.0.1/test").await?;
+//!
+//! let (posts, report) = pgscope::capture_named("GET /api/feed", async {
+//!     let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM posts LIMIT 20").fetch_all(&pool).await?;
+//!     for id in &ids {
+//!         // one query per post: an N+1
+//!         sqlx::query("SELECT name FROM users WHERE id = $1").bind(id).fetch_optional(&pool).await?;
+//!     }
+//!     Ok::<_, sqlx::Error>(ids)
+//! })
+//! .await;
+//! posts?;
+//! println!("{report}");             // table of statements, counts and times
+//! for n in report.n_plus_one() {
+//!     println!("{} x{} at {}", n.fingerprint().normalized(), n.count(), n.call_site());
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Scopes
+//! [`capture`] / [`capture_named`] / [`Scope::capture`] run a future in a scope. Queries count for
+//! the scope when they run in that future, in tasks started with [`spawn`], in futures
+//! instrumented with a `tracing` span created inside the scope (this needs a
+//! `tracing_subscriber::Registry`-based subscriber), or through a connection or transaction
+//! acquired in the scope. Everything else goes to [`Pool::unscoped_report`]: nothing is lost.
+//!
+//! ## Detection
+//! A statement repeated more than the threshold (default 5) in one scope is an N+1: it is
+//! reported once per scope and statement as a `tracing` WARN event (target
+//! `pgscope::n_plus_one`) and in [`Report::n_plus_one`]; in [`Mode::Error`] the crossing
+//! statement fails instead. A [query budget](PoolOptions::query_budget) refuses statements past
+//! a per-scope limit before they reach PostgreSQL.
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod detect;
+mod error;
+mod executor;
 mod fingerprint;
-pub use fingerprint::{fingerprint, Fingerprint};
+mod pool;
+mod report;
+mod scope;
+mod transaction;
+
+pub use self::detect::{Mode, NPlusOne, NestedAcquire};
+pub use self::error::{Error, Result};
+pub use self::fingerprint::{Fingerprint, fingerprint};
+pub use self::pool::{Connection, Pool, PoolConnection, PoolOptions, PoolStats};
+pub use self::report::{FingerprintStats, Report};
+pub use self::scope::{Scope, capture, capture_named, current_report, spawn};
+pub use self::transaction::Transaction;
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -242,10 +242,6 @@ fn word_kw(sql: &str, t: &Tok) -> Option<&'static str> {
     }
 }
 
-fn is_kw(sql: &str, t: Option<&Tok>, kw: &str) -> bool {
-    t.and_then(|t| word_kw(sql, t)) == Some(kw)
-}
-
 fn push_u32(out: &mut String, v: u32) {
     let mut buf = [0u8; 10];
     let mut i = buf.len();

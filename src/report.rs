@@ -1,0 +1,260 @@
+//! What one scope did to the database.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::detect::{NPlusOne, NestedAcquire};
+use crate::fingerprint::Fingerprint;
+use crate::scope::{Row, Totals};
+
+/// The totals and per-statement rows of one scope, produced when the scope ends
+/// ([`capture`](crate::capture)) or on demand ([`Pool::unscoped_report`](crate::Pool::unscoped_report)).
+///
+/// `Display` renders a table, the same one the `assert_*` methods print when they fail.
+#[derive(Debug, Clone)]
+pub struct Report {
+    name: String,
+    totals: Totals,
+    fingerprints: Vec<FingerprintStats>,
+    n_plus_one: Vec<NPlusOne>,
+    nested: Vec<NestedAcquire>,
+}
+
+/// One row of a [`Report`]: all executions of one statement fingerprint in the scope.
+#[derive(Debug, Clone)]
+pub struct FingerprintStats {
+    fingerprint: Option<Fingerprint>,
+    count: u64,
+    failed: u64,
+    rows: u64,
+    total: Duration,
+    max: Duration,
+}
+
+impl FingerprintStats {
+    pub(crate) fn from_row(row: &Row) -> Self {
+        FingerprintStats {
+            fingerprint: row.fingerprint.clone(),
+            count: row.count,
+            failed: row.failed,
+            rows: row.rows,
+            total: row.total,
+            max: row.max,
+        }
+    }
+
+    /// The fingerprint, or `None` for the row that collects statements past the per-scope
+    /// limit of distinct fingerprints.
+    pub fn fingerprint(&self) -> Option<&Fingerprint> {
+        self.fingerprint.as_ref()
+    }
+
+    /// The normalized SQL (`(other statements)` for the overflow row).
+    pub fn normalized(&self) -> &str {
+        self.fingerprint.as_ref().map_or("(other statements)", Fingerprint::normalized)
+    }
+
+    /// How many times it was sent to PostgreSQL.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// How many of those failed (PostgreSQL error, I/O error or cancelled).
+    pub fn failed(&self) -> u64 {
+        self.failed
+    }
+
+    /// Rows returned (or affected, for statements that return none).
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Total time in the database, from sending to the last row.
+    pub fn total_time(&self) -> Duration {
+        self.total
+    }
+
+    /// Slowest single execution.
+    pub fn max_time(&self) -> Duration {
+        self.max
+    }
+}
+
+impl Report {
+    pub(crate) fn new(
+        name: String,
+        totals: Totals,
+        fingerprints: Vec<FingerprintStats>,
+        n_plus_one: Vec<NPlusOne>,
+        nested: Vec<NestedAcquire>,
+    ) -> Self {
+        Report { name, totals, fingerprints, n_plus_one, nested }
+    }
+
+    /// The scope's name (`anonymous` for [`capture`](crate::capture)).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Statements sent to PostgreSQL inside the scope, failed ones included. Transaction
+    /// control sent by [`Pool::begin`](crate::Pool::begin) and
+    /// [`Transaction::commit`](crate::Transaction::commit) is counted separately in
+    /// [`transaction_statements`](Self::transaction_statements).
+    pub fn queries(&self) -> u64 {
+        self.totals.queries
+    }
+
+    /// Statements that failed: errors from PostgreSQL (syntax, constraint), I/O errors, and
+    /// queries whose future was dropped before they finished.
+    pub fn failed_queries(&self) -> u64 {
+        self.totals.failed
+    }
+
+    /// Queries refused by pgscope before reaching PostgreSQL (query budget, N+1 in error mode).
+    pub fn rejected_queries(&self) -> u64 {
+        self.totals.rejected
+    }
+
+    /// `BEGIN`, `COMMIT`, `ROLLBACK` and savepoint statements issued by pgscope transactions.
+    pub fn transaction_statements(&self) -> u64 {
+        self.totals.transaction_statements
+    }
+
+    /// Rows returned (or affected) by all statements.
+    pub fn rows(&self) -> u64 {
+        self.totals.rows
+    }
+
+    /// Per-fingerprint rows, most executed first (ties: most time first).
+    pub fn fingerprints(&self) -> &[FingerprintStats] {
+        &self.fingerprints
+    }
+
+    /// Time spent in queries (summed; concurrent queries each count).
+    pub fn db_time(&self) -> Duration {
+        self.totals.db_time
+    }
+
+    /// Time connections were held by this scope, from acquire to release, summed over
+    /// connections (including the short holds of queries run directly on `&Pool`).
+    pub fn connection_hold_time(&self) -> Duration {
+        self.totals.hold_time
+    }
+
+    /// Time spent waiting for the pool to hand out a connection.
+    pub fn pool_wait_time(&self) -> Duration {
+        self.totals.pool_wait
+    }
+
+    /// Connections acquired by the scope.
+    pub fn connections_acquired(&self) -> u64 {
+        self.totals.acquires
+    }
+
+    /// The most connections this scope held at the same time.
+    pub fn max_connections_held(&self) -> u64 {
+        self.totals.max_held
+    }
+
+    /// N+1 findings, one per repeated fingerprint, with the final count.
+    pub fn n_plus_one(&self) -> &[NPlusOne] {
+        &self.n_plus_one
+    }
+
+    /// Times the scope acquired a connection while already holding one.
+    pub fn nested_acquires(&self) -> &[NestedAcquire] {
+        &self.nested
+    }
+
+    /// Asserts the scope sent exactly `expected` statements.
+    ///
+    /// # Panics
+    /// When the count differs, with the report rendered as a table.
+    #[track_caller]
+    pub fn assert_queries(&self, expected: u64) {
+        if self.queries() != expected {
+            panic!("expected {expected} queries in scope `{}`, got {}\n{self}", self.name, self.queries());
+        }
+    }
+
+    /// Asserts the scope sent at most `max` statements.
+    ///
+    /// # Panics
+    /// When more ran, with the report rendered as a table.
+    #[track_caller]
+    pub fn assert_max_queries(&self, max: u64) {
+        if self.queries() > max {
+            panic!("expected at most {max} queries in scope `{}`, got {}\n{self}", self.name, self.queries());
+        }
+    }
+
+    /// Asserts no N+1 was detected.
+    ///
+    /// # Panics
+    /// When one was, naming the SQL, count and call site, with a fix hint.
+    #[track_caller]
+    pub fn assert_no_n_plus_one(&self) {
+        if !self.n_plus_one.is_empty() {
+            let mut msg = format!("N+1 queries detected in scope `{}`:\n", self.name);
+            for item in &self.n_plus_one {
+                msg.push_str(&format!(
+                    "  {}x  {}\n      at {}\n",
+                    item.count(),
+                    item.fingerprint().normalized(),
+                    item.call_site()
+                ));
+            }
+            msg.push_str(
+                "hint: load the rows in one query, e.g. `WHERE id = ANY($1)` with a Vec of ids, or a JOIN\n",
+            );
+            panic!("{msg}\n{self}");
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.totals;
+        writeln!(
+            f,
+            "pgscope report `{}`: {} queries ({} failed, {} rejected), db {:.2} ms, connections held {:.2} ms, pool wait {:.2} ms",
+            self.name,
+            t.queries,
+            t.failed,
+            t.rejected,
+            ms(t.db_time),
+            ms(t.hold_time),
+            ms(t.pool_wait)
+        )?;
+        writeln!(f, "  {:>6}  {:>10}  {:>10}  {:>8}  {:<16}  statement", "count", "total ms", "max ms", "rows", "fingerprint")?;
+        for row in &self.fingerprints {
+            let id = row.fingerprint.as_ref().map_or_else(|| "-".repeat(16), Fingerprint::hex);
+            let sql = row.normalized();
+            let sql = match sql.char_indices().nth(120) {
+                Some((cut, _)) => format!("{}…", &sql[..cut]),
+                None => sql.to_owned(),
+            };
+            writeln!(
+                f,
+                "  {:>6}  {:>10.2}  {:>10.2}  {:>8}  {:<16}  {}",
+                row.count,
+                ms(row.total),
+                ms(row.max),
+                row.rows,
+                id,
+                sql
+            )?;
+        }
+        for item in &self.n_plus_one {
+            writeln!(f, "  WARNING {item}")?;
+        }
+        for item in &self.nested {
+            writeln!(f, "  WARNING {item}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,121 @@
+//! Transactions over pgscope connections.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+
+use sqlx::postgres::PgTransactionManager;
+use sqlx_core::transaction::TransactionManager;
+
+use crate::pool::{Connection, PoolConnection};
+
+/// An in-progress transaction or savepoint: `&mut *tx` is an instrumented `sqlx::Executor`.
+///
+/// Like `sqlx::Transaction`, it rolls back when dropped without [`commit`](Self::commit).
+/// `BEGIN`, `COMMIT`, `ROLLBACK` and savepoint statements are counted in the scope's
+/// [`Report::transaction_statements`](crate::Report::transaction_statements), not in
+/// [`Report::queries`](crate::Report::queries), so query-count assertions do not change when
+/// code moves into a transaction.
+///
+/// # Examples
+/// ```no_run
+/// # async fn f(pool: pgscope::Pool) -> Result<(), sqlx::Error> {
+/// let mut tx = pool.begin().await?;
+/// sqlx::query("UPDATE accounts SET balance = balance - 1 WHERE id = $1").bind(7).execute(&mut *tx).await?;
+/// tx.commit().await?;
+/// # Ok(()) }
+/// ```
+pub struct Transaction<'c> {
+    conn: MaybeOwned<'c>,
+    open: bool,
+}
+
+enum MaybeOwned<'c> {
+    Owned(PoolConnection),
+    Borrowed(&'c mut Connection),
+}
+
+impl MaybeOwned<'_> {
+    fn get(&mut self) -> &mut Connection {
+        match self {
+            MaybeOwned::Owned(c) => c,
+            MaybeOwned::Borrowed(c) => c,
+        }
+    }
+
+    fn get_ref(&self) -> &Connection {
+        match self {
+            MaybeOwned::Owned(c) => c,
+            MaybeOwned::Borrowed(c) => c,
+        }
+    }
+}
+
+fn count_statement(conn: &Connection) {
+    let scope = conn.scope.clone().or_else(crate::scope::current);
+    conn.shared.with_state(scope.as_ref(), |state, _| state.totals.transaction_statements += 1);
+}
+
+impl<'c> Transaction<'c> {
+    async fn begin_on(mut conn: MaybeOwned<'c>) -> Result<Self, sqlx::Error> {
+        let c = conn.get();
+        count_statement(c);
+        PgTransactionManager::begin(c.as_sqlx_mut(), None).await?;
+        Ok(Transaction { conn, open: true })
+    }
+
+    pub(crate) async fn begin_owned(conn: PoolConnection) -> Result<Transaction<'static>, sqlx::Error> {
+        Transaction::begin_on(MaybeOwned::Owned(conn)).await
+    }
+
+    pub(crate) async fn begin_borrowed(conn: &'c mut Connection) -> Result<Transaction<'c>, sqlx::Error> {
+        Transaction::begin_on(MaybeOwned::Borrowed(conn)).await
+    }
+
+    /// Commits the transaction (or releases the savepoint).
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let c = self.conn.get();
+        count_statement(c);
+        PgTransactionManager::commit(c.as_sqlx_mut()).await?;
+        self.open = false;
+        Ok(())
+    }
+
+    /// Rolls the transaction back (or to the savepoint).
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        let c = self.conn.get();
+        count_statement(c);
+        PgTransactionManager::rollback(c.as_sqlx_mut()).await?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Deref for Transaction<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.get_ref()
+    }
+}
+
+impl DerefMut for Transaction<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn.get()
+    }
+}
+
+impl fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transaction").field("connection", self.conn.get_ref()).field("open", &self.open).finish()
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            // Queues a ROLLBACK that sqlx sends before the connection is used or pooled again.
+            let c = self.conn.get();
+            count_statement(c);
+            PgTransactionManager::start_rollback(c.as_sqlx_mut());
+        }
+    }
+}
