@@ -163,9 +163,32 @@ pub(crate) fn location(loc: &Location<'_>) -> String {
 
 /// Crate prefixes whose frames are machinery, not the user's code.
 const SKIP_SYMBOLS: &[&str] = &[
-    "pgscope::", "sqlx", "tokio::", "std::", "core::", "alloc::", "futures", "async_stream", "tracing",
-    "__rust", "rust_", "<", "_start", "__libc", "start_thread", "clone",
+    "pgscope::",
+    "sqlx_core::",
+    "sqlx_postgres::",
+    "sqlx::",
+    "tokio::",
+    "std::",
+    "core::",
+    "alloc::",
+    "futures_util::",
+    "futures_core::",
+    "async_stream::",
+    "tracing::",
+    "tracing_core::",
+    "tracing_subscriber::",
+    "tower::",
+    "axum::",
+    "hyper::",
+    "__rust",
 ];
+
+fn is_machinery(symbol: &str) -> bool {
+    // `<core::pin::Pin<P> as Future>::poll`, `<&mut pgscope::Connection as Executor>::…`: judge
+    // by the implementing type.
+    let ty = symbol.trim_start_matches(['<', '&']).trim_start_matches("mut ").trim_start_matches("dyn ");
+    SKIP_SYMBOLS.iter().any(|p| ty.starts_with(p))
+}
 
 /// `file:line` of the first stack frame outside pgscope, sqlx, tokio and the standard library.
 /// Captures a backtrace: call it only when a rule fires.
@@ -182,8 +205,11 @@ pub(crate) fn call_site() -> String {
             }
             symbol_ok = false;
         } else if let Some((_, symbol)) = line.split_once(": ") {
-            symbol_ok = !SKIP_SYMBOLS.iter().any(|p| symbol.starts_with(p));
+            symbol_ok = !is_machinery(symbol);
         }
+    }
+    if std::env::var_os("PGSCOPE_DEBUG_CALL_SITE").is_some() {
+        eprintln!("{bt}");
     }
     "<unknown>".to_owned()
 }

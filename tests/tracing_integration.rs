@@ -1,0 +1,103 @@
+//! Scope propagation through `tracing` spans, and the WARN events detection emits.
+//! Runs in its own test binary because it installs a global subscriber.
+
+mod common;
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Instrument, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+
+#[derive(Default, Clone)]
+struct Captured(Arc<Mutex<Vec<(String, String, Vec<(String, String)>)>>>);
+
+struct Fields(Vec<(String, String)>);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.push((field.name().to_owned(), format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.push((field.name().to_owned(), value.to_owned()));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.push((field.name().to_owned(), value.to_string()));
+    }
+}
+
+impl<S: Subscriber> Layer<S> for Captured {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut fields = Fields(Vec::new());
+        event.record(&mut fields);
+        let meta = event.metadata();
+        self.0.lock().expect("lock").push((meta.target().to_owned(), meta.level().to_string(), fields.0));
+    }
+}
+
+fn captured() -> &'static Captured {
+    static CAPTURED: OnceLock<Captured> = OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::registry().with(captured.clone());
+        tracing::subscriber::set_global_default(subscriber).expect("global subscriber");
+        captured
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn futures_instrumented_with_a_span_from_the_scope_count_for_it_in_other_tasks() {
+    captured();
+    let opts = common::schema("span_fallback").await;
+    let pool = pgscope::Pool::connect_with(opts).await.expect("connect");
+    let ((), report) = pgscope::capture_named("GET /api/report", async {
+        let span = tracing::info_span!("background work");
+        let pool2 = pool.clone();
+        // plain tokio::spawn: no task-local, only the span links it to the scope
+        let handle = tokio::spawn(
+            async move {
+                sqlx::query("SELECT 1").execute(&pool2).await.expect("q1");
+                let child = tracing::info_span!("child");
+                sqlx::query("SELECT 2").execute(&pool2).instrument(child).await.expect("q2");
+            }
+            .instrument(span),
+        );
+        handle.await.expect("task");
+        // and a task spawned without any span does not count
+        let pool3 = pool.clone();
+        tokio::spawn(async move { sqlx::query("SELECT 3").execute(&pool3).await.expect("q3") }).await.expect("task");
+    })
+    .await;
+    report.assert_queries(2);
+    assert_eq!(pool.unscoped_report().queries(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_plus_one_emits_one_warn_event_with_route_statement_count_and_call_site() {
+    let captured = captured();
+    let opts = common::schema("np1_events").await;
+    let pool = pgscope::Pool::connect_with(opts).await.expect("connect");
+    let ((), _report) = pgscope::capture_named("GET /api/feed", async {
+        for i in 0..12 {
+            sqlx::query("SELECT $1::int + 0 AS unique_np1_marker").bind(i).fetch_one(&pool).await.expect("q");
+        }
+    })
+    .await;
+    let events = captured.0.lock().expect("lock").clone();
+    let ours: Vec<_> = events
+        .iter()
+        .filter(|(target, _, fields)| {
+            target == "pgscope::n_plus_one" && fields.iter().any(|(_, v)| v.contains("unique_np1_marker"))
+        })
+        .collect();
+    assert_eq!(ours.len(), 1, "exactly one warning per (scope, fingerprint): {ours:?}");
+    let (_, level, fields) = ours[0];
+    assert_eq!(level, "WARN");
+    let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert_eq!(get("scope"), "GET /api/feed");
+    assert_eq!(get("statement"), "SELECT $1::int + $2 AS unique_np1_marker");
+    assert_eq!(get("count"), "6");
+    assert!(get("call_site").starts_with("tests/tracing_integration.rs:"), "{}", get("call_site"));
+    assert_eq!(get("fingerprint").len(), 16);
+}
