@@ -186,7 +186,10 @@ const SKIP_SYMBOLS: &[&str] = &[
 fn is_machinery(symbol: &str) -> bool {
     // `<core::pin::Pin<P> as Future>::poll`, `<&mut pgscope::Connection as Executor>::…`: judge
     // by the implementing type.
-    let ty = symbol.trim_start_matches(['<', '&']).trim_start_matches("mut ").trim_start_matches("dyn ");
+    let ty = symbol
+        .trim_start_matches(['<', '&'])
+        .trim_start_matches("mut ")
+        .trim_start_matches("dyn ");
     SKIP_SYMBOLS.iter().any(|p| ty.starts_with(p))
 }
 

@@ -18,7 +18,9 @@
 pub enum Error {
     /// The scope already ran as many statements as its query budget allows; this one was not
     /// sent to PostgreSQL.
-    #[error("query budget of {budget} statements exceeded in scope `{scope}`; the statement was not sent")]
+    #[error(
+        "query budget of {budget} statements exceeded in scope `{scope}`; the statement was not sent"
+    )]
     QueryBudgetExceeded {
         /// The scope (route) whose budget ran out.
         scope: String,
@@ -27,7 +29,9 @@ pub enum Error {
     },
     /// N+1 detection is in [`Mode::Error`](crate::Mode::Error) and this statement would have been
     /// the repetition that crosses the threshold; it was not sent to PostgreSQL.
-    #[error("N+1 query refused in scope `{scope}`: `{statement}` would run {count} times (threshold {threshold})")]
+    #[error(
+        "N+1 query refused in scope `{scope}`: `{statement}` would run {count} times (threshold {threshold})"
+    )]
     NPlusOne {
         /// The scope (route).
         scope: String,

@@ -40,7 +40,12 @@ impl Parts {
         let statement = query.statement().cloned();
         let arguments = Some(query.take_arguments());
         let persistent = query.persistent();
-        Parts { sql: query.sql(), statement, arguments, persistent }
+        Parts {
+            sql: query.sql(),
+            statement,
+            arguments,
+            persistent,
+        }
     }
 }
 
@@ -95,31 +100,65 @@ impl<'c> Query<'c> {
                 return Ok(None);
             }
             let o = &s.overrides;
-            if let Some(budget) = o.query_budget.or(settings.query_budget) {
-                if state.totals.queries >= u64::from(budget) {
-                    state.totals.rejected += 1;
-                    return Err(Error::QueryBudgetExceeded { scope: s.name.to_string(), budget });
-                }
+            if let Some(budget) = o.query_budget.or(settings.query_budget)
+                && state.totals.queries >= u64::from(budget)
+            {
+                state.totals.rejected += 1;
+                return Err(Error::QueryBudgetExceeded {
+                    scope: s.name.to_string(),
+                    budget,
+                });
             }
             state.totals.queries += 1;
             let row = state.row(&fingerprint);
             row.count += 1;
             let count = row.count;
-            let threshold = o.n_plus_one_threshold.unwrap_or(settings.n_plus_one_threshold);
+            let threshold = o
+                .n_plus_one_threshold
+                .unwrap_or(settings.n_plus_one_threshold);
             let mode = o.n_plus_one_mode.unwrap_or(settings.n_plus_one_mode);
             let checked = settings.n_plus_one_writes || fingerprint.operation() == "SELECT";
-            let crossing = if mode == Mode::Error { count > u64::from(threshold) } else { count == u64::from(threshold) + 1 };
-            if mode == Mode::Off || !checked || !crossing || o.allow.allows_fingerprint(fingerprint.id()) {
+            let crossing = if mode == Mode::Error {
+                count > u64::from(threshold)
+            } else {
+                count == u64::from(threshold) + 1
+            };
+            if mode == Mode::Off
+                || !checked
+                || !crossing
+                || o.allow.allows_fingerprint(fingerprint.id())
+            {
                 return Ok(None);
             }
-            let reported = state.n_plus_one.iter().any(|n| n.fingerprint.id() == fingerprint.id());
+            let reported = state
+                .n_plus_one
+                .iter()
+                .any(|n| n.fingerprint.id() == fingerprint.id());
             Ok(Some((s.name.to_string(), count, threshold, mode, reported)))
         });
         let decision = decision.map_err(Error::into_sqlx)?;
         if let Some((scope_name, count, threshold, mode, reported)) = decision {
-            Self::n_plus_one(shared, scope.as_ref(), &fingerprint, scope_name, count, threshold, mode, reported)?;
+            Self::n_plus_one(
+                shared,
+                scope.as_ref(),
+                &fingerprint,
+                scope_name,
+                count,
+                threshold,
+                mode,
+                reported,
+            )?;
         }
-        Ok(Query { shared: Arc::clone(shared), interrupted, scope, fingerprint, start: Instant::now(), returned: 0, affected: 0, done: false })
+        Ok(Query {
+            shared: Arc::clone(shared),
+            interrupted,
+            scope,
+            fingerprint,
+            start: Instant::now(),
+            returned: 0,
+            affected: 0,
+            done: false,
+        })
     }
 
     /// The slow path, taken once per (scope, fingerprint) in warn mode: find the call site,
@@ -136,8 +175,14 @@ impl<'c> Query<'c> {
         mode: Mode,
         reported: bool,
     ) -> Result<(), sqlx::Error> {
-        let site = if reported { None } else { Some(detect::call_site()) };
-        let allowed = site.as_deref().is_some_and(|s| scope.is_some_and(|sc| sc.overrides.allow.allows_site(s)));
+        let site = if reported {
+            None
+        } else {
+            Some(detect::call_site())
+        };
+        let allowed = site
+            .as_deref()
+            .is_some_and(|s| scope.is_some_and(|sc| sc.overrides.allow.allows_site(s)));
         if allowed {
             return Ok(());
         }
@@ -149,10 +194,13 @@ impl<'c> Query<'c> {
             call_site,
         });
         shared.with_state(scope, |state, _| {
-            if let Some(item) = &item {
-                if !state.n_plus_one.iter().any(|n| n.fingerprint.id() == fingerprint.id()) {
-                    state.n_plus_one.push(item.clone());
-                }
+            if let Some(item) = &item
+                && !state
+                    .n_plus_one
+                    .iter()
+                    .any(|n| n.fingerprint.id() == fingerprint.id())
+            {
+                state.n_plus_one.push(item.clone());
             }
             if mode == Mode::Error {
                 // Not sent: undo the count taken on the way in.
@@ -165,8 +213,13 @@ impl<'c> Query<'c> {
             detect::emit_n_plus_one(item);
         }
         if mode == Mode::Error {
-            return Err(Error::NPlusOne { scope: scope_name, statement: fingerprint.normalized().to_owned(), count, threshold }
-                .into_sqlx());
+            return Err(Error::NPlusOne {
+                scope: scope_name,
+                statement: fingerprint.normalized().to_owned(),
+                count,
+                threshold,
+            }
+            .into_sqlx());
         }
         Ok(())
     }
@@ -177,7 +230,11 @@ impl<'c> Query<'c> {
         }
         self.done = true;
         let elapsed = self.start.elapsed();
-        let rows = if self.returned > 0 { self.returned } else { self.affected };
+        let rows = if self.returned > 0 {
+            self.returned
+        } else {
+            self.affected
+        };
         let failed = error.is_some() || cancelled;
         self.shared.with_state(self.scope.as_ref(), |state, _| {
             record(state, &self.fingerprint, elapsed, rows, failed);
@@ -185,7 +242,13 @@ impl<'c> Query<'c> {
     }
 }
 
-fn record(state: &mut crate::scope::State, fp: &Fingerprint, elapsed: Duration, rows: u64, failed: bool) {
+fn record(
+    state: &mut crate::scope::State,
+    fp: &Fingerprint,
+    elapsed: Duration,
+    rows: u64,
+    failed: bool,
+) {
     state.totals.db_time += elapsed;
     state.totals.rows += rows;
     state.totals.failed += u64::from(failed);
@@ -254,7 +317,10 @@ impl<'c> Executor<'c> for &'c mut Connection {
         Box::pin(Observed { inner, query })
     }
 
-    fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
     where
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
@@ -275,7 +341,11 @@ impl<'c> Executor<'c> for &'c mut Connection {
         })
     }
 
-    fn prepare_with<'e>(self, sql: SqlStr, parameters: &'e [PgTypeInfo]) -> BoxFuture<'e, Result<PgStatement, sqlx::Error>>
+    fn prepare_with<'e>(
+        self,
+        sql: SqlStr,
+        parameters: &'e [PgTypeInfo],
+    ) -> BoxFuture<'e, Result<PgStatement, sqlx::Error>>
     where
         'c: 'e,
     {
@@ -283,7 +353,10 @@ impl<'c> Executor<'c> for &'c mut Connection {
     }
 
     #[doc(hidden)]
-    fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>>
+    fn describe<'e>(
+        self,
+        sql: SqlStr,
+    ) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>>
     where
         'c: 'e,
     {
@@ -310,27 +383,49 @@ impl<'p> Executor<'p> for &'_ Pool {
         })
     }
 
-    fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
     where
         'p: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
         let shared = Arc::clone(&self.0);
         let scope = scope::current();
-        Box::pin(async move { (&mut *acquire_in(shared, scope, None).await?).fetch_optional(query).await })
+        Box::pin(async move {
+            (&mut *acquire_in(shared, scope, None).await?)
+                .fetch_optional(query)
+                .await
+        })
     }
 
-    fn prepare_with<'e>(self, sql: SqlStr, parameters: &'e [PgTypeInfo]) -> BoxFuture<'e, Result<PgStatement, sqlx::Error>>
+    fn prepare_with<'e>(
+        self,
+        sql: SqlStr,
+        parameters: &'e [PgTypeInfo],
+    ) -> BoxFuture<'e, Result<PgStatement, sqlx::Error>>
     where
         'p: 'e,
     {
         let shared = Arc::clone(&self.0);
-        Box::pin(async move { (&mut *acquire_in(shared, None, None).await?).prepare_with(sql, parameters).await })
+        Box::pin(async move {
+            (&mut *acquire_in(shared, None, None).await?)
+                .prepare_with(sql, parameters)
+                .await
+        })
     }
 
     #[doc(hidden)]
-    fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>> {
+    fn describe<'e>(
+        self,
+        sql: SqlStr,
+    ) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>> {
         let shared = Arc::clone(&self.0);
-        Box::pin(async move { (&mut *acquire_in(shared, None, None).await?).describe(sql).await })
+        Box::pin(async move {
+            (&mut *acquire_in(shared, None, None).await?)
+                .describe(sql)
+                .await
+        })
     }
 }

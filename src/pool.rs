@@ -51,7 +51,11 @@ pub(crate) struct Shared {
 impl Shared {
     /// Runs `f` on the state of `scope` if it is still open, else on the unscoped state, so a
     /// record that arrives after its scope ended is kept rather than lost.
-    pub(crate) fn with_state<R>(&self, scope: Option<&Arc<ScopeInner>>, f: impl FnOnce(&mut State, &ScopeInner) -> R) -> R {
+    pub(crate) fn with_state<R>(
+        &self,
+        scope: Option<&Arc<ScopeInner>>,
+        f: impl FnOnce(&mut State, &ScopeInner) -> R,
+    ) -> R {
         if let Some(scope) = scope {
             let mut state = scope.state.lock();
             if !state.closed {
@@ -118,7 +122,9 @@ impl PoolOptions {
     pub fn new() -> Self {
         PoolOptions {
             // Same as sqlx so swapping the type changes no behaviour.
-            sqlx: PgPoolOptions::new().max_connections(10).acquire_timeout(Duration::from_secs(30)),
+            sqlx: PgPoolOptions::new()
+                .max_connections(10)
+                .acquire_timeout(Duration::from_secs(30)),
             max_connections: 10,
             acquire_timeout: Duration::from_secs(30),
             // Real applications have hundreds to a few thousand distinct statement texts.
@@ -273,7 +279,12 @@ impl PoolOptions {
     fn build(self, inner: PgPool) -> Pool {
         let name = self.name.unwrap_or_else(|| {
             let o = inner.connect_options();
-            format!("{}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap_or(o.get_username()))
+            format!(
+                "{}:{}/{}",
+                o.get_host(),
+                o.get_port(),
+                o.get_database().unwrap_or(o.get_username())
+            )
         });
         Pool(Arc::new(Shared {
             inner,
@@ -375,7 +386,9 @@ impl Pool {
     /// Retrieves a connection, waiting for one when all are in use. The time waiting counts as
     /// the scope's pool wait time; the time holding the guard counts as its connection hold time.
     #[track_caller]
-    pub fn acquire(&self) -> impl Future<Output = Result<PoolConnection, sqlx::Error>> + Send + 'static {
+    pub fn acquire(
+        &self,
+    ) -> impl Future<Output = Result<PoolConnection, sqlx::Error>> + Send + 'static {
         let site = Location::caller();
         let shared = Arc::clone(&self.0);
         let scope = scope::current();
@@ -384,7 +397,10 @@ impl Pool {
 
     /// Starts a transaction on a newly acquired connection, like `PgPool::begin`.
     #[track_caller]
-    pub fn begin(&self) -> impl Future<Output = Result<crate::Transaction<'static>, sqlx::Error>> + Send + 'static {
+    pub fn begin(
+        &self,
+    ) -> impl Future<Output = Result<crate::Transaction<'static>, sqlx::Error>> + Send + 'static
+    {
         let acquire = self.acquire();
         async move { crate::Transaction::begin_owned(acquire.await?).await }
     }
@@ -408,10 +424,11 @@ impl Pool {
         self.0.unscoped.snapshot()
     }
 
-    /// Entries in the fingerprint cache, and its hits and misses so far.
-    pub fn fingerprint_cache_stats(&self) -> (usize, u64, u64) {
+    /// Entries in the fingerprint cache, and how many statements missed it (and were
+    /// fingerprinted from scratch) so far.
+    pub fn fingerprint_cache_stats(&self) -> (usize, u64) {
         let c = &self.0.cache;
-        (c.len(), c.hits(), c.misses())
+        (c.len(), c.misses())
     }
 
     /// Closes the pool, waiting for connections in use to be returned.
@@ -427,7 +444,10 @@ impl Pool {
 
 impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pool").field("name", &self.0.name).field("stats", &self.stats()).finish()
+        f.debug_struct("Pool")
+            .field("name", &self.0.name)
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -455,12 +475,21 @@ pub(crate) async fn acquire_in(
         }
     };
     shared.acquires.fetch_add(1, Ordering::Relaxed);
-    let id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    // Ids are only needed to track explicitly held guards; skip the shared counter otherwise.
+    let id = if site.is_some() {
+        shared.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    } else {
+        u64::MAX
+    };
     let check_nested = shared.settings.nested_acquire_mode != Mode::Off;
     let held_at = shared.with_state(scope.as_ref(), |state, s| {
         state.totals.pool_wait += waited;
         state.totals.acquires += 1;
-        let held_at = state.held.first().map(|(_, at)| *at).filter(|_| check_nested && !shared.is_unscoped(s));
+        let held_at = state
+            .held
+            .first()
+            .map(|(_, at)| *at)
+            .filter(|_| check_nested && !shared.is_unscoped(s));
         // Only guards the caller holds explicitly can be held while waiting for another
         // connection; the transient connection of a query on `&Pool` is not tracked.
         if let Some(site) = site {
@@ -471,7 +500,9 @@ pub(crate) async fn acquire_in(
     });
     if let Some(held_at) = held_at {
         let item = NestedAcquire {
-            scope: scope.as_ref().map_or_else(String::new, |s| s.name.to_string()),
+            scope: scope
+                .as_ref()
+                .map_or_else(String::new, |s| s.name.to_string()),
             held_at: detect::location(held_at),
             acquired_at: site.map_or_else(detect::call_site, |s| detect::location(s)),
         };
@@ -479,7 +510,14 @@ pub(crate) async fn acquire_in(
         detect::emit_nested(&item);
     }
     Ok(PoolConnection {
-        conn: Connection { raw, scope, shared, interrupted: AtomicBool::new(false), id, acquired_at: Instant::now() },
+        conn: Connection {
+            raw,
+            scope,
+            shared,
+            interrupted: AtomicBool::new(false),
+            id,
+            acquired_at: Instant::now(),
+        },
     })
 }
 
@@ -560,14 +598,19 @@ impl Drop for PoolConnection {
     fn drop(&mut self) {
         let held = self.conn.acquired_at.elapsed();
         let id = self.conn.id;
-        self.conn.shared.with_state(self.conn.scope.as_ref(), |state, _| {
-            state.totals.hold_time += held;
-        });
+        let explicit = id != u64::MAX;
+        let shared = &self.conn.shared;
+        let scope = self.conn.scope.as_deref().unwrap_or(&shared.unscoped);
+        let mut state = scope.state.lock();
         // The held list lives in the acquiring scope even after it closed.
-        if let Some(scope) = &self.conn.scope {
-            scope.state.lock().held.retain(|(h, _)| *h != id);
+        if explicit {
+            state.held.retain(|(h, _)| *h != id);
+        }
+        if state.closed {
+            drop(state);
+            shared.unscoped.state.lock().totals.hold_time += held;
         } else {
-            self.conn.shared.unscoped.state.lock().held.retain(|(h, _)| *h != id);
+            state.totals.hold_time += held;
         }
         if self.conn.interrupted.load(Ordering::Relaxed) {
             // The server is still busy with (or sending) the abandoned statement; returning the

@@ -51,7 +51,9 @@ impl FingerprintStats {
 
     /// The normalized SQL (`(other statements)` for the overflow row).
     pub fn normalized(&self) -> &str {
-        self.fingerprint.as_ref().map_or("(other statements)", Fingerprint::normalized)
+        self.fingerprint
+            .as_ref()
+            .map_or("(other statements)", Fingerprint::normalized)
     }
 
     /// How many times it was sent to PostgreSQL.
@@ -88,7 +90,13 @@ impl Report {
         n_plus_one: Vec<NPlusOne>,
         nested: Vec<NestedAcquire>,
     ) -> Self {
-        Report { name, totals, fingerprints, n_plus_one, nested }
+        Report {
+            name,
+            totals,
+            fingerprints,
+            n_plus_one,
+            nested,
+        }
     }
 
     /// The scope's name (`anonymous` for [`capture`](crate::capture)).
@@ -173,7 +181,11 @@ impl Report {
     #[track_caller]
     pub fn assert_queries(&self, expected: u64) {
         if self.queries() != expected {
-            panic!("expected {expected} queries in scope `{}`, got {}\n{self}", self.name, self.queries());
+            panic!(
+                "expected {expected} queries in scope `{}`, got {}\n{self}",
+                self.name,
+                self.queries()
+            );
         }
     }
 
@@ -184,7 +196,11 @@ impl Report {
     #[track_caller]
     pub fn assert_max_queries(&self, max: u64) {
         if self.queries() > max {
-            panic!("expected at most {max} queries in scope `{}`, got {}\n{self}", self.name, self.queries());
+            panic!(
+                "expected at most {max} queries in scope `{}`, got {}\n{self}",
+                self.name,
+                self.queries()
+            );
         }
     }
 
@@ -230,9 +246,16 @@ impl fmt::Display for Report {
             ms(t.hold_time),
             ms(t.pool_wait)
         )?;
-        writeln!(f, "  {:>6}  {:>10}  {:>10}  {:>8}  {:<16}  statement", "count", "total ms", "max ms", "rows", "fingerprint")?;
+        writeln!(
+            f,
+            "  {:>6}  {:>10}  {:>10}  {:>8}  {:<16}  statement",
+            "count", "total ms", "max ms", "rows", "fingerprint"
+        )?;
         for row in &self.fingerprints {
-            let id = row.fingerprint.as_ref().map_or_else(|| "-".repeat(16), Fingerprint::hex);
+            let id = row
+                .fingerprint
+                .as_ref()
+                .map_or_else(|| "-".repeat(16), Fingerprint::hex);
             let sql = row.normalized();
             let sql = match sql.char_indices().nth(120) {
                 Some((cut, _)) => format!("{}…", &sql[..cut]),

@@ -86,7 +86,14 @@ pub(crate) struct Row {
 
 impl Row {
     fn new(fingerprint: Option<Fingerprint>) -> Self {
-        Row { fingerprint, count: 0, failed: 0, rows: 0, total: Duration::ZERO, max: Duration::ZERO }
+        Row {
+            fingerprint,
+            count: 0,
+            failed: 0,
+            rows: 0,
+            total: Duration::ZERO,
+            max: Duration::ZERO,
+        }
     }
 
     fn merge(&mut self, other: &Row) {
@@ -104,7 +111,9 @@ impl State {
         if !self.rows.contains_key(&fp.id()) && self.rows.len() >= MAX_ROWS_PER_SCOPE {
             return self.overflow.get_or_insert_with(|| Row::new(None));
         }
-        self.rows.entry(fp.id()).or_insert_with(|| Row::new(Some(fp.clone())))
+        self.rows
+            .entry(fp.id())
+            .or_insert_with(|| Row::new(Some(fp.clone())))
     }
 
     fn merge_from(&mut self, child: &State) {
@@ -123,11 +132,16 @@ impl State {
         for row in child.rows.values() {
             match &row.fingerprint {
                 Some(fp) => self.row(fp).merge(row),
-                None => self.overflow.get_or_insert_with(|| Row::new(None)).merge(row),
+                None => self
+                    .overflow
+                    .get_or_insert_with(|| Row::new(None))
+                    .merge(row),
             }
         }
         if let Some(row) = &child.overflow {
-            self.overflow.get_or_insert_with(|| Row::new(None)).merge(row);
+            self.overflow
+                .get_or_insert_with(|| Row::new(None))
+                .merge(row);
         }
         self.n_plus_one.extend(child.n_plus_one.iter().cloned());
         self.nested.extend(child.nested.iter().cloned());
@@ -135,9 +149,19 @@ impl State {
 }
 
 impl ScopeInner {
-    pub(crate) fn new(name: Cow<'static, str>, overrides: Overrides, parent: Option<Arc<ScopeInner>>) -> Arc<Self> {
+    pub(crate) fn new(
+        name: Cow<'static, str>,
+        overrides: Overrides,
+        parent: Option<Arc<ScopeInner>>,
+    ) -> Arc<Self> {
         let span = tracing::info_span!(target: "pgscope", "pgscope.scope", pgscope.scope = %name);
-        let scope = Arc::new(ScopeInner { name, overrides, parent, span, state: Mutex::new(State::default()) });
+        let scope = Arc::new(ScopeInner {
+            name,
+            overrides,
+            parent,
+            span,
+            state: Mutex::new(State::default()),
+        });
         attach_to_span(&scope);
         scope
     }
@@ -176,16 +200,30 @@ impl ScopeInner {
 }
 
 fn build_report(name: &str, state: &State) -> Report {
-    let mut fingerprints: Vec<FingerprintStats> =
-        state.rows.values().chain(state.overflow.iter()).map(FingerprintStats::from_row).collect();
-    fingerprints.sort_by(|a, b| b.count().cmp(&a.count()).then(b.total_time().cmp(&a.total_time())));
+    let mut fingerprints: Vec<FingerprintStats> = state
+        .rows
+        .values()
+        .chain(state.overflow.iter())
+        .map(FingerprintStats::from_row)
+        .collect();
+    fingerprints.sort_by(|a, b| {
+        b.count()
+            .cmp(&a.count())
+            .then(b.total_time().cmp(&a.total_time()))
+    });
     let mut n_plus_one = state.n_plus_one.clone();
     for item in &mut n_plus_one {
         if let Some(row) = state.rows.get(&item.fingerprint().id()) {
             item.count = row.count;
         }
     }
-    Report::new(name.to_owned(), state.totals, fingerprints, n_plus_one, state.nested.clone())
+    Report::new(
+        name.to_owned(),
+        state.totals,
+        fingerprints,
+        n_plus_one,
+        state.nested.clone(),
+    )
 }
 
 /// The scope queries started here count for: the task-local one, else the nearest enclosing
@@ -215,7 +253,11 @@ fn from_span() -> Option<Arc<ScopeInner>> {
         use tracing_subscriber::registry::LookupSpan;
         let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
         let span = registry.span(id)?;
-        span.scope().find_map(|s| s.extensions().get::<SpanScope>().and_then(|w| w.0.upgrade()))
+        span.scope().find_map(|s| {
+            s.extensions()
+                .get::<SpanScope>()
+                .and_then(|w| w.0.upgrade())
+        })
     })
     .flatten()
 }
@@ -247,7 +289,10 @@ pub struct Scope {
 impl Scope {
     /// A scope with this name (shown in reports and warnings, e.g. `GET /api/feed`).
     pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
-        Scope { name: name.into(), overrides: Overrides::default() }
+        Scope {
+            name: name.into(),
+            overrides: Overrides::default(),
+        }
     }
 
     /// Overrides the pool's N+1 threshold for this scope.
@@ -271,7 +316,10 @@ impl Scope {
     /// Accepts a known repetition: statements with the same fingerprint as `sql` are never
     /// reported as N+1 in this scope.
     pub fn allow_n_plus_one(mut self, sql: &str) -> Self {
-        self.overrides.allow.fingerprints.push(crate::fingerprint(sql).id());
+        self.overrides
+            .allow
+            .fingerprints
+            .push(crate::fingerprint(sql).id());
         self
     }
 
@@ -288,7 +336,10 @@ impl Scope {
     pub async fn capture<F: Future>(self, fut: F) -> (F::Output, Report) {
         let scope = ScopeInner::new(self.name, self.overrides, current());
         let span = scope.span.clone();
-        let output = CURRENT.scope(Arc::clone(&scope), fut).instrument(span).await;
+        let output = CURRENT
+            .scope(Arc::clone(&scope), fut)
+            .instrument(span)
+            .await;
         let report = scope.close();
         (output, report)
     }
@@ -311,7 +362,10 @@ pub async fn capture<F: Future>(fut: F) -> (F::Output, Report) {
 }
 
 /// Runs `fut` in a new scope called `name` (a route such as `GET /api/feed`, a job, a test).
-pub async fn capture_named<F: Future>(name: impl Into<Cow<'static, str>>, fut: F) -> (F::Output, Report) {
+pub async fn capture_named<F: Future>(
+    name: impl Into<Cow<'static, str>>,
+    fut: F,
+) -> (F::Output, Report) {
     Scope::new(name).capture(fut).await
 }
 

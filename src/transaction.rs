@@ -52,7 +52,9 @@ impl MaybeOwned<'_> {
 
 fn count_statement(conn: &Connection) {
     let scope = conn.scope.clone().or_else(crate::scope::current);
-    conn.shared.with_state(scope.as_ref(), |state, _| state.totals.transaction_statements += 1);
+    conn.shared.with_state(scope.as_ref(), |state, _| {
+        state.totals.transaction_statements += 1
+    });
 }
 
 impl<'c> Transaction<'c> {
@@ -63,11 +65,15 @@ impl<'c> Transaction<'c> {
         Ok(Transaction { conn, open: true })
     }
 
-    pub(crate) async fn begin_owned(conn: PoolConnection) -> Result<Transaction<'static>, sqlx::Error> {
+    pub(crate) async fn begin_owned(
+        conn: PoolConnection,
+    ) -> Result<Transaction<'static>, sqlx::Error> {
         Transaction::begin_on(MaybeOwned::Owned(conn)).await
     }
 
-    pub(crate) async fn begin_borrowed(conn: &'c mut Connection) -> Result<Transaction<'c>, sqlx::Error> {
+    pub(crate) async fn begin_borrowed(
+        conn: &'c mut Connection,
+    ) -> Result<Transaction<'c>, sqlx::Error> {
         Transaction::begin_on(MaybeOwned::Borrowed(conn)).await
     }
 
@@ -105,7 +111,10 @@ impl DerefMut for Transaction<'_> {
 
 impl fmt::Debug for Transaction<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Transaction").field("connection", self.conn.get_ref()).field("open", &self.open).finish()
+        f.debug_struct("Transaction")
+            .field("connection", self.conn.get_ref())
+            .field("open", &self.open)
+            .finish()
     }
 }
 

@@ -21,7 +21,10 @@ async fn pool(name: &str, max: u32) -> (Pool, sqlx::postgres::PgConnectOptions) 
 }
 
 async fn bump<'e>(e: impl PgExecutor<'e>) {
-    sqlx::query_scalar::<_, i64>("SELECT nextval('ctr')").fetch_one(e).await.expect("nextval");
+    sqlx::query_scalar::<_, i64>("SELECT nextval('ctr')")
+        .fetch_one(e)
+        .await
+        .expect("nextval");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -59,7 +62,11 @@ async fn counts_are_exact_across_256_concurrent_scopes_on_a_pool_of_8() {
             .await;
             let expected = direct + spawned + in_tx;
             assert_eq!(report.queries(), expected, "scope-{i}\n{report}");
-            assert_eq!(report.transaction_statements(), if in_tx > 0 { 2 } else { 0 }, "scope-{i}");
+            assert_eq!(
+                report.transaction_statements(),
+                if in_tx > 0 { 2 } else { 0 },
+                "scope-{i}"
+            );
             expected
         }));
     }
@@ -79,7 +86,11 @@ async fn counts_are_exact_across_256_concurrent_scopes_on_a_pool_of_8() {
     let unscoped = pool.unscoped_report();
     assert_eq!(unscoped.queries(), 40, "{unscoped}");
     let received = common::scalar(&opts, "SELECT last_value FROM ctr").await as u64;
-    assert_eq!(total + unscoped.queries(), received, "reports must add up to what PostgreSQL executed");
+    assert_eq!(
+        total + unscoped.queries(),
+        received,
+        "reports must add up to what PostgreSQL executed"
+    );
 }
 
 #[tokio::test]
@@ -87,14 +98,26 @@ async fn connection_hold_time_runs_from_acquire_to_release_across_awaits() {
     let (pool, _) = pool("hold_time", 2).await;
     let (_, report) = pgscope::capture(async {
         let mut conn = pool.acquire().await.expect("acquire");
-        sqlx::query("SELECT 1").execute(&mut *conn).await.expect("select");
+        sqlx::query("SELECT 1")
+            .execute(&mut *conn)
+            .await
+            .expect("select");
         tokio::time::sleep(Duration::from_millis(200)).await;
-        sqlx::query("SELECT 2").execute(&mut *conn).await.expect("select");
+        sqlx::query("SELECT 2")
+            .execute(&mut *conn)
+            .await
+            .expect("select");
     })
     .await;
     assert_eq!(report.queries(), 2);
-    assert!(report.connection_hold_time() >= Duration::from_millis(200), "{report}");
-    assert!(report.db_time() < Duration::from_millis(150), "db time counts only the queries: {report}");
+    assert!(
+        report.connection_hold_time() >= Duration::from_millis(200),
+        "{report}"
+    );
+    assert!(
+        report.db_time() < Duration::from_millis(150),
+        "db time counts only the queries: {report}"
+    );
     assert_eq!(report.connections_acquired(), 1);
 }
 
@@ -114,11 +137,18 @@ async fn a_cancelled_scope_returns_its_connection_and_the_next_scope_starts_clea
         let mut conn = pool.acquire().await.expect("acquire");
         sqlx::query("SELECT pg_sleep(10)").execute(&mut *conn).await
     });
-    assert!(tokio::time::timeout(Duration::from_millis(300), work).await.is_err(), "should time out");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), work)
+            .await
+            .is_err(),
+        "should time out"
+    );
 
     // The single connection must come back (or be replaced) and serve the next scope.
     let (value, report) = pgscope::capture_named("next", async {
-        sqlx::query_scalar::<_, i32>("SELECT 41 + 1").fetch_one(&pool).await
+        sqlx::query_scalar::<_, i32>("SELECT 41 + 1")
+            .fetch_one(&pool)
+            .await
     })
     .await;
     assert_eq!(value.expect("query after cancel"), 42);
@@ -153,10 +183,16 @@ async fn waiters_wait_time_and_acquire_timeouts_are_visible() {
     let mut scopes = Vec::new();
     for i in 0..10 {
         let pool = pool.clone();
-        scopes.push(tokio::spawn(pgscope::capture_named(format!("holder-{i}"), async move {
-            let mut conn = pool.acquire().await.expect("acquire");
-            sqlx::query("SELECT pg_sleep(0.05)").execute(&mut *conn).await.expect("sleep");
-        })));
+        scopes.push(tokio::spawn(pgscope::capture_named(
+            format!("holder-{i}"),
+            async move {
+                let mut conn = pool.acquire().await.expect("acquire");
+                sqlx::query("SELECT pg_sleep(0.05)")
+                    .execute(&mut *conn)
+                    .await
+                    .expect("sleep");
+            },
+        )));
     }
     let mut total_wait = Duration::ZERO;
     for s in scopes {
@@ -164,9 +200,15 @@ async fn waiters_wait_time_and_acquire_timeouts_are_visible() {
         total_wait += report.pool_wait_time();
     }
     sampler.await.expect("sampler");
-    assert!(max_waiters.load(Ordering::Relaxed) >= 1, "waiters never visible");
+    assert!(
+        max_waiters.load(Ordering::Relaxed) >= 1,
+        "waiters never visible"
+    );
     // 10 holders of 50 ms on 2 connections: at least 8 waited, most for 50 ms or more.
-    assert!(total_wait >= Duration::from_millis(200), "total wait {total_wait:?}");
+    assert!(
+        total_wait >= Duration::from_millis(200),
+        "total wait {total_wait:?}"
+    );
 
     let short = PoolOptions::new()
         .max_connections(2)
@@ -188,15 +230,31 @@ async fn postgres_errors_pass_through_unchanged_and_count_as_failed() {
     let (pool, opts) = pool("errors", 2).await;
     common::setup(&opts, "CREATE TABLE u (id int PRIMARY KEY)").await;
     let (_, report) = pgscope::capture(async {
-        let err = sqlx::query("SELEC 1").execute(&pool).await.expect_err("syntax error");
+        let err = sqlx::query("SELEC 1")
+            .execute(&pool)
+            .await
+            .expect_err("syntax error");
         let db = err.as_database_error().expect("database error");
         assert_eq!(db.code().as_deref(), Some("42601"));
 
-        sqlx::query("INSERT INTO u VALUES (1)").execute(&pool).await.expect("insert");
-        let err = sqlx::query("INSERT INTO u VALUES (1)").execute(&pool).await.expect_err("duplicate");
-        assert!(err.as_database_error().expect("database error").is_unique_violation());
+        sqlx::query("INSERT INTO u VALUES (1)")
+            .execute(&pool)
+            .await
+            .expect("insert");
+        let err = sqlx::query("INSERT INTO u VALUES (1)")
+            .execute(&pool)
+            .await
+            .expect_err("duplicate");
+        assert!(
+            err.as_database_error()
+                .expect("database error")
+                .is_unique_violation()
+        );
 
-        let err = sqlx::query_scalar::<_, i32>("SELECT 1 WHERE false").fetch_one(&pool).await.expect_err("no row");
+        let err = sqlx::query_scalar::<_, i32>("SELECT 1 WHERE false")
+            .fetch_one(&pool)
+            .await
+            .expect_err("no row");
         assert!(matches!(err, sqlx::Error::RowNotFound));
     })
     .await;
@@ -211,7 +269,10 @@ struct User {
 }
 
 async fn generic_count<'e>(e: impl PgExecutor<'e>) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(e).await.expect("count")
+    sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(e)
+        .await
+        .expect("count")
 }
 
 #[tokio::test]
@@ -219,34 +280,59 @@ async fn unchanged_sqlx_code_runs_against_the_pool() {
     let (pool, opts) = pool("drop_in", 3).await;
     common::setup(&opts, "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL); INSERT INTO users VALUES (1, 'ada'), (2, 'grace')").await;
     let ((), report) = pgscope::capture(async {
-        let rows = sqlx::query("SELECT id FROM users WHERE id > $1").bind(0i64).fetch_all(&pool).await.expect("fetch_all");
+        let rows = sqlx::query("SELECT id FROM users WHERE id > $1")
+            .bind(0i64)
+            .fetch_all(&pool)
+            .await
+            .expect("fetch_all");
         assert_eq!(rows.len(), 2);
         let user = sqlx::query_as::<_, User>("SELECT id, name FROM users WHERE id = $1")
             .bind(2i64)
             .fetch_optional(&pool)
             .await
             .expect("query_as");
-        assert_eq!(user, Some(User { id: 2, name: "grace".into() }));
+        assert_eq!(
+            user,
+            Some(User {
+                id: 2,
+                name: "grace".into()
+            })
+        );
         assert_eq!(generic_count(&pool).await, 2);
 
         let mut conn = pool.acquire().await.expect("acquire");
-        sqlx::query("INSERT INTO users VALUES ($1, $2)").bind(3i64).bind("linus").execute(&mut *conn).await.expect("insert");
+        sqlx::query("INSERT INTO users VALUES ($1, $2)")
+            .bind(3i64)
+            .bind("linus")
+            .execute(&mut *conn)
+            .await
+            .expect("insert");
         assert_eq!(generic_count(&mut *conn).await, 3);
         drop(conn);
 
         let mut tx = pool.begin().await.expect("begin");
-        sqlx::query("DELETE FROM users WHERE id = 3").execute(&mut *tx).await.expect("delete");
+        sqlx::query("DELETE FROM users WHERE id = 3")
+            .execute(&mut *tx)
+            .await
+            .expect("delete");
         assert_eq!(generic_count(&mut *tx).await, 2);
         tx.rollback().await.expect("rollback");
 
         let dynamic = format!("SELECT count(*) FROM users WHERE id <> {}", 99);
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(dynamic)).fetch_one(&pool).await.expect("dynamic");
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(dynamic))
+            .fetch_one(&pool)
+            .await
+            .expect("dynamic");
         assert_eq!(n, 3, "rollback kept the row");
     })
     .await;
     assert_eq!(report.queries(), 8, "{report}");
     assert_eq!(report.transaction_statements(), 2);
-    let counts = report.fingerprints().iter().find(|f| f.normalized() == "SELECT count(*) FROM users").expect("row");
+    let counts = report
+        .fingerprints()
+        .iter()
+        .find(|f| f.normalized() == "SELECT count(*) FROM users")
+        .expect("row");
     assert_eq!(counts.count(), 3);
     assert_eq!(report.rows(), 2 + 1 + 1 + 1 + 1 + 1 + 1 + 1);
     let table = report.to_string();
@@ -256,7 +342,10 @@ async fn unchanged_sqlx_code_runs_against_the_pool() {
 #[tokio::test]
 async fn queries_outside_scopes_are_unscoped_and_nested_scopes_roll_up() {
     let (pool, _) = pool("nesting", 2).await;
-    sqlx::query("SELECT 1").execute(&pool).await.expect("unscoped");
+    sqlx::query("SELECT 1")
+        .execute(&pool)
+        .await
+        .expect("unscoped");
     let ((), outer) = pgscope::capture_named("outer", async {
         sqlx::query("SELECT 1").execute(&pool).await.expect("outer");
         let ((), inner) = pgscope::capture_named("inner", async {
@@ -274,10 +363,14 @@ async fn queries_outside_scopes_are_unscoped_and_nested_scopes_roll_up() {
 #[tokio::test]
 async fn a_connection_acquired_in_a_scope_counts_there_wherever_it_is_used() {
     let (pool, _) = pool("conn_scope", 2).await;
-    let (mut conn, report) = pgscope::capture_named("acquirer", async { pool.acquire().await.expect("acquire") }).await;
+    let (mut conn, report) =
+        pgscope::capture_named("acquirer", async { pool.acquire().await.expect("acquire") }).await;
     assert_eq!(report.connections_acquired(), 1);
     // The acquiring scope is closed: later use is recorded as unscoped rather than lost.
-    sqlx::query("SELECT 1").execute(&mut *conn).await.expect("query");
+    sqlx::query("SELECT 1")
+        .execute(&mut *conn)
+        .await
+        .expect("query");
     drop(conn);
     assert_eq!(pool.unscoped_report().queries(), 1);
 
@@ -285,7 +378,10 @@ async fn a_connection_acquired_in_a_scope_counts_there_wherever_it_is_used() {
         let mut conn = pool.acquire().await.expect("acquire");
         let handle = tokio::spawn(async move {
             // plain tokio::spawn, no scope: the connection still belongs to `holder`
-            sqlx::query("SELECT 2").execute(&mut *conn).await.expect("query");
+            sqlx::query("SELECT 2")
+                .execute(&mut *conn)
+                .await
+                .expect("query");
         });
         handle.await.expect("task");
     })

@@ -17,13 +17,20 @@ async fn feed_pool(name: &str, options: PoolOptions) -> Pool {
          CREATE TABLE events (id serial PRIMARY KEY, n int);",
     )
     .await;
-    options.max_connections(4).connect_with(opts).await.expect("connect")
+    options
+        .max_connections(4)
+        .connect_with(opts)
+        .await
+        .expect("connect")
 }
 
 /// The handler from the seed: load 20 posts, then each post's author, one query per post.
 async fn naive_feed(pool: &Pool) -> Vec<(String, String)> {
     let posts: Vec<(i64, String)> =
-        sqlx::query_as("SELECT author_id, title FROM posts ORDER BY id LIMIT 20").fetch_all(pool).await.expect("posts");
+        sqlx::query_as("SELECT author_id, title FROM posts ORDER BY id LIMIT 20")
+            .fetch_all(pool)
+            .await
+            .expect("posts");
     let mut feed = Vec::new();
     for (author_id, title) in posts {
         let name: String = sqlx::query_scalar("SELECT name FROM users WHERE id = $1") // N+1 line
@@ -38,7 +45,11 @@ async fn naive_feed(pool: &Pool) -> Vec<(String, String)> {
 
 async fn run_naive_n(pool: &Pool, n: usize) {
     for id in 1..=n as i64 {
-        sqlx::query_scalar::<_, String>("SELECT name FROM users WHERE id = $1").bind(id).fetch_one(pool).await.expect("q");
+        sqlx::query_scalar::<_, String>("SELECT name FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .expect("q");
     }
 }
 
@@ -52,15 +63,30 @@ async fn naive_feed_is_flagged_once_with_count_and_call_site() {
     assert_eq!(found.len(), 1, "{report}");
     let item = &found[0];
     assert_eq!(item.count(), 20);
-    assert_eq!(item.fingerprint().normalized(), "SELECT name FROM users WHERE id = $1");
+    assert_eq!(
+        item.fingerprint().normalized(),
+        "SELECT name FROM users WHERE id = $1"
+    );
     assert_eq!(item.scope(), "GET /api/feed");
-    let line = include_str!("detection.rs").lines().position(|l| l.ends_with("// N+1 line")).expect("marker") + 1;
+    let line = include_str!("detection.rs")
+        .lines()
+        .position(|l| l.ends_with("// N+1 line"))
+        .expect("marker")
+        + 1;
     // The call site is the `.await` of the query in `naive_feed` (a few lines below the marker,
     // since the chained builder spans lines).
     let (file, at) = item.call_site().rsplit_once(':').expect("file:line");
-    assert!(file.ends_with("tests/detection.rs"), "call site {}", item.call_site());
+    assert!(
+        file.ends_with("tests/detection.rs"),
+        "call site {}",
+        item.call_site()
+    );
     let at: usize = at.parse().expect("line number");
-    assert!((line..=line + 4).contains(&at), "call site {} not near line {line}", item.call_site());
+    assert!(
+        (line..=line + 4).contains(&at),
+        "call site {} not near line {line}",
+        item.call_site()
+    );
 }
 
 #[tokio::test]
@@ -88,11 +114,17 @@ async fn join_and_any_batch_versions_are_not_flagged() {
 async fn threshold_edges_flag_only_past_the_threshold() {
     let pool = feed_pool("np1_edges", PoolOptions::new().n_plus_one_threshold(5)).await;
     let ((), at) = pgscope::capture(run_naive_n(&pool, 5)).await;
-    assert!(at.n_plus_one().is_empty(), "exactly at threshold must not flag\n{at}");
+    assert!(
+        at.n_plus_one().is_empty(),
+        "exactly at threshold must not flag\n{at}"
+    );
     let ((), over) = pgscope::capture(run_naive_n(&pool, 6)).await;
     assert_eq!(over.n_plus_one().len(), 1);
     assert_eq!(over.n_plus_one()[0].count(), 6);
-    let ((), scoped) = pgscope::Scope::new("strict").n_plus_one_threshold(2).capture(run_naive_n(&pool, 3)).await;
+    let ((), scoped) = pgscope::Scope::new("strict")
+        .n_plus_one_threshold(2)
+        .capture(run_naive_n(&pool, 3))
+        .await;
     assert_eq!(scoped.n_plus_one().len(), 1, "per-scope threshold");
 }
 
@@ -101,12 +133,24 @@ async fn two_different_n_plus_ones_in_one_scope_are_both_reported() {
     let pool = feed_pool("np1_two", PoolOptions::new()).await;
     let ((), report) = pgscope::capture(async {
         for id in 1..=8i64 {
-            sqlx::query("SELECT name FROM users WHERE id = $1").bind(id).fetch_one(&pool).await.expect("u");
-            sqlx::query("SELECT title FROM posts WHERE author_id = $1").bind(id).fetch_all(&pool).await.expect("p");
+            sqlx::query("SELECT name FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .expect("u");
+            sqlx::query("SELECT title FROM posts WHERE author_id = $1")
+                .bind(id)
+                .fetch_all(&pool)
+                .await
+                .expect("p");
         }
     })
     .await;
-    let mut found: Vec<_> = report.n_plus_one().iter().map(|n| (n.fingerprint().normalized().to_owned(), n.count())).collect();
+    let mut found: Vec<_> = report
+        .n_plus_one()
+        .iter()
+        .map(|n| (n.fingerprint().normalized().to_owned(), n.count()))
+        .collect();
     found.sort();
     assert_eq!(
         found,
@@ -126,7 +170,9 @@ async fn the_same_n_plus_one_in_100_concurrent_scopes_is_reported_100_times_with
         handles.push(tokio::spawn(async move {
             // even scopes repeat 6 times (flagged), odd ones 3 times (not flagged)
             let n = if i % 2 == 0 { 6 } else { 3 };
-            pgscope::capture_named(format!("scope-{i}"), run_naive_n(&pool, n)).await.1
+            pgscope::capture_named(format!("scope-{i}"), run_naive_n(&pool, n))
+                .await
+                .1
         }));
     }
     let mut flagged = 0;
@@ -145,10 +191,20 @@ async fn the_same_n_plus_one_in_100_concurrent_scopes_is_reported_100_times_with
 
 #[tokio::test]
 async fn error_mode_refuses_the_crossing_query() {
-    let pool = feed_pool("np1_error", PoolOptions::new().n_plus_one_mode(Mode::Error).n_plus_one_threshold(3)).await;
+    let pool = feed_pool(
+        "np1_error",
+        PoolOptions::new()
+            .n_plus_one_mode(Mode::Error)
+            .n_plus_one_threshold(3),
+    )
+    .await;
     let (result, report) = pgscope::capture(async {
         for id in 1..=5i64 {
-            if let Err(err) = sqlx::query("SELECT name FROM users WHERE id = $1").bind(id).fetch_one(&pool).await {
+            if let Err(err) = sqlx::query("SELECT name FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+            {
                 return Err((id, err));
             }
         }
@@ -158,7 +214,12 @@ async fn error_mode_refuses_the_crossing_query() {
     let (at, err) = result.expect_err("fourth query must be refused");
     assert_eq!(at, 4);
     match pgscope::Error::from_sqlx(&err) {
-        Some(pgscope::Error::NPlusOne { count, threshold, statement, .. }) => {
+        Some(pgscope::Error::NPlusOne {
+            count,
+            threshold,
+            statement,
+            ..
+        }) => {
             assert_eq!((*count, *threshold), (4, 3));
             assert_eq!(statement, "SELECT name FROM users WHERE id = $1");
         }
@@ -177,7 +238,10 @@ async fn allowlisted_fingerprints_and_call_sites_are_not_reported() {
         .capture(run_naive_n(&pool, 10))
         .await;
     assert!(report.n_plus_one().is_empty(), "{report}");
-    let ((), report) = pgscope::Scope::new("batch job").allow_call_site("tests/detection.rs").capture(run_naive_n(&pool, 10)).await;
+    let ((), report) = pgscope::Scope::new("batch job")
+        .allow_call_site("tests/detection.rs")
+        .capture(run_naive_n(&pool, 10))
+        .await;
     assert!(report.n_plus_one().is_empty(), "{report}");
 }
 
@@ -186,12 +250,20 @@ async fn writes_are_not_checked_unless_enabled() {
     let pool = feed_pool("np1_writes", PoolOptions::new()).await;
     let insert_ten = |pool: Pool| async move {
         for n in 0..10 {
-            sqlx::query("INSERT INTO events (n) VALUES ($1)").bind(n).execute(&pool).await.expect("insert");
+            sqlx::query("INSERT INTO events (n) VALUES ($1)")
+                .bind(n)
+                .execute(&pool)
+                .await
+                .expect("insert");
         }
     };
     let ((), report) = pgscope::capture(insert_ten(pool.clone())).await;
     assert!(report.n_plus_one().is_empty());
-    let strict = feed_pool("np1_writes2", PoolOptions::new().n_plus_one_includes_writes(true)).await;
+    let strict = feed_pool(
+        "np1_writes2",
+        PoolOptions::new().n_plus_one_includes_writes(true),
+    )
+    .await;
     let ((), report) = pgscope::capture(insert_ten(strict)).await;
     assert_eq!(report.n_plus_one().len(), 1);
 }
@@ -203,7 +275,11 @@ async fn query_budget_stops_amplification_before_postgres_sees_it() {
         let mut ok = 0;
         let mut first_err = None;
         for n in 0..50 {
-            match sqlx::query("INSERT INTO events (n) VALUES ($1)").bind(n).execute(&pool).await {
+            match sqlx::query("INSERT INTO events (n) VALUES ($1)")
+                .bind(n)
+                .execute(&pool)
+                .await
+            {
                 Ok(_) => ok += 1,
                 Err(e) => {
                     first_err.get_or_insert(e);
@@ -216,13 +292,25 @@ async fn query_budget_stops_amplification_before_postgres_sees_it() {
     let (ok, err) = inserted;
     assert_eq!(ok, 10);
     let err = err.expect("budget error");
-    assert!(matches!(pgscope::Error::from_sqlx(&err), Some(pgscope::Error::QueryBudgetExceeded { budget: 10, .. })), "{err}");
+    assert!(
+        matches!(
+            pgscope::Error::from_sqlx(&err),
+            Some(pgscope::Error::QueryBudgetExceeded { budget: 10, .. })
+        ),
+        "{err}"
+    );
     assert_eq!(report.queries(), 10);
     assert_eq!(report.rejected_queries(), 40);
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&pool).await.expect("count");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
     assert_eq!(rows, 10, "exactly the budget reached the table");
 
-    let ((), report) = pgscope::Scope::new("override").query_budget(2).capture(run_naive_n(&pool, 0)).await;
+    let ((), report) = pgscope::Scope::new("override")
+        .query_budget(2)
+        .capture(run_naive_n(&pool, 0))
+        .await;
     assert_eq!(report.queries(), 0);
 }
 
@@ -231,17 +319,31 @@ async fn holding_two_connections_in_one_scope_warns_with_both_call_sites() {
     let pool = feed_pool("nested", PoolOptions::new()).await;
     let ((), report) = pgscope::capture_named("POST /api/transfer", async {
         let mut tx = pool.begin().await.expect("begin"); // held here
-        sqlx::query("SELECT 1").execute(&mut *tx).await.expect("in tx");
+        sqlx::query("SELECT 1")
+            .execute(&mut *tx)
+            .await
+            .expect("in tx");
         // The classic mistake: querying the pool instead of the transaction.
-        sqlx::query("SELECT 2").execute(&pool).await.expect("outside tx");
+        sqlx::query("SELECT 2")
+            .execute(&pool)
+            .await
+            .expect("outside tx");
         let _second = pool.acquire().await.expect("second");
         tx.commit().await.expect("commit");
     })
     .await;
     let nested = report.nested_acquires();
     assert_eq!(nested.len(), 2, "{report}");
-    assert!(nested[0].held_at().starts_with("tests/detection.rs:"), "{}", nested[0]);
-    assert!(nested[0].acquired_at().contains("tests/detection.rs:"), "{}", nested[0]);
+    assert!(
+        nested[0].held_at().starts_with("tests/detection.rs:"),
+        "{}",
+        nested[0]
+    );
+    assert!(
+        nested[0].acquired_at().contains("tests/detection.rs:"),
+        "{}",
+        nested[0]
+    );
     assert_ne!(nested[1].held_at(), nested[1].acquired_at());
     assert_eq!(report.max_connections_held(), 2);
     let ((), clean) = pgscope::capture(async {

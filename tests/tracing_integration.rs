@@ -10,8 +10,11 @@ use tracing::{Event, Instrument, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
+/// (target, level, fields) of every event.
+type EventRecord = (String, String, Vec<(String, String)>);
+
 #[derive(Default, Clone)]
-struct Captured(Arc<Mutex<Vec<(String, String, Vec<(String, String)>)>>>);
+struct Captured(Arc<Mutex<Vec<EventRecord>>>);
 
 struct Fields(Vec<(String, String)>);
 
@@ -32,7 +35,11 @@ impl<S: Subscriber> Layer<S> for Captured {
         let mut fields = Fields(Vec::new());
         event.record(&mut fields);
         let meta = event.metadata();
-        self.0.lock().expect("lock").push((meta.target().to_owned(), meta.level().to_string(), fields.0));
+        self.0.lock().expect("lock").push((
+            meta.target().to_owned(),
+            meta.level().to_string(),
+            fields.0,
+        ));
     }
 }
 
@@ -59,14 +66,20 @@ async fn futures_instrumented_with_a_span_from_the_scope_count_for_it_in_other_t
             async move {
                 sqlx::query("SELECT 1").execute(&pool2).await.expect("q1");
                 let child = tracing::info_span!("child");
-                sqlx::query("SELECT 2").execute(&pool2).instrument(child).await.expect("q2");
+                sqlx::query("SELECT 2")
+                    .execute(&pool2)
+                    .instrument(child)
+                    .await
+                    .expect("q2");
             }
             .instrument(span),
         );
         handle.await.expect("task");
         // and a task spawned without any span does not count
         let pool3 = pool.clone();
-        tokio::spawn(async move { sqlx::query("SELECT 3").execute(&pool3).await.expect("q3") }).await.expect("task");
+        tokio::spawn(async move { sqlx::query("SELECT 3").execute(&pool3).await.expect("q3") })
+            .await
+            .expect("task");
     })
     .await;
     report.assert_queries(2);
@@ -80,7 +93,11 @@ async fn n_plus_one_emits_one_warn_event_with_route_statement_count_and_call_sit
     let pool = pgscope::Pool::connect_with(opts).await.expect("connect");
     let ((), _report) = pgscope::capture_named("GET /api/feed", async {
         for i in 0..12 {
-            sqlx::query("SELECT $1::int + 0 AS unique_np1_marker").bind(i).fetch_one(&pool).await.expect("q");
+            sqlx::query("SELECT $1::int + 0 AS unique_np1_marker")
+                .bind(i)
+                .fetch_one(&pool)
+                .await
+                .expect("q");
         }
     })
     .await;
@@ -88,16 +105,31 @@ async fn n_plus_one_emits_one_warn_event_with_route_statement_count_and_call_sit
     let ours: Vec<_> = events
         .iter()
         .filter(|(target, _, fields)| {
-            target == "pgscope::n_plus_one" && fields.iter().any(|(_, v)| v.contains("unique_np1_marker"))
+            target == "pgscope::n_plus_one"
+                && fields.iter().any(|(_, v)| v.contains("unique_np1_marker"))
         })
         .collect();
-    assert_eq!(ours.len(), 1, "exactly one warning per (scope, fingerprint): {ours:?}");
+    assert_eq!(
+        ours.len(),
+        1,
+        "exactly one warning per (scope, fingerprint): {ours:?}"
+    );
     let (_, level, fields) = ours[0];
     assert_eq!(level, "WARN");
-    let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     assert_eq!(get("scope"), "GET /api/feed");
     assert_eq!(get("statement"), "SELECT $1::int + $2 AS unique_np1_marker");
     assert_eq!(get("count"), "6");
-    assert!(get("call_site").starts_with("tests/tracing_integration.rs:"), "{}", get("call_site"));
+    assert!(
+        get("call_site").starts_with("tests/tracing_integration.rs:"),
+        "{}",
+        get("call_site")
+    );
     assert_eq!(get("fingerprint").len(), 16);
 }

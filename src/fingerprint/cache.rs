@@ -20,7 +20,6 @@ const SHARDS: usize = 16;
 pub(crate) struct FingerprintCache {
     shards: Box<[RwLock<Shard>]>,
     per_shard: usize,
-    hits: AtomicU64,
     misses: AtomicU64,
 }
 
@@ -62,7 +61,6 @@ impl FingerprintCache {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             per_shard,
-            hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
@@ -77,8 +75,11 @@ impl FingerprintCache {
             let guard = shard.read();
             if let Some(&slot) = guard.index.get(&key) {
                 let slot = &guard.slots[slot];
-                slot.referenced.store(true, Ordering::Relaxed);
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                // Read before writing: hot entries stay marked, so their cache line is not
+                // written (and bounced between cores) on every hit.
+                if !slot.referenced.load(Ordering::Relaxed) {
+                    slot.referenced.store(true, Ordering::Relaxed);
+                }
                 return slot.fingerprint.clone();
             }
         }
@@ -89,7 +90,11 @@ impl FingerprintCache {
         if shard.index.contains_key(&key) {
             return fingerprint;
         }
-        let new = Slot { key, fingerprint: fingerprint.clone(), referenced: AtomicBool::new(false) };
+        let new = Slot {
+            key,
+            fingerprint: fingerprint.clone(),
+            referenced: AtomicBool::new(false),
+        };
         if shard.slots.len() < self.per_shard {
             shard.index.insert(key, shard.slots.len());
             shard.slots.push(new);
@@ -111,10 +116,6 @@ impl FingerprintCache {
 
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().slots.len()).sum()
-    }
-
-    pub(crate) fn hits(&self) -> u64 {
-        self.hits.load(Ordering::Relaxed)
     }
 
     pub(crate) fn misses(&self) -> u64 {

@@ -265,7 +265,10 @@ fn lex_operator(s: &[u8], i: usize, out: &mut Vec<Tok>) -> usize {
     let mut j = i;
     while j < n && is_op_char(s[j]) {
         // A comment start ends the operator, as in PostgreSQL.
-        if j > i && ((s[j] == b'-' && s.get(j + 1) == Some(&b'-')) || (s[j] == b'/' && s.get(j + 1) == Some(&b'*'))) {
+        if j > i
+            && ((s[j] == b'-' && s.get(j + 1) == Some(&b'-'))
+                || (s[j] == b'/' && s.get(j + 1) == Some(&b'*')))
+        {
             break;
         }
         j += 1;
@@ -273,9 +276,12 @@ fn lex_operator(s: &[u8], i: usize, out: &mut Vec<Tok>) -> usize {
     // PostgreSQL: a multi-character operator cannot end in `+` or `-` unless it also contains
     // one of `~ ! @ # % ^ & | \` ?`, so `=-5` is `=` followed by `-5`.
     if j - i > 1 {
-        let has_special = s[i..j]
-            .iter()
-            .any(|b| matches!(b, b'~' | b'!' | b'@' | b'#' | b'%' | b'^' | b'&' | b'|' | b'`' | b'?'));
+        let has_special = s[i..j].iter().any(|b| {
+            matches!(
+                b,
+                b'~' | b'!' | b'@' | b'#' | b'%' | b'^' | b'&' | b'|' | b'`' | b'?'
+            )
+        });
         if !has_special {
             while j - i > 1 && matches!(s[j - 1], b'+' | b'-') {
                 j -= 1;
@@ -336,7 +342,10 @@ mod tests {
 
     #[test]
     fn operator_does_not_swallow_unary_minus() {
-        assert_eq!(toks("a=-5"), vec![Tok::Word(0..1), Tok::Op(1..2), Tok::Op(2..3), Tok::Const(3)]);
+        assert_eq!(
+            toks("a=-5"),
+            vec![Tok::Word(0..1), Tok::Op(1..2), Tok::Op(2..3), Tok::Const(3)]
+        );
     }
 
     #[test]
@@ -347,6 +356,9 @@ mod tests {
 
     #[test]
     fn prefixed_strings_are_constants() {
-        assert_eq!(toks(r"E'a\'b' B'101' X'ff' U&'x'"), vec![Tok::Const(0), Tok::Const(8), Tok::Const(15), Tok::Const(21)]);
+        assert_eq!(
+            toks(r"E'a\'b' B'101' X'ff' U&'x'"),
+            vec![Tok::Const(0), Tok::Const(8), Tok::Const(15), Tok::Const(21)]
+        );
     }
 }

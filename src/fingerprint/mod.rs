@@ -131,7 +131,11 @@ pub fn fingerprint(sql: &str) -> Fingerprint {
     let normalized = normalize::normalize(sql, &toks);
     let summary = normalize::summary(sql, &toks);
     let id = xxhash_rust::xxh3::xxh3_64(normalized.as_bytes());
-    Fingerprint(Arc::new(Inner { id, normalized: normalized.into_boxed_str(), summary: summary.into_boxed_str() }))
+    Fingerprint(Arc::new(Inner {
+        id,
+        normalized: normalized.into_boxed_str(),
+        summary: summary.into_boxed_str(),
+    }))
 }
 
 #[cfg(test)]

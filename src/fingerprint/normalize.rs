@@ -156,8 +156,27 @@ const FUNCTION_LIKE: &[&str] = &[
 
 /// Keywords after which a `-` is a sign, not subtraction (`WHERE -5 < x`, `LIMIT -1`).
 const SIGN_CONTEXT: &[&str] = &[
-    "AND", "BETWEEN", "BY", "CASE", "DEFAULT", "DISTINCT", "ELSE", "FETCH", "HAVING", "ILIKE",
-    "LIKE", "LIMIT", "NOT", "OFFSET", "ON", "OR", "RETURNING", "SELECT", "SET", "THEN", "WHEN",
+    "AND",
+    "BETWEEN",
+    "BY",
+    "CASE",
+    "DEFAULT",
+    "DISTINCT",
+    "ELSE",
+    "FETCH",
+    "HAVING",
+    "ILIKE",
+    "LIKE",
+    "LIMIT",
+    "NOT",
+    "OFFSET",
+    "ON",
+    "OR",
+    "RETURNING",
+    "SELECT",
+    "SET",
+    "THEN",
+    "WHEN",
     "WHERE",
 ];
 
@@ -260,7 +279,9 @@ fn push_u32(out: &mut String, v: u32) {
 }
 
 fn is_numeric_at(sql: &str, pos: usize) -> bool {
-    sql.as_bytes().get(pos).is_some_and(|b| b.is_ascii_digit() || *b == b'.')
+    sql.as_bytes()
+        .get(pos)
+        .is_some_and(|b| b.is_ascii_digit() || *b == b'.')
 }
 
 /// One element of a collapsible constant list: `[-] const-or-param [:: type [ [] ]]`, where
@@ -275,7 +296,9 @@ fn const_element(sql: &str, toks: &[Tok], mut i: usize) -> Option<usize> {
         _ => return None,
     }
     i += 1;
-    if toks.get(i) == Some(&Tok::Cast) && matches!(toks.get(i + 1), Some(Tok::Word(_) | Tok::QuotedIdent(_))) {
+    if toks.get(i) == Some(&Tok::Cast)
+        && matches!(toks.get(i + 1), Some(Tok::Word(_) | Tok::QuotedIdent(_)))
+    {
         i += 2;
         if toks.get(i) == Some(&Tok::Punct(b'[')) && toks.get(i + 1) == Some(&Tok::Punct(b']')) {
             i += 2;
@@ -315,7 +338,12 @@ fn values_rows(sql: &str, toks: &[Tok], i: usize) -> Option<usize> {
 /// appearance, constant lists collapse to `(...)`, keywords are upper-cased, identifiers
 /// lower-cased, comments and redundant whitespace disappear.
 pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
-    let mut r = Renderer { sql, out: String::with_capacity(sql.len().min(4096)), last: Last::Start, placeholders: 0 };
+    let mut r = Renderer {
+        sql,
+        out: String::with_capacity(sql.len().min(4096)),
+        last: Last::Start,
+        placeholders: 0,
+    };
     // Number of trailing `;` to drop so `SELECT 1;` equals `SELECT 1`.
     let mut end = toks.len();
     while end > 0 && toks[end - 1] == Tok::Punct(b';') {
@@ -375,7 +403,11 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
                 }
                 match kw {
                     Some(k) => {
-                        let kind = if FUNCTION_LIKE.contains(&k) { Last::FunctionKeyword } else { Last::Keyword };
+                        let kind = if FUNCTION_LIKE.contains(&k) {
+                            Last::FunctionKeyword
+                        } else {
+                            Last::Keyword
+                        };
                         r.push(kind, None, k);
                         in_by_list = k == "BY";
                     }
@@ -393,7 +425,9 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
                 let inner = text.strip_prefix('"').and_then(|s| s.strip_suffix('"'));
                 match inner {
                     // `"users"` names the same relation as `users`.
-                    Some(name) if is_plain_lower_ident(name) && keyword(name.as_bytes()).is_none() => {
+                    Some(name)
+                        if is_plain_lower_ident(name) && keyword(name.as_bytes()).is_none() =>
+                    {
                         r.push(Last::Ident, None, name)
                     }
                     _ => r.push(Last::Ident, None, text),
@@ -404,10 +438,16 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
                 let start = *start;
                 let by_ordinal = in_by_list
                     && sql.as_bytes().get(start).is_some_and(u8::is_ascii_digit)
-                    && matches!(toks.get(i + 1), None | Some(Tok::Punct(b',' | b')' | b';')) | Some(Tok::Word(_)));
+                    && matches!(
+                        toks.get(i + 1),
+                        None | Some(Tok::Punct(b',' | b')' | b';')) | Some(Tok::Word(_))
+                    );
                 if by_ordinal {
                     // `ORDER BY 2` names a column position, not a value: keep it.
-                    let len = sql.as_bytes()[start..].iter().take_while(|b| b.is_ascii_digit()).count();
+                    let len = sql.as_bytes()[start..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_digit())
+                        .count();
                     r.push(Last::Value, None, &sql[start..start + len]);
                 } else {
                     r.placeholder();
@@ -419,7 +459,9 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
                 let sign_position = match toks[..i].last() {
                     None => true,
                     Some(Tok::Op(_) | Tok::Punct(b'(' | b'[' | b',' | b';') | Tok::Cast) => true,
-                    Some(w @ Tok::Word(_)) => word_kw(sql, w).is_some_and(|k| SIGN_CONTEXT.contains(&k)),
+                    Some(w @ Tok::Word(_)) => {
+                        word_kw(sql, w).is_some_and(|k| SIGN_CONTEXT.contains(&k))
+                    }
                     _ => false,
                 };
                 if (op == "-" || op == "+")
@@ -467,7 +509,8 @@ fn is_plain_lower_ident(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && (b[0].is_ascii_lowercase() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'$')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'$')
 }
 
 /// Builds `db.query.summary`: operations and the tables they touch, in query order
@@ -513,7 +556,10 @@ pub(crate) fn summary(sql: &str, toks: &[Tok]) -> String {
                                 break;
                             }
                         }
-                        while matches!(toks.get(j).and_then(|t| word_kw(sql, t)), Some("IF" | "NOT" | "EXISTS")) {
+                        while matches!(
+                            toks.get(j).and_then(|t| word_kw(sql, t)),
+                            Some("IF" | "NOT" | "EXISTS")
+                        ) {
                             j += 1;
                         }
                         push(&mut out, &cmd);
@@ -580,7 +626,9 @@ fn qualified_name(sql: &str, toks: &[Tok], mut i: usize) -> (String, usize) {
             _ => break,
         }
         i += 1;
-        if toks.get(i) == Some(&Tok::Punct(b'.')) && matches!(toks.get(i + 1), Some(Tok::Word(_) | Tok::QuotedIdent(_))) {
+        if toks.get(i) == Some(&Tok::Punct(b'.'))
+            && matches!(toks.get(i + 1), Some(Tok::Word(_) | Tok::QuotedIdent(_)))
+        {
             name.push('.');
             i += 1;
         } else {

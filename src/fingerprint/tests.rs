@@ -2,13 +2,21 @@ use super::fingerprint;
 
 fn same(a: &str, b: &str) {
     let (fa, fb) = (fingerprint(a), fingerprint(b));
-    assert_eq!(fa.normalized(), fb.normalized(), "expected same fingerprint:\n  {a}\n  {b}");
+    assert_eq!(
+        fa.normalized(),
+        fb.normalized(),
+        "expected same fingerprint:\n  {a}\n  {b}"
+    );
     assert_eq!(fa.id(), fb.id());
 }
 
 fn differ(a: &str, b: &str) {
     let (fa, fb) = (fingerprint(a), fingerprint(b));
-    assert_ne!(fa.normalized(), fb.normalized(), "expected different fingerprints:\n  {a}\n  {b}");
+    assert_ne!(
+        fa.normalized(),
+        fb.normalized(),
+        "expected different fingerprints:\n  {a}\n  {b}"
+    );
     assert_ne!(fa.id(), fb.id());
 }
 
@@ -16,9 +24,28 @@ fn differ(a: &str, b: &str) {
 fn literals_of_every_kind_are_placeholders() {
     let base = "SELECT * FROM t WHERE a = $1";
     for v in [
-        "42", "4.2", "4.2e10", ".5", "0x1F", "1_000", "'x'", "'it''s'", "E'a\\'b'", "U&'d\\0061t'",
-        "B'1010'", "X'1F'", "N'text'", "$$dollar$$", "$tag$ with 'quotes' $tag$", "$7", "TRUE",
-        "false", "NULL", "-5", "- 5", "+5",
+        "42",
+        "4.2",
+        "4.2e10",
+        ".5",
+        "0x1F",
+        "1_000",
+        "'x'",
+        "'it''s'",
+        "E'a\\'b'",
+        "U&'d\\0061t'",
+        "B'1010'",
+        "X'1F'",
+        "N'text'",
+        "$$dollar$$",
+        "$tag$ with 'quotes' $tag$",
+        "$7",
+        "TRUE",
+        "false",
+        "NULL",
+        "-5",
+        "- 5",
+        "+5",
     ] {
         same(base, &format!("SELECT * FROM t WHERE a = {v}"));
     }
@@ -26,19 +53,40 @@ fn literals_of_every_kind_are_placeholders() {
 
 #[test]
 fn whitespace_comments_and_keyword_case_are_ignored() {
-    same("SELECT a FROM t WHERE b = 1", "select  a\n\tfrom T -- comment\n where /* x /* nested */ y */ B = 2");
+    same(
+        "SELECT a FROM t WHERE b = 1",
+        "select  a\n\tfrom T -- comment\n where /* x /* nested */ y */ B = 2",
+    );
     same("SELECT 1", "SELECT 1;");
-    same("SELECT \"users\".id FROM users", "SELECT users.id FROM \"users\"");
+    same(
+        "SELECT \"users\".id FROM users",
+        "SELECT users.id FROM \"users\"",
+    );
 }
 
 #[test]
 fn lists_collapse_regardless_of_length() {
-    same("SELECT * FROM t WHERE id IN (1)", "SELECT * FROM t WHERE id IN (1, 2, 3, 4)");
-    same("SELECT * FROM t WHERE id IN ($1, $2)", "SELECT * FROM t WHERE id IN ('a', 'b', 'c')");
-    same("INSERT INTO t (a, b) VALUES (1, 2)", "INSERT INTO t (a, b) VALUES (1, 2), (3, 4), ($1, $2)");
+    same(
+        "SELECT * FROM t WHERE id IN (1)",
+        "SELECT * FROM t WHERE id IN (1, 2, 3, 4)",
+    );
+    same(
+        "SELECT * FROM t WHERE id IN ($1, $2)",
+        "SELECT * FROM t WHERE id IN ('a', 'b', 'c')",
+    );
+    same(
+        "INSERT INTO t (a, b) VALUES (1, 2)",
+        "INSERT INTO t (a, b) VALUES (1, 2), (3, 4), ($1, $2)",
+    );
     same("SELECT ARRAY[1, 2]", "SELECT ARRAY[3]");
-    same("SELECT * FROM t WHERE id IN (1::int, 2::int)", "SELECT * FROM t WHERE id IN ($1::int)");
-    assert_eq!(fingerprint("SELECT * FROM t WHERE id NOT IN (1,2)").normalized(), "SELECT * FROM t WHERE id NOT IN (...)");
+    same(
+        "SELECT * FROM t WHERE id IN (1::int, 2::int)",
+        "SELECT * FROM t WHERE id IN ($1::int)",
+    );
+    assert_eq!(
+        fingerprint("SELECT * FROM t WHERE id NOT IN (1,2)").normalized(),
+        "SELECT * FROM t WHERE id NOT IN (...)"
+    );
 }
 
 #[test]
@@ -47,24 +95,45 @@ fn typed_literals_keep_their_type() {
     same("SELECT 'x'::text", "SELECT 'yy'::text");
     differ("SELECT 'x'::text", "SELECT 'x'::varchar");
     differ("SELECT DATE '2024-01-01'", "SELECT TIMESTAMP '2024-01-01'");
-    assert_eq!(fingerprint("SELECT 'x'::text").normalized(), "SELECT $1::text");
+    assert_eq!(
+        fingerprint("SELECT 'x'::text").normalized(),
+        "SELECT $1::text"
+    );
 }
 
 #[test]
 fn structure_identifiers_and_operators_make_different_fingerprints() {
-    differ("SELECT * FROM t WHERE id = ANY($1)", "SELECT * FROM t WHERE id IN ($1, $2)");
+    differ(
+        "SELECT * FROM t WHERE id = ANY($1)",
+        "SELECT * FROM t WHERE id IN ($1, $2)",
+    );
     differ("SELECT * FROM users", "SELECT * FROM \"Users\"");
     differ("SELECT a FROM t", "SELECT b FROM t");
     differ("SELECT a, b FROM t", "SELECT a FROM t");
     differ("SELECT * FROM t WHERE a = 1", "SELECT * FROM t WHERE a > 1");
     differ("SELECT * FROM t", "SELECT * FROM t LIMIT 10");
-    differ("SELECT * FROM t ORDER BY a ASC", "SELECT * FROM t ORDER BY a DESC");
+    differ(
+        "SELECT * FROM t ORDER BY a ASC",
+        "SELECT * FROM t ORDER BY a DESC",
+    );
     differ("SELECT * FROM t ORDER BY 1", "SELECT * FROM t ORDER BY 2");
     differ("SELECT a - 5 FROM t", "SELECT a + 5 FROM t");
-    differ("SELECT * FROM t WHERE a IS NULL", "SELECT * FROM t WHERE a IS NOT NULL");
-    differ("SELECT * FROM t WHERE a IS TRUE", "SELECT * FROM t WHERE a IS NOT TRUE");
-    differ("SELECT * FROM t WHERE a IS NULL", "SELECT * FROM t WHERE a = NULL");
-    differ("SELECT * FROM t WHERE id IN (SELECT id FROM u)", "SELECT * FROM t WHERE id IN (1)");
+    differ(
+        "SELECT * FROM t WHERE a IS NULL",
+        "SELECT * FROM t WHERE a IS NOT NULL",
+    );
+    differ(
+        "SELECT * FROM t WHERE a IS TRUE",
+        "SELECT * FROM t WHERE a IS NOT TRUE",
+    );
+    differ(
+        "SELECT * FROM t WHERE a IS NULL",
+        "SELECT * FROM t WHERE a = NULL",
+    );
+    differ(
+        "SELECT * FROM t WHERE id IN (SELECT id FROM u)",
+        "SELECT * FROM t WHERE id IN (1)",
+    );
     differ("SELECT -$1", "SELECT $1");
 }
 
@@ -72,26 +141,48 @@ fn structure_identifiers_and_operators_make_different_fingerprints() {
 fn quoted_identifiers_keep_case_and_unquoted_fold() {
     same("SELECT * FROM Users", "SELECT * FROM users");
     differ("SELECT * FROM \"Users\"", "SELECT * FROM users");
-    assert_eq!(fingerprint("SELECT \"Name\" FROM \"Users\"").normalized(), "SELECT \"Name\" FROM \"Users\"");
+    assert_eq!(
+        fingerprint("SELECT \"Name\" FROM \"Users\"").normalized(),
+        "SELECT \"Name\" FROM \"Users\""
+    );
 }
 
 #[test]
 fn multi_statement_strings_get_one_fingerprint() {
     let fp = fingerprint("BEGIN; UPDATE accounts SET balance = balance - 10 WHERE id = 7; COMMIT");
-    assert_eq!(fp.normalized(), "BEGIN; UPDATE accounts SET balance = balance - $1 WHERE id = $2; COMMIT");
-    same("BEGIN; UPDATE a SET b = 1; COMMIT", "begin;update a set b=2;commit;");
+    assert_eq!(
+        fp.normalized(),
+        "BEGIN; UPDATE accounts SET balance = balance - $1 WHERE id = $2; COMMIT"
+    );
+    same(
+        "BEGIN; UPDATE a SET b = 1; COMMIT",
+        "begin;update a set b=2;commit;",
+    );
 }
 
 #[test]
 fn normalized_text_reads_naturally() {
     let cases = [
-        ("SELECT * FROM users WHERE id = 42", "SELECT * FROM users WHERE id = $1"),
-        ("select count(*) from posts where author_id=$1 and created_at > now() - interval '1 day'",
-         "SELECT count(*) FROM posts WHERE author_id = $1 AND created_at > now() - INTERVAL $2"),
-        ("SELECT p.id, u.name FROM posts p JOIN users u ON u.id = p.author_id WHERE p.id = ANY($1)",
-         "SELECT p.id, u.name FROM posts p JOIN users u ON u.id = p.author_id WHERE p.id = ANY($1)"),
-        ("INSERT INTO t(a,b) VALUES (1,'x') RETURNING id", "INSERT INTO t(a, b) VALUES (...) RETURNING id"),
-        ("SELECT a[1], b::int[] FROM t", "SELECT a[$1], b::int[] FROM t"),
+        (
+            "SELECT * FROM users WHERE id = 42",
+            "SELECT * FROM users WHERE id = $1",
+        ),
+        (
+            "select count(*) from posts where author_id=$1 and created_at > now() - interval '1 day'",
+            "SELECT count(*) FROM posts WHERE author_id = $1 AND created_at > now() - INTERVAL $2",
+        ),
+        (
+            "SELECT p.id, u.name FROM posts p JOIN users u ON u.id = p.author_id WHERE p.id = ANY($1)",
+            "SELECT p.id, u.name FROM posts p JOIN users u ON u.id = p.author_id WHERE p.id = ANY($1)",
+        ),
+        (
+            "INSERT INTO t(a,b) VALUES (1,'x') RETURNING id",
+            "INSERT INTO t(a, b) VALUES (...) RETURNING id",
+        ),
+        (
+            "SELECT a[1], b::int[] FROM t",
+            "SELECT a[$1], b::int[] FROM t",
+        ),
     ];
     for (input, want) in cases {
         assert_eq!(fingerprint(input).normalized(), want, "input: {input}");
@@ -102,15 +193,30 @@ fn normalized_text_reads_naturally() {
 fn summaries_name_operations_and_tables() {
     let cases = [
         ("SELECT * FROM users WHERE id = 1", "SELECT users"),
-        ("SELECT * FROM posts p JOIN users u ON u.id = p.author_id", "SELECT posts users"),
+        (
+            "SELECT * FROM posts p JOIN users u ON u.id = p.author_id",
+            "SELECT posts users",
+        ),
         ("SELECT * FROM a, b WHERE a.x = b.x", "SELECT a b"),
-        ("INSERT INTO shipping_details SELECT * FROM orders", "INSERT shipping_details SELECT orders"),
-        ("SELECT * FROM (SELECT * FROM orders) o JOIN customers c ON true", "SELECT SELECT orders customers"),
+        (
+            "INSERT INTO shipping_details SELECT * FROM orders",
+            "INSERT shipping_details SELECT orders",
+        ),
+        (
+            "SELECT * FROM (SELECT * FROM orders) o JOIN customers c ON true",
+            "SELECT SELECT orders customers",
+        ),
         ("UPDATE accounts SET x = 1", "UPDATE accounts"),
-        ("DELETE FROM public.sessions WHERE id = 1", "DELETE public.sessions"),
+        (
+            "DELETE FROM public.sessions WHERE id = 1",
+            "DELETE public.sessions",
+        ),
         ("SELECT * FROM \"song list\"", "SELECT \"song list\""),
         ("BEGIN", "BEGIN"),
-        ("CREATE TABLE IF NOT EXISTS foo (id int)", "CREATE TABLE foo"),
+        (
+            "CREATE TABLE IF NOT EXISTS foo (id int)",
+            "CREATE TABLE foo",
+        ),
         ("SELECT 1", "SELECT"),
     ];
     for (input, want) in cases {
@@ -134,9 +240,20 @@ fn malformed_input_never_leaks_literals() {
         "'",
     ] {
         let fp = fingerprint(sql);
-        assert!(!fp.normalized().contains("secret'"), "{sql:?} -> {}", fp.normalized());
-        assert!(!fp.normalized().contains("12345"), "{sql:?} -> {}", fp.normalized());
-        assert!(!fp.normalized().contains("67890") || sql.contains("secret67890"), "{sql:?}");
+        assert!(
+            !fp.normalized().contains("secret'"),
+            "{sql:?} -> {}",
+            fp.normalized()
+        );
+        assert!(
+            !fp.normalized().contains("12345"),
+            "{sql:?} -> {}",
+            fp.normalized()
+        );
+        assert!(
+            !fp.normalized().contains("67890") || sql.contains("secret67890"),
+            "{sql:?}"
+        );
     }
 }
 
@@ -144,7 +261,10 @@ fn malformed_input_never_leaks_literals() {
 fn huge_and_deep_inputs_finish() {
     let list: Vec<String> = (0..10_000).map(|i| i.to_string()).collect();
     let sql = format!("SELECT * FROM t WHERE id IN ({})", list.join(", "));
-    assert_eq!(fingerprint(&sql).normalized(), "SELECT * FROM t WHERE id IN (...)");
+    assert_eq!(
+        fingerprint(&sql).normalized(),
+        "SELECT * FROM t WHERE id IN (...)"
+    );
     let deep = format!("SELECT {}1{}", "(".repeat(50_000), ")".repeat(50_000));
     assert!(fingerprint(&deep).normalized().starts_with("SELECT (((("));
     let big = "SELECT 'x' || 'y' FROM t WHERE a = 1 AND ".repeat(25_000);

@@ -17,8 +17,13 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 const THROWAWAY_PORT: u16 = 54329;
 
 async fn answers(url: &str) -> bool {
-    let Ok(opts) = PgConnectOptions::from_str(url) else { return false };
-    matches!(tokio::time::timeout(Duration::from_secs(3), opts.connect()).await, Ok(Ok(_)))
+    let Ok(opts) = PgConnectOptions::from_str(url) else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), opts.connect()).await,
+        Ok(Ok(_))
+    )
 }
 
 fn pg_bin(name: &str) -> PathBuf {
@@ -30,7 +35,11 @@ fn pg_bin(name: &str) -> PathBuf {
         }
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path().join("bin").join(name))).filter(|p| p.exists()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path().join("bin").join(name)))
+                .filter(|p| p.exists())
+                .collect()
+        })
         .unwrap_or_default();
     versions.sort();
     versions.pop().unwrap_or_else(|| PathBuf::from(name))
@@ -38,7 +47,11 @@ fn pg_bin(name: &str) -> PathBuf {
 
 /// Runs a command as the `postgres` OS user when we are root (initdb refuses to run as root).
 fn run_pg(cmd: &PathBuf, args: &[&str]) -> std::process::Output {
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
     let mut c = if is_root {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(cmd);
@@ -46,22 +59,67 @@ fn run_pg(cmd: &PathBuf, args: &[&str]) -> std::process::Output {
     } else {
         Command::new(cmd)
     };
-    c.args(args).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", cmd.display()))
+    c.args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", cmd.display()))
 }
 
 fn start_throwaway() -> String {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("pgscope-pg");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("pgscope-pg");
     let data = dir.join("data");
     std::fs::create_dir_all(&dir).expect("create target/pgscope-pg");
-    let _ = Command::new("chown").args(["-R", "postgres", dir.to_str().unwrap_or_default()]).output();
+    let _ = Command::new("chown")
+        .args(["-R", "postgres", dir.to_str().unwrap_or_default()])
+        .output();
     if !data.join("PG_VERSION").exists() {
-        let out = run_pg(&pg_bin("initdb"), &["-D", data.to_str().unwrap_or_default(), "-A", "trust", "-U", "postgres"]);
-        assert!(out.status.success() || data.join("PG_VERSION").exists(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = run_pg(
+            &pg_bin("initdb"),
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+            ],
+        );
+        assert!(
+            out.status.success() || data.join("PG_VERSION").exists(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let opts = format!("-p {THROWAWAY_PORT} -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_preload_libraries=pg_stat_statements");
+    let opts = format!(
+        "-p {THROWAWAY_PORT} -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_preload_libraries=pg_stat_statements"
+    );
     let log = dir.join("log");
-    let _ = run_pg(&pg_bin("pg_ctl"), &["-D", data.to_str().unwrap_or_default(), "-l", log.to_str().unwrap_or_default(), "-o", &opts, "-w", "start"]);
-    let _ = run_pg(&pg_bin("createdb"), &["-h", "127.0.0.1", "-p", &THROWAWAY_PORT.to_string(), "-U", "postgres", "test"]);
+    let _ = run_pg(
+        &pg_bin("pg_ctl"),
+        &[
+            "-D",
+            data.to_str().unwrap_or_default(),
+            "-l",
+            log.to_str().unwrap_or_default(),
+            "-o",
+            &opts,
+            "-w",
+            "start",
+        ],
+    );
+    let _ = run_pg(
+        &pg_bin("createdb"),
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &THROWAWAY_PORT.to_string(),
+            "-U",
+            "postgres",
+            "test",
+        ],
+    );
     format!("postgres://postgres@127.0.0.1:{THROWAWAY_PORT}/test")
 }
 
@@ -97,21 +155,31 @@ pub async fn schema(name: &str) -> PgConnectOptions {
     let url = database_url().await;
     let mut admin = PgConnection::connect(&url).await.expect("connect");
     let schema = format!("t_{name}");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};")))
-        .execute(&mut admin)
-        .await
-        .expect("create schema");
-    PgConnectOptions::from_str(&url).expect("url").options([("search_path", schema.as_str())])
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("create schema");
+    PgConnectOptions::from_str(&url)
+        .expect("url")
+        .options([("search_path", schema.as_str())])
 }
 
 /// Runs setup SQL (DDL, seed data) on its own connection, outside any pool under test.
 pub async fn setup(opts: &PgConnectOptions, sql: &str) {
     let mut conn = opts.connect().await.expect("connect");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut conn).await.expect("setup sql");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .expect("setup sql");
 }
 
 /// Reads one i64 on its own connection (to check what PostgreSQL really saw).
 pub async fn scalar(opts: &PgConnectOptions, sql: &str) -> i64 {
     let mut conn = opts.connect().await.expect("connect");
-    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&mut conn).await.expect("scalar")
+    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut conn)
+        .await
+        .expect("scalar")
 }

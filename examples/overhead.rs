@@ -1,0 +1,179 @@
+//! Overhead of pgscope against raw sqlx, measured in the same run.
+//!
+//! ```text
+//! cargo run --release --example overhead [-- --seconds 0.5 --rounds 5]
+//! ```
+//! For each workload (`SELECT 1`, a 10-row query) and concurrency (1, 16), rounds alternate
+//! between a raw `sqlx::PgPool` and a `pgscope::Pool` (each worker inside a scope, N+1 detection
+//! on), so drift in the machine's load hits both sides alike. Prints queries/second and ratio.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+#[derive(Clone, Copy)]
+enum Workload {
+    SelectOne,
+    TenRows,
+}
+
+impl Workload {
+    fn sql(self) -> &'static str {
+        match self {
+            Workload::SelectOne => "SELECT 1",
+            Workload::TenRows => "SELECT g, 'row ' || g AS label FROM generate_series(1, 10) g",
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Workload::SelectOne => "SELECT 1",
+            Workload::TenRows => "10-row query",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Raw,
+    Scoped,
+    ScopePerQuery,
+}
+
+async fn run(
+    side: Side,
+    raw: &PgPool,
+    pg: &pgscope::Pool,
+    w: Workload,
+    workers: usize,
+    dur: Duration,
+) -> u64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let (raw, pg, done, stop) = (raw.clone(), pg.clone(), done.clone(), stop.clone());
+        handles.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            match side {
+                Side::Raw => {
+                    while !stop.load(Ordering::Relaxed) {
+                        sqlx::query(w.sql())
+                            .fetch_all(&raw)
+                            .await
+                            .expect("raw query");
+                        n += 1;
+                    }
+                }
+                Side::Scoped => {
+                    let ((), _report) = pgscope::capture_named("bench", async {
+                        while !stop.load(Ordering::Relaxed) {
+                            sqlx::query(w.sql())
+                                .fetch_all(&pg)
+                                .await
+                                .expect("pgscope query");
+                            n += 1;
+                        }
+                    })
+                    .await;
+                }
+                Side::ScopePerQuery => {
+                    while !stop.load(Ordering::Relaxed) {
+                        let (r, _report) =
+                            pgscope::capture_named("bench", sqlx::query(w.sql()).fetch_all(&pg))
+                                .await;
+                        r.expect("pgscope query");
+                        n += 1;
+                    }
+                }
+            }
+            done.fetch_add(n, Ordering::Relaxed);
+        }));
+    }
+    tokio::time::sleep(dur).await;
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.await.expect("worker");
+    }
+    done.load(Ordering::Relaxed)
+}
+
+fn arg(name: &str, default: f64) -> f64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds = arg("--seconds", 0.5);
+    let rounds = arg("--rounds", 5.0) as usize;
+    let url = common::database_url().await;
+    let raw = PgPoolOptions::new()
+        .max_connections(16)
+        .connect(&url)
+        .await
+        .expect("raw pool");
+    let pg = pgscope::PoolOptions::new()
+        .max_connections(16)
+        .connect(&url)
+        .await
+        .expect("pgscope pool");
+    let dur = Duration::from_secs_f64(seconds);
+    // Warm both pools up to 16 connections and the statement caches.
+    for side in [Side::Raw, Side::Scoped] {
+        for w in [Workload::SelectOne, Workload::TenRows] {
+            run(side, &raw, &pg, w, 16, Duration::from_millis(200)).await;
+        }
+    }
+    println!(
+        "pgscope overhead: {rounds} interleaved rounds of {seconds} s per cell, pool of 16, release build"
+    );
+    println!(
+        "| workload | concurrency | raw sqlx q/s | pgscope q/s (scope per worker) | ratio | pgscope q/s (scope per query) | ratio |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let started = Instant::now();
+    for w in [Workload::SelectOne, Workload::TenRows] {
+        for workers in [1usize, 16] {
+            let mut totals = [0u64; 3];
+            for round in 0..rounds {
+                // alternate the order each round
+                let order = if round % 2 == 0 {
+                    [Side::Raw, Side::Scoped, Side::ScopePerQuery]
+                } else {
+                    [Side::ScopePerQuery, Side::Scoped, Side::Raw]
+                };
+                for side in order {
+                    let n = run(side, &raw, &pg, w, workers, dur).await;
+                    totals[side as usize] += n;
+                }
+            }
+            let secs = seconds * rounds as f64;
+            let qps = |n: u64| n as f64 / secs;
+            println!(
+                "| {} | {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.3} |",
+                w.name(),
+                workers,
+                qps(totals[0]),
+                qps(totals[1]),
+                totals[1] as f64 / totals[0] as f64,
+                qps(totals[2]),
+                totals[2] as f64 / totals[0] as f64,
+            );
+        }
+    }
+    let (entries, misses) = pg.fingerprint_cache_stats();
+    println!(
+        "\nfingerprint cache: {entries} entries, {misses} misses; total {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
