@@ -21,7 +21,10 @@
 //! collapses), where `pg_stat_statements` gives each length its own `queryid`. A literal and a
 //! bind parameter in the same position also share one (`WHERE id = 42` and `WHERE id = $1`),
 //! so code that interpolates and code that binds are grouped together for N+1 detection.
-//! `= ANY($1)` and `IN ($1, $2)` stay different: they are different plan shapes.
+//! `= ANY($1)` and `IN ($1, $2)` stay different: they are different plan shapes. Column and table
+//! aliases, and `*` versus the same columns spelled out, are part of the text and so of the
+//! fingerprint, where `pg_stat_statements` (which jumbles the analyzed tree) ignores them.
+//! `tests/fingerprint_vs_pg_stat_statements.rs` checks agreement on a corpus of 171 statements.
 
 mod cache;
 mod lexer;

@@ -150,6 +150,33 @@ pub async fn database_url() -> String {
     .clone()
 }
 
+/// A server with `pg_stat_statements` loaded: the shared one when it has it, else the throwaway
+/// cluster (started with `shared_preload_libraries=pg_stat_statements`).
+pub async fn pg_stat_statements_url() -> String {
+    let url = database_url().await;
+    if let Ok(mut c) = PgConnection::connect(&url).await {
+        let libs: String = sqlx::query_scalar("SELECT current_setting('shared_preload_libraries')")
+            .fetch_one(&mut c)
+            .await
+            .unwrap_or_default();
+        if libs.contains("pg_stat_statements") {
+            return url;
+        }
+    }
+    let throwaway = format!("postgres://postgres@127.0.0.1:{THROWAWAY_PORT}/test");
+    if answers(&throwaway).await {
+        return throwaway;
+    }
+    let url = tokio::task::spawn_blocking(start_throwaway).await.expect("start PostgreSQL");
+    for _ in 0..50 {
+        if answers(&url).await {
+            return url;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("could not start a PostgreSQL with pg_stat_statements (see target/pgscope-pg/log)");
+}
+
 /// A fresh schema for one test, and connect options that use it.
 pub async fn schema(name: &str) -> PgConnectOptions {
     let url = database_url().await;
