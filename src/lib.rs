@@ -54,7 +54,7 @@ mod transaction;
 
 pub use self::detect::{Mode, NPlusOne, NestedAcquire};
 pub use self::error::{Error, Result};
-pub use self::fingerprint::{Fingerprint, fingerprint};
+pub use self::fingerprint::{Fingerprint, FingerprintCache, fingerprint};
 pub use self::pool::{Connection, Pool, PoolConnection, PoolOptions, PoolStats};
 pub use self::report::{FingerprintStats, Report};
 pub use self::scope::{Scope, capture, capture_named, current_report, spawn};

@@ -114,8 +114,16 @@ fn fill(template: &str, v: usize) -> String {
             }
             "rows" => {
                 let len = v % 3 + 1;
-                let rows: Vec<String> =
-                    (0..len).map(|j| format!("({}, {}, {})", lit("i", v + j, 1), lit("i", v + j, 2), lit("s", v + j, 3))).collect();
+                let rows: Vec<String> = (0..len)
+                    .map(|j| {
+                        format!(
+                            "({}, {}, {})",
+                            lit("i", v + j, 1),
+                            lit("i", v + j, 2),
+                            lit("s", v + j, 3)
+                        )
+                    })
+                    .collect();
                 out.push_str(&rows.join(", "));
             }
             other => out.push_str(&lit(other, v, k)),
@@ -127,9 +135,17 @@ fn fill(template: &str, v: usize) -> String {
     match v % 4 {
         0 => out,
         1 if !out.contains('"') && !out.contains('\'') => out.to_lowercase(),
-        1 => out.replace("SELECT", "select").replace("FROM", "from").replace("WHERE", "where"),
-        2 => format!("/* variant {v} */ {}  -- trailing comment", out.replace(' ', "  \n ")),
-        _ => out.replace("users", "\"users\"").replace("posts", "\"posts\""),
+        1 => out
+            .replace("SELECT", "select")
+            .replace("FROM", "from")
+            .replace("WHERE", "where"),
+        2 => format!(
+            "/* variant {v} */ {}  -- trailing comment",
+            out.replace(' ', "  \n ")
+        ),
+        _ => out
+            .replace("users", "\"users\"")
+            .replace("posts", "\"posts\""),
     }
 }
 
@@ -137,19 +153,30 @@ fn corpus() -> Vec<Variant> {
     let mut out = Vec::new();
     for (g, t) in TEMPLATES.iter().enumerate() {
         for v in 0..3 {
-            out.push(Variant { sql: fill(t, v), group: g, list_group: false });
+            out.push(Variant {
+                sql: fill(t, v),
+                group: g,
+                list_group: false,
+            });
         }
     }
     for (g, t) in LIST_TEMPLATES.iter().enumerate() {
         for v in 0..4 {
-            out.push(Variant { sql: fill(t, v), group: TEMPLATES.len() + g, list_group: true });
+            out.push(Variant {
+                sql: fill(t, v),
+                group: TEMPLATES.len() + g,
+                list_group: true,
+            });
         }
     }
     out
 }
 
 fn single_in(sql: &str) -> bool {
-    sql.to_uppercase().split(" IN (").nth(1).is_some_and(|rest| !rest.split(')').next().unwrap_or("").contains(','))
+    sql.to_uppercase()
+        .split(" IN (")
+        .nth(1)
+        .is_some_and(|rest| !rest.split(')').next().unwrap_or("").contains(','))
 }
 
 async fn queryid_of(conn: &mut PgConnection, sql: &str) -> i64 {
@@ -160,14 +187,25 @@ async fn queryid_of(conn: &mut PgConnection, sql: &str) -> i64 {
             .expect("read pg_stat_statements")
             .into_iter()
             .collect();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut *conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let after: Vec<(i64, i64)> =
         sqlx::query_as("SELECT queryid, calls FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query NOT LIKE '%pg_stat_statements%'")
             .fetch_all(&mut *conn)
             .await
             .expect("read pg_stat_statements");
-    let changed: Vec<i64> = after.into_iter().filter(|(id, calls)| before.get(id) != Some(calls)).map(|(id, _)| id).collect();
-    assert_eq!(changed.len(), 1, "expected exactly one pg_stat_statements entry to change for {sql}: {changed:?}");
+    let changed: Vec<i64> = after
+        .into_iter()
+        .filter(|(id, calls)| before.get(id) != Some(calls))
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(
+        changed.len(),
+        1,
+        "expected exactly one pg_stat_statements entry to change for {sql}: {changed:?}"
+    );
     changed[0]
 }
 
@@ -175,8 +213,14 @@ async fn queryid_of(conn: &mut PgConnection, sql: &str) -> i64 {
 async fn fingerprints_agree_with_pg_stat_statements_queryid() {
     let base = common::pg_stat_statements_url().await;
     let mut admin = PgConnection::connect(&base).await.expect("connect");
-    sqlx::raw_sql("DROP DATABASE IF EXISTS pgscope_diff WITH (FORCE)").execute(&mut admin).await.expect("drop db");
-    sqlx::raw_sql("CREATE DATABASE pgscope_diff").execute(&mut admin).await.expect("create db");
+    sqlx::raw_sql("DROP DATABASE IF EXISTS pgscope_diff WITH (FORCE)")
+        .execute(&mut admin)
+        .await
+        .expect("drop db");
+    sqlx::raw_sql("CREATE DATABASE pgscope_diff")
+        .execute(&mut admin)
+        .await
+        .expect("create db");
     let url = match base.rfind('/') {
         Some(i) => format!("{}/pgscope_diff", &base[..i]),
         None => panic!("unexpected url {base}"),
@@ -197,7 +241,11 @@ async fn fingerprints_agree_with_pg_stat_statements_queryid() {
     .expect("schema");
 
     let corpus = corpus();
-    assert!(corpus.len() >= 150, "corpus has {} statements", corpus.len());
+    assert!(
+        corpus.len() >= 150,
+        "corpus has {} statements",
+        corpus.len()
+    );
     let mut rows = Vec::new();
     for v in &corpus {
         let qid = queryid_of(&mut conn, &v.sql).await;
@@ -220,7 +268,9 @@ async fn fingerprints_agree_with_pg_stat_statements_queryid() {
             }
             // 2. PostgreSQL rewrites a one-element `IN (x)` to `= x`; pgscope keeps `IN (...)`
             //    so the statement groups with its longer-list siblings.
-            if same_q && ((a.list_group && single_in(&a.sql)) || (b.list_group && single_in(&b.sql))) {
+            if same_q
+                && ((a.list_group && single_in(&a.sql)) || (b.list_group && single_in(&b.sql)))
+            {
                 continue;
             }
             mismatches.push(format!(
@@ -234,15 +284,28 @@ async fn fingerprints_agree_with_pg_stat_statements_queryid() {
             ));
         }
     }
-    assert!(mismatches.is_empty(), "{} disagreements:\n{}", mismatches.len(), mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{} disagreements:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
 
     // The collapse groups really are collapsed on our side and split on PostgreSQL's.
     for g in TEMPLATES.len()..TEMPLATES.len() + LIST_TEMPLATES.len() {
         let members: Vec<_> = rows.iter().filter(|(v, _, _)| v.group == g).collect();
-        assert!(members.windows(2).all(|w| w[0].2 == w[1].2), "group {g} not collapsed");
+        assert!(
+            members.windows(2).all(|w| w[0].2 == w[1].2),
+            "group {g} not collapsed"
+        );
         let distinct_q: std::collections::HashSet<_> = members.iter().map(|(_, q, _)| *q).collect();
-        assert!(distinct_q.len() > 1, "pg_stat_statements unexpectedly merged list lengths in group {g}");
+        assert!(
+            distinct_q.len() > 1,
+            "pg_stat_statements unexpectedly merged list lengths in group {g}"
+        );
     }
     drop(conn);
-    let _ = sqlx::raw_sql("DROP DATABASE IF EXISTS pgscope_diff WITH (FORCE)").execute(&mut admin).await;
+    let _ = sqlx::raw_sql("DROP DATABASE IF EXISTS pgscope_diff WITH (FORCE)")
+        .execute(&mut admin)
+        .await;
 }

@@ -17,7 +17,17 @@ use super::Fingerprint;
 
 const SHARDS: usize = 16;
 
-pub(crate) struct FingerprintCache {
+/// A bounded cache from SQL text to [`Fingerprint`], as used by [`Pool`](crate::Pool).
+///
+/// # Examples
+/// ```
+/// let cache = pgscope::FingerprintCache::new(1_000);
+/// let a = cache.get("SELECT * FROM users WHERE id = 1");
+/// let b = cache.get("SELECT * FROM users WHERE id = 1"); // a hit: no parsing, no allocation
+/// assert_eq!(a, b);
+/// assert_eq!(cache.len(), 1);
+/// ```
+pub struct FingerprintCache {
     shards: Box<[RwLock<Shard>]>,
     per_shard: usize,
     misses: AtomicU64,
@@ -54,9 +64,18 @@ impl Hasher for KeyHasher {
     }
 }
 
+impl std::fmt::Debug for FingerprintCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FingerprintCache")
+            .field("len", &self.len())
+            .field("capacity", &(self.per_shard * SHARDS))
+            .finish()
+    }
+}
+
 impl FingerprintCache {
-    /// `capacity` is the total number of entries; 0 disables caching.
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A cache of at most `capacity` entries (0 disables caching).
+    pub fn new(capacity: usize) -> Self {
         let per_shard = capacity.div_ceil(SHARDS);
         Self {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
@@ -65,7 +84,8 @@ impl FingerprintCache {
         }
     }
 
-    pub(crate) fn get(&self, sql: &str) -> Fingerprint {
+    /// The fingerprint of `sql`, computed on a miss.
+    pub fn get(&self, sql: &str) -> Fingerprint {
         if self.per_shard == 0 {
             return super::fingerprint(sql);
         }
@@ -114,11 +134,18 @@ impl FingerprintCache {
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
+    /// Entries held now.
+    pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().slots.len()).sum()
     }
 
-    pub(crate) fn misses(&self) -> u64 {
+    /// Whether the cache holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Lookups that had to fingerprint from scratch so far.
+    pub fn misses(&self) -> u64 {
         self.misses.load(Ordering::Relaxed)
     }
 }

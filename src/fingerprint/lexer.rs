@@ -11,8 +11,8 @@ use std::ops::Range;
 /// because every token boundary is an ASCII byte or the end of input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Tok {
-    /// Unquoted word: a keyword or an identifier (case-insensitive in PostgreSQL).
-    Word(Range<usize>),
+    /// Unquoted word: an identifier, or a keyword (its upper-case spelling, looked up once here).
+    Word(Range<usize>, Option<&'static str>),
     /// `"quoted identifier"` including its quotes (case-sensitive).
     QuotedIdent(Range<usize>),
     /// Any literal value (numbers, strings of every form, dollar-quoted bodies, bit strings),
@@ -68,7 +68,12 @@ pub(crate) fn tokenize(sql: &str, out: &mut Vec<Tok>) {
     while i < n {
         let b = s[i];
         match b {
-            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => i += 1,
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {
+                i += 1;
+                while i < n && matches!(s[i], b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c) {
+                    i += 1;
+                }
+            }
             b'-' if s.get(i + 1) == Some(&b'-') => i = skip_line_comment(s, i),
             b'/' if s.get(i + 1) == Some(&b'*') => i = skip_block_comment(s, i),
             b'\'' => {
@@ -108,11 +113,8 @@ pub(crate) fn tokenize(sql: &str, out: &mut Vec<Tok>) {
     }
 }
 
-fn skip_line_comment(s: &[u8], mut i: usize) -> usize {
-    while i < s.len() && s[i] != b'\n' && s[i] != b'\r' {
-        i += 1;
-    }
-    i
+fn skip_line_comment(s: &[u8], i: usize) -> usize {
+    memchr::memchr2(b'\n', b'\r', &s[i..]).map_or(s.len(), |p| i + p)
 }
 
 /// Block comments nest in PostgreSQL; an unterminated one runs to the end of input.
@@ -141,11 +143,21 @@ fn skip_block_comment(s: &[u8], mut i: usize) -> usize {
 fn skip_string(s: &[u8], mut i: usize, backslash: bool) -> usize {
     loop {
         while i < s.len() {
+            // Jump straight to the next byte that can end or escape the string.
+            let next = if backslash {
+                memchr::memchr2(b'\'', b'\\', &s[i..])
+            } else {
+                memchr::memchr(b'\'', &s[i..])
+            };
+            let Some(p) = next else {
+                i = s.len();
+                break;
+            };
+            i += p;
             match s[i] {
-                b'\\' if backslash => i += 2,
-                b'\'' if s.get(i + 1) == Some(&b'\'') => i += 2,
-                b'\'' => break,
-                _ => i += 1,
+                b'\\' => i += 2,
+                _ if s.get(i + 1) == Some(&b'\'') => i += 2,
+                _ => break,
             }
         }
         if i >= s.len() {
@@ -326,7 +338,7 @@ fn lex_word(s: &[u8], i: usize, out: &mut Vec<Tok>) -> usize {
     while j < n && is_ident_cont(s[j]) {
         j += 1;
     }
-    out.push(Tok::Word(i..j));
+    out.push(Tok::Word(i..j, super::normalize::keyword(&s[i..j])));
     j
 }
 
@@ -344,7 +356,12 @@ mod tests {
     fn operator_does_not_swallow_unary_minus() {
         assert_eq!(
             toks("a=-5"),
-            vec![Tok::Word(0..1), Tok::Op(1..2), Tok::Op(2..3), Tok::Const(3)]
+            vec![
+                Tok::Word(0..1, None),
+                Tok::Op(1..2),
+                Tok::Op(2..3),
+                Tok::Const(3)
+            ]
         );
     }
 

@@ -33,7 +33,7 @@ mod normalize;
 use std::fmt;
 use std::sync::Arc;
 
-pub(crate) use self::cache::FingerprintCache;
+pub use self::cache::FingerprintCache;
 
 /// The fingerprint of one SQL statement: which statement "shape" it is, independent of values.
 ///
@@ -53,8 +53,9 @@ pub struct Fingerprint(Arc<Inner>);
 
 struct Inner {
     id: u64,
-    normalized: Box<str>,
-    summary: Box<str>,
+    // `String`, not `Box<str>`: shrinking would cost a reallocation and a copy per statement.
+    normalized: String,
+    summary: String,
 }
 
 impl Fingerprint {
@@ -129,15 +130,33 @@ impl fmt::Display for Fingerprint {
 /// assert_eq!(a.normalized(), "SELECT * FROM posts WHERE author_id IN (...)");
 /// ```
 pub fn fingerprint(sql: &str) -> Fingerprint {
-    let mut toks = Vec::with_capacity(sql.len() / 4 + 4);
-    lexer::tokenize(sql, &mut toks);
-    let normalized = normalize::normalize(sql, &toks);
-    let summary = normalize::summary(sql, &toks);
+    thread_local! {
+        // Reused token buffer: saves an allocation per statement on the cold path.
+        static TOKENS: std::cell::RefCell<Vec<lexer::Tok>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    TOKENS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut toks) => {
+            let fp = fingerprint_with(sql, &mut toks);
+            // Do not keep the memory of one huge statement around for the thread's lifetime.
+            if toks.capacity() > 16 * 1024 {
+                *toks = Vec::new();
+            }
+            fp
+        }
+        Err(_) => fingerprint_with(sql, &mut Vec::new()),
+    })
+}
+
+fn fingerprint_with(sql: &str, toks: &mut Vec<lexer::Tok>) -> Fingerprint {
+    toks.clear();
+    lexer::tokenize(sql, toks);
+    let normalized = normalize::normalize(sql, toks);
+    let summary = normalize::summary(sql, toks);
     let id = xxhash_rust::xxh3::xxh3_64(normalized.as_bytes());
     Fingerprint(Arc::new(Inner {
         id,
-        normalized: normalized.into_boxed_str(),
-        summary: summary.into_boxed_str(),
+        normalized,
+        summary,
     }))
 }
 

@@ -8,7 +8,7 @@ use super::lexer::Tok;
 
 /// SQL keywords rendered in upper case. Everything else unquoted is an identifier and is
 /// rendered in lower case (PostgreSQL folds unquoted identifiers to lower case, so this changes
-/// nothing about which object is meant). Must stay sorted: lookups are binary searches.
+/// nothing about which object is meant). Kept sorted so duplicates are easy to spot.
 const KEYWORDS: &[&str] = &[
     "ALL",
     "ALTER",
@@ -150,48 +150,109 @@ const KEYWORDS: &[&str] = &[
 ];
 
 /// Keywords written like functions: no space before their `(`.
-const FUNCTION_LIKE: &[&str] = &[
-    "ANY", "ALL", "SOME", "COALESCE", "NULLIF", "GREATEST", "LEAST", "CAST", "EXTRACT", "ROW",
-];
+fn function_like(k: &str) -> bool {
+    matches!(
+        k,
+        "ANY"
+            | "ALL"
+            | "ARRAY"
+            | "SOME"
+            | "COALESCE"
+            | "NULLIF"
+            | "GREATEST"
+            | "LEAST"
+            | "CAST"
+            | "EXTRACT"
+            | "ROW"
+    )
+}
 
 /// Keywords after which a `-` is a sign, not subtraction (`WHERE -5 < x`, `LIMIT -1`).
-const SIGN_CONTEXT: &[&str] = &[
-    "AND",
-    "BETWEEN",
-    "BY",
-    "CASE",
-    "DEFAULT",
-    "DISTINCT",
-    "ELSE",
-    "FETCH",
-    "HAVING",
-    "ILIKE",
-    "LIKE",
-    "LIMIT",
-    "NOT",
-    "OFFSET",
-    "ON",
-    "OR",
-    "RETURNING",
-    "SELECT",
-    "SET",
-    "THEN",
-    "WHEN",
-    "WHERE",
-];
+fn sign_context(k: &str) -> bool {
+    matches!(
+        k,
+        "AND"
+            | "BETWEEN"
+            | "BY"
+            | "CASE"
+            | "DEFAULT"
+            | "DISTINCT"
+            | "ELSE"
+            | "FETCH"
+            | "HAVING"
+            | "ILIKE"
+            | "LIKE"
+            | "LIMIT"
+            | "NOT"
+            | "OFFSET"
+            | "ON"
+            | "OR"
+            | "RETURNING"
+            | "SELECT"
+            | "SET"
+            | "THEN"
+            | "WHEN"
+            | "WHERE"
+    )
+}
+
+/// Open-addressing table of the keywords, keyed by a cheap hash of the upper-cased bytes: one
+/// probe and one comparison for most words (this runs once per word of every new statement).
+struct KeywordTable {
+    slots: [u8; 1024],
+}
+
+const EMPTY: u8 = u8::MAX;
+
+/// Constant-time, case-insensitive hash of a non-empty word: its length and first, middle and
+/// last bytes are enough to spread the keyword list over the table (average probe length 1.09).
+fn kw_hash(word: &[u8]) -> usize {
+    let n = word.len();
+    let up = |i: usize| word[i].to_ascii_uppercase();
+    let h = (n as u32).wrapping_mul(0x9E37_79B1)
+        ^ u32::from(up(0)).wrapping_mul(0x85EB_CA77)
+        ^ u32::from(up(n - 1)).wrapping_mul(0xC2B2_AE3D)
+        ^ u32::from(up(n / 2)).wrapping_mul(0x27D4_EB2F);
+    (h.wrapping_mul(0x9E37_79B1) >> 22) as usize
+}
+
+fn keyword_table() -> &'static KeywordTable {
+    static TABLE: std::sync::OnceLock<KeywordTable> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut slots = [EMPTY; 1024];
+        for (i, k) in KEYWORDS.iter().enumerate() {
+            let mut h = kw_hash(k.as_bytes()) % slots.len();
+            while slots[h] != EMPTY {
+                h = (h + 1) % slots.len();
+            }
+            slots[h] = i as u8;
+        }
+        KeywordTable { slots }
+    })
+}
 
 pub(crate) fn keyword(word: &[u8]) -> Option<&'static str> {
-    let mut buf = [0u8; 24];
-    if word.len() > buf.len() {
+    const LONGEST: usize = 17; // CURRENT_TIMESTAMP
+    if word.len() < 2 || word.len() > LONGEST {
         return None;
     }
-    let up = &mut buf[..word.len()];
-    up.copy_from_slice(word);
-    up.make_ascii_uppercase();
-    KEYWORDS
-        .binary_search_by(|k| k.as_bytes().cmp(up))
-        .ok()
-        .map(|i| KEYWORDS[i])
+    let table = keyword_table();
+    let mut h = kw_hash(word) % table.slots.len();
+    loop {
+        let slot = table.slots[h];
+        if slot == EMPTY {
+            return None;
+        }
+        let k = KEYWORDS[usize::from(slot)];
+        if k.len() == word.len()
+            && k.bytes()
+                .zip(word)
+                .all(|(k, w)| k == w.to_ascii_uppercase())
+        {
+            return Some(k);
+        }
+        h = (h + 1) % table.slots.len();
+    }
 }
 
 /// What the previous rendered piece was, for spacing.
@@ -223,7 +284,7 @@ impl Renderer<'_> {
             (_, Some(b')' | b']' | b',' | b';' | b'.' | b':')) => true,
             (_, Some(b'c')) => true, // `::`
             (Last::Ident | Last::FunctionKeyword | Last::Close, Some(b'(')) => true,
-            (Last::Ident | Last::Close | Last::Value, Some(b'[')) => true,
+            (Last::Ident | Last::Close | Last::Value | Last::FunctionKeyword, Some(b'[')) => true,
             _ => false,
         };
         if !tight {
@@ -254,9 +315,9 @@ impl Renderer<'_> {
     }
 }
 
-fn word_kw(sql: &str, t: &Tok) -> Option<&'static str> {
+fn word_kw(_sql: &str, t: &Tok) -> Option<&'static str> {
     match t {
-        Tok::Word(r) => keyword(&sql.as_bytes()[r.clone()]),
+        Tok::Word(_, kw) => *kw,
         _ => None,
     }
 }
@@ -292,12 +353,12 @@ fn const_element(sql: &str, toks: &[Tok], mut i: usize) -> Option<usize> {
     }
     match toks.get(i)? {
         Tok::Const(_) | Tok::Param => {}
-        t @ Tok::Word(_) if matches!(word_kw(sql, t), Some("NULL" | "TRUE" | "FALSE")) => {}
+        t @ Tok::Word(..) if matches!(word_kw(sql, t), Some("NULL" | "TRUE" | "FALSE")) => {}
         _ => return None,
     }
     i += 1;
     if toks.get(i) == Some(&Tok::Cast)
-        && matches!(toks.get(i + 1), Some(Tok::Word(_) | Tok::QuotedIdent(_)))
+        && matches!(toks.get(i + 1), Some(Tok::Word(..) | Tok::QuotedIdent(_)))
     {
         i += 2;
         if toks.get(i) == Some(&Tok::Punct(b'[')) && toks.get(i + 1) == Some(&Tok::Punct(b']')) {
@@ -357,7 +418,7 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
         let t = &toks[i];
         let kw = word_kw(sql, t);
         match t {
-            Tok::Word(range) => {
+            Tok::Word(range, _) => {
                 match kw {
                     Some("IN") if toks.get(i + 1) == Some(&Tok::Punct(b'(')) => {
                         if let Some(after) = const_list(sql, toks, i + 1, b'(', b')') {
@@ -403,7 +464,7 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
                 }
                 match kw {
                     Some(k) => {
-                        let kind = if FUNCTION_LIKE.contains(&k) {
+                        let kind = if function_like(k) {
                             Last::FunctionKeyword
                         } else {
                             Last::Keyword
@@ -440,7 +501,7 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
                     && sql.as_bytes().get(start).is_some_and(u8::is_ascii_digit)
                     && matches!(
                         toks.get(i + 1),
-                        None | Some(Tok::Punct(b',' | b')' | b';')) | Some(Tok::Word(_))
+                        None | Some(Tok::Punct(b',' | b')' | b';')) | Some(Tok::Word(..))
                     );
                 if by_ordinal {
                     // `ORDER BY 2` names a column position, not a value: keep it.
@@ -459,9 +520,7 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
                 let sign_position = match toks[..i].last() {
                     None => true,
                     Some(Tok::Op(_) | Tok::Punct(b'(' | b'[' | b',' | b';') | Tok::Cast) => true,
-                    Some(w @ Tok::Word(_)) => {
-                        word_kw(sql, w).is_some_and(|k| SIGN_CONTEXT.contains(&k))
-                    }
+                    Some(w @ Tok::Word(..)) => word_kw(sql, w).is_some_and(sign_context),
                     _ => false,
                 };
                 if (op == "-" || op == "+")
@@ -573,7 +632,7 @@ pub(crate) fn summary(sql: &str, toks: &[Tok]) -> String {
                         continue;
                     }
                 }
-            } else if let Tok::Word(r) = t {
+            } else if let Tok::Word(r, _) = t {
                 // Non-keyword command (e.g. `vacuum`-like words we do not list): upper-cased.
                 push(&mut out, &sql[r.clone()].to_ascii_uppercase());
                 i += 1;
@@ -591,7 +650,7 @@ pub(crate) fn summary(sql: &str, toks: &[Tok]) -> String {
                 in_from_list = kw == Some("FROM");
             }
             (_, Some("ONLY" | "LATERAL")) => {}
-            (Tok::Word(_) | Tok::QuotedIdent(_), None) if expect_target => {
+            (Tok::Word(..) | Tok::QuotedIdent(_), None) if expect_target => {
                 let (name, next) = qualified_name(sql, toks, i);
                 push(&mut out, &name);
                 expect_target = false;
@@ -621,13 +680,13 @@ fn qualified_name(sql: &str, toks: &[Tok], mut i: usize) -> (String, usize) {
     let mut name = String::new();
     loop {
         match toks.get(i) {
-            Some(Tok::Word(r)) => name.push_str(&sql[r.clone()].to_ascii_lowercase()),
+            Some(Tok::Word(r, _)) => name.push_str(&sql[r.clone()].to_ascii_lowercase()),
             Some(Tok::QuotedIdent(r)) => name.push_str(&sql[r.clone()]),
             _ => break,
         }
         i += 1;
         if toks.get(i) == Some(&Tok::Punct(b'.'))
-            && matches!(toks.get(i + 1), Some(Tok::Word(_) | Tok::QuotedIdent(_)))
+            && matches!(toks.get(i + 1), Some(Tok::Word(..) | Tok::QuotedIdent(_)))
         {
             name.push('.');
             i += 1;
@@ -643,7 +702,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keyword_table_is_sorted_for_binary_search() {
-        assert!(KEYWORDS.windows(2).all(|w| w[0] < w[1]));
+    fn keyword_table_finds_every_keyword_and_nothing_else() {
+        assert!(
+            KEYWORDS.windows(2).all(|w| w[0] < w[1]),
+            "sorted, hence no duplicates"
+        );
+        assert!(KEYWORDS.len() < usize::from(EMPTY));
+        for k in KEYWORDS {
+            assert_eq!(keyword(k.to_lowercase().as_bytes()), Some(*k));
+        }
+        for w in [
+            "users",
+            "id",
+            "selects",
+            "x",
+            "current_timestampz",
+            "naming",
+        ] {
+            assert_eq!(keyword(w.as_bytes()), None, "{w}");
+        }
     }
 }

@@ -167,7 +167,9 @@ pub async fn pg_stat_statements_url() -> String {
     if answers(&throwaway).await {
         return throwaway;
     }
-    let url = tokio::task::spawn_blocking(start_throwaway).await.expect("start PostgreSQL");
+    let url = tokio::task::spawn_blocking(start_throwaway)
+        .await
+        .expect("start PostgreSQL");
     for _ in 0..50 {
         if answers(&url).await {
             return url;
