@@ -42,6 +42,7 @@ pub(crate) struct Shared {
     pub(crate) settings: Settings,
     pub(crate) unscoped: Arc<ScopeInner>,
     pub(crate) name: String,
+    pub(crate) health: crate::health::Health,
     waiters: AtomicU64,
     timeouts: AtomicU64,
     acquires: AtomicU64,
@@ -96,6 +97,7 @@ pub struct PoolOptions {
     cache_capacity: usize,
     settings: Settings,
     name: Option<String>,
+    starvation_window: Duration,
 }
 
 impl Default for PoolOptions {
@@ -131,6 +133,8 @@ impl PoolOptions {
             cache_capacity: 10_000,
             settings: Settings::default(),
             name: None,
+            // "Waiters > 0 for more than a few seconds" is the classic sign of an N+1-bound pool.
+            starvation_window: Duration::from_secs(5),
         }
     }
 
@@ -244,6 +248,19 @@ impl PoolOptions {
         self
     }
 
+    /// When tasks wait for a connection continuously for this long, the pool logs a WARN
+    /// (target `pgscope::pool_starvation`) naming the routes that hold connections longest,
+    /// at most once per window. Also the window [`Pool::diagnose`] reports on. By default, 5 s.
+    pub fn starvation_window(mut self, window: Duration) -> Self {
+        self.starvation_window = window;
+        self
+    }
+
+    /// The configured starvation window.
+    pub fn get_starvation_window(&self) -> Duration {
+        self.starvation_window
+    }
+
     /// A name for the pool in metrics (`db.client.connection.pool.name`). By default,
     /// `host:port/database`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -292,6 +309,7 @@ impl PoolOptions {
             settings: self.settings,
             unscoped: ScopeInner::unscoped(),
             name,
+            health: crate::health::Health::new(self.starvation_window),
             waiters: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             acquires: AtomicU64::new(0),
@@ -344,11 +362,22 @@ impl PoolStats {
 }
 
 /// Decrements the waiter count even when the acquiring future is dropped.
-struct Waiting<'a>(&'a AtomicU64);
+struct Waiting<'a>(&'a Shared);
+
+impl<'a> Waiting<'a> {
+    fn start(shared: &'a Shared) -> Self {
+        if shared.waiters.fetch_add(1, Ordering::Relaxed) == 0 {
+            shared.health.waiting_started();
+        }
+        Waiting(shared)
+    }
+}
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if self.0.waiters.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.health.waiting_stopped();
+        }
     }
 }
 
@@ -418,6 +447,23 @@ impl Pool {
         }
     }
 
+    /// Which routes hold this pool's connections (over the last one to two starvation
+    /// windows), whether tasks are waiting, and the pool's capacity in requests per second at
+    /// the measured hold times.
+    pub fn diagnose(&self) -> crate::health::Diagnosis {
+        let s = &self.0;
+        s.health.diagnose(
+            &s.name,
+            s.inner.options().get_max_connections(),
+            s.waiters.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Starvation warnings emitted so far (one per window at most).
+    pub fn starvation_warnings(&self) -> u64 {
+        self.0.health.warnings()
+    }
+
     /// Everything that ran outside any scope (or after its scope ended), since the pool was
     /// created. Nothing is lost: each statement counts in exactly one report.
     pub fn unscoped_report(&self) -> Report {
@@ -459,8 +505,12 @@ pub(crate) async fn acquire_in(
     site: Option<&'static Location<'static>>,
 ) -> Result<PoolConnection, sqlx::Error> {
     let start = Instant::now();
-    shared.waiters.fetch_add(1, Ordering::Relaxed);
-    let waiting = Waiting(&shared.waiters);
+    let waiting = Waiting::start(&shared);
+    shared.health.check(
+        &shared.name,
+        shared.inner.options().get_max_connections(),
+        shared.waiters.load(Ordering::Relaxed),
+    );
     let result = shared.inner.acquire().await;
     drop(waiting);
     let waited = start.elapsed();
@@ -485,11 +535,15 @@ pub(crate) async fn acquire_in(
     let held_at = shared.with_state(scope.as_ref(), |state, s| {
         state.totals.pool_wait += waited;
         state.totals.acquires += 1;
+        let unscoped = shared.is_unscoped(s);
         let held_at = state
             .held
             .first()
             .map(|(_, at)| *at)
-            .filter(|_| check_nested && !shared.is_unscoped(s));
+            .filter(|_| check_nested && !unscoped);
+        if !unscoped && !state.pools.iter().any(|p| Arc::ptr_eq(p, &shared)) {
+            state.pools.push(Arc::clone(&shared));
+        }
         // Only guards the caller holds explicitly can be held while waiting for another
         // connection; the transient connection of a query on `&Pool` is not tracked.
         if let Some(site) = site {

@@ -58,6 +58,8 @@ pub(crate) struct State {
     pub(crate) nested: Vec<NestedAcquire>,
     /// Connections this scope holds right now, with where each was acquired.
     pub(crate) held: Vec<(u64, &'static Location<'static>)>,
+    /// Pools this scope acquired from: told about its hold time when it ends.
+    pub(crate) pools: Vec<Arc<crate::pool::Shared>>,
 }
 
 #[derive(Default, Clone, Copy, Debug)]
@@ -145,6 +147,11 @@ impl State {
         }
         self.n_plus_one.extend(child.n_plus_one.iter().cloned());
         self.nested.extend(child.nested.iter().cloned());
+        for pool in &child.pools {
+            if !self.pools.iter().any(|p| Arc::ptr_eq(p, pool)) {
+                self.pools.push(Arc::clone(pool));
+            }
+        }
     }
 }
 
@@ -189,10 +196,22 @@ impl ScopeInner {
         let mut state = self.state.lock();
         state.closed = true;
         let report = build_report(&self.name, &state);
-        if let Some(parent) = &self.parent {
-            let mut p = parent.state.lock();
-            if !p.closed {
-                p.merge_from(&state);
+        let pools = std::mem::take(&mut state.pools);
+        match &self.parent {
+            Some(parent) => {
+                let mut p = parent.state.lock();
+                if !p.closed {
+                    state.pools = pools;
+                    p.merge_from(&state);
+                }
+            }
+            None => {
+                drop(state);
+                // Top-level scopes are requests: feed the pools' starvation diagnosis.
+                for pool in pools {
+                    pool.health
+                        .record_request(&self.name, report.connection_hold_time());
+                }
             }
         }
         report

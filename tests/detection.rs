@@ -353,7 +353,6 @@ async fn holding_two_connections_in_one_scope_warns_with_both_call_sites() {
     })
     .await;
     assert!(clean.nested_acquires().is_empty());
-    let _ = Duration::ZERO;
 }
 
 #[tokio::test]
@@ -362,4 +361,77 @@ async fn assert_no_n_plus_one_names_the_statement() {
     let pool = feed_pool("np1_assert", PoolOptions::new()).await;
     let (_, report) = pgscope::capture(naive_feed(&pool)).await;
     report.assert_no_n_plus_one();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_starved_pool_names_the_routes_holding_it_and_its_capacity() {
+    // The seed's scenario, scaled down: a pool of 2, slow N+1 requests.
+    let opts = common::schema("starvation").await;
+    let pool2 = PoolOptions::new()
+        .max_connections(2)
+        .starvation_window(Duration::from_millis(200))
+        .connect_with(opts)
+        .await
+        .expect("connect");
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1200);
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let pool = pool2.clone();
+        workers.push(tokio::spawn(async move {
+            let mut observed_starving = false;
+            while tokio::time::Instant::now() < deadline {
+                if w == 0 {
+                    // a cheap route, sharing the same pool
+                    pgscope::capture_named("GET /health", async {
+                        sqlx::query("SELECT 1")
+                            .execute(&pool)
+                            .await
+                            .expect("health");
+                    })
+                    .await;
+                } else {
+                    // the slow N+1 route: ten 5 ms lookups, each on its own acquire
+                    pgscope::capture_named("GET /api/feed", async {
+                        for _ in 0..10 {
+                            sqlx::query("SELECT pg_sleep(0.005)")
+                                .execute(&pool)
+                                .await
+                                .expect("lookup");
+                        }
+                    })
+                    .await;
+                }
+                observed_starving |= pool.diagnose().is_starving();
+            }
+            observed_starving
+        }));
+    }
+    let mut starving = false;
+    for w in workers {
+        starving |= w.await.expect("worker");
+    }
+    assert!(
+        starving,
+        "waiters should have stayed > 0 for a whole window"
+    );
+    assert!(
+        pool2.starvation_warnings() >= 1,
+        "one WARN per starving window"
+    );
+    let d = pool2.diagnose();
+    let top = &d.routes()[0];
+    assert_eq!(top.route(), "GET /api/feed", "{d}");
+    assert!(top.mean_hold_time() >= Duration::from_millis(50), "{d}");
+    let health = d
+        .routes()
+        .iter()
+        .find(|r| r.route() == "GET /health")
+        .expect("health route");
+    assert!(health.mean_hold_time() < top.mean_hold_time() / 5, "{d}");
+    // capacity = max_connections / mean hold per request, from the same numbers
+    let mean = d.mean_hold_time().expect("mean");
+    let capacity = d.capacity_per_second().expect("capacity");
+    assert!((capacity - 2.0 / mean.as_secs_f64()).abs() < 1e-9);
+    assert!((5.0..200.0).contains(&capacity), "{d}");
+    assert!(d.to_string().contains("requests/s capacity"), "{d}");
 }

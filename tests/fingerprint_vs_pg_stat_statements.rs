@@ -92,7 +92,12 @@ fn lit(kind: &str, v: usize, k: usize) -> String {
         "i" => x.to_string(),
         "s" => format!("'w{x}%'"),
         "iv" => format!("'{x} days'"),
-        "b" => if (v + k).is_multiple_of(2) { "true" } else { "false" }.to_owned(),
+        "b" => if (v + k).is_multiple_of(2) {
+            "true"
+        } else {
+            "false"
+        }
+        .to_owned(),
         _ => unreachable!(),
     }
 }
