@@ -50,6 +50,7 @@ pub(crate) struct Settings {
     pub(crate) n_plus_one_writes: bool,
     pub(crate) query_budget: Option<u32>,
     pub(crate) nested_acquire_mode: Mode,
+    pub(crate) record_raw_sql: bool,
 }
 
 impl Default for Settings {
@@ -63,6 +64,7 @@ impl Default for Settings {
             n_plus_one_writes: false,
             query_budget: None,
             nested_acquire_mode: Mode::Warn,
+            record_raw_sql: false,
         }
     }
 }

@@ -80,6 +80,8 @@ pub(crate) struct Query<'c> {
     returned: u64,
     affected: u64,
     done: bool,
+    #[cfg(feature = "otel")]
+    span: tracing::Span,
 }
 
 impl<'c> Query<'c> {
@@ -136,7 +138,13 @@ impl<'c> Query<'c> {
                 .any(|n| n.fingerprint.id() == fingerprint.id());
             Ok(Some((s.name.to_string(), count, threshold, mode, reported)))
         });
-        let decision = decision.map_err(Error::into_sqlx)?;
+        let decision = decision.map_err(|e| {
+            #[cfg(feature = "otel")]
+            if let Error::QueryBudgetExceeded { scope, .. } = &e {
+                crate::otel::record_budget_exceeded(scope);
+            }
+            e.into_sqlx()
+        })?;
         if let Some((scope_name, count, threshold, mode, reported)) = decision {
             Self::n_plus_one(
                 shared,
@@ -149,6 +157,12 @@ impl<'c> Query<'c> {
                 reported,
             )?;
         }
+        #[cfg(feature = "otel")]
+        let span = crate::otel::query_span(
+            &shared.server,
+            &fingerprint,
+            settings.record_raw_sql.then_some(sql),
+        );
         Ok(Query {
             shared: Arc::clone(shared),
             interrupted,
@@ -158,6 +172,8 @@ impl<'c> Query<'c> {
             returned: 0,
             affected: 0,
             done: false,
+            #[cfg(feature = "otel")]
+            span,
         })
     }
 
@@ -211,6 +227,8 @@ impl<'c> Query<'c> {
         });
         if let Some(item) = &item {
             detect::emit_n_plus_one(item);
+            #[cfg(feature = "otel")]
+            crate::otel::record_n_plus_one(item);
         }
         if mode == Mode::Error {
             return Err(Error::NPlusOne {
@@ -239,6 +257,15 @@ impl<'c> Query<'c> {
         self.shared.with_state(self.scope.as_ref(), |state, _| {
             record(state, &self.fingerprint, elapsed, rows, failed);
         });
+        #[cfg(feature = "otel")]
+        crate::otel::finish_query(
+            &self.span,
+            Some(&self.shared.metrics),
+            &self.fingerprint,
+            elapsed,
+            rows,
+            crate::otel::error_attributes(error, cancelled),
+        );
     }
 }
 

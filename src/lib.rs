@@ -48,6 +48,9 @@ mod error;
 mod executor;
 mod fingerprint;
 mod health;
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub mod otel;
 mod pool;
 mod report;
 mod scope;

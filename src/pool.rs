@@ -43,6 +43,10 @@ pub(crate) struct Shared {
     pub(crate) unscoped: Arc<ScopeInner>,
     pub(crate) name: String,
     pub(crate) health: crate::health::Health,
+    #[cfg(feature = "otel")]
+    pub(crate) server: crate::otel::Server,
+    #[cfg(feature = "otel")]
+    pub(crate) metrics: crate::otel::PoolMetrics,
     waiters: AtomicU64,
     timeouts: AtomicU64,
     acquires: AtomicU64,
@@ -261,6 +265,14 @@ impl PoolOptions {
         self.starvation_window
     }
 
+    /// Put the raw SQL, literal values included, in `db.query.text` of exported spans instead
+    /// of the normalized text. **PII risk**: values such as emails and tokens leave the process.
+    /// By default, false. Only matters with the `otel` feature.
+    pub fn record_raw_sql(mut self, enabled: bool) -> Self {
+        self.settings.record_raw_sql = enabled;
+        self
+    }
+
     /// A name for the pool in metrics (`db.client.connection.pool.name`). By default,
     /// `host:port/database`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -303,7 +315,20 @@ impl PoolOptions {
                 o.get_database().unwrap_or(o.get_username())
             )
         });
-        Pool(Arc::new(Shared {
+        #[cfg(feature = "otel")]
+        let server = {
+            let o = inner.connect_options();
+            crate::otel::Server {
+                address: o.get_host().to_owned(),
+                port: o.get_port(),
+                database: o.get_database().unwrap_or(o.get_username()).to_owned(),
+            }
+        };
+        Pool(Arc::new_cyclic(|_weak| Shared {
+            #[cfg(feature = "otel")]
+            metrics: crate::otel::PoolMetrics::new(&server, &name, _weak.clone()),
+            #[cfg(feature = "otel")]
+            server,
             inner,
             cache: FingerprintCache::new(self.cache_capacity),
             settings: self.settings,
@@ -517,14 +542,19 @@ pub(crate) async fn acquire_in(
     let raw = match result {
         Ok(raw) => raw,
         Err(err) => {
-            if matches!(err, sqlx::Error::PoolTimedOut) {
+            let timed_out = matches!(err, sqlx::Error::PoolTimedOut);
+            if timed_out {
                 shared.timeouts.fetch_add(1, Ordering::Relaxed);
             }
+            #[cfg(feature = "otel")]
+            shared.metrics.record_wait(waited, timed_out);
             shared.with_state(scope.as_ref(), |state, _| state.totals.pool_wait += waited);
             return Err(err);
         }
     };
     shared.acquires.fetch_add(1, Ordering::Relaxed);
+    #[cfg(feature = "otel")]
+    shared.metrics.record_wait(waited, false);
     // Ids are only needed to track explicitly held guards; skip the shared counter otherwise.
     let id = if site.is_some() {
         shared.next_conn_id.fetch_add(1, Ordering::Relaxed)
@@ -651,6 +681,8 @@ impl AsMut<Connection> for PoolConnection {
 impl Drop for PoolConnection {
     fn drop(&mut self) {
         let held = self.conn.acquired_at.elapsed();
+        #[cfg(feature = "otel")]
+        self.conn.shared.metrics.record_use(held);
         let id = self.conn.id;
         let explicit = id != u64::MAX;
         let shared = &self.conn.shared;
@@ -672,5 +704,19 @@ impl Drop for PoolConnection {
             self.conn.raw.close_on_drop();
         }
         // `raw` drops after this, returning the connection to sqlx's pool.
+    }
+}
+
+#[cfg(feature = "otel")]
+impl crate::otel::PoolGauges for Shared {
+    fn gauges(&self) -> (u32, u32, u32, u64) {
+        let size = self.inner.size();
+        let idle = u32::try_from(self.inner.num_idle()).unwrap_or(u32::MAX);
+        (
+            size,
+            idle,
+            self.inner.options().get_max_connections(),
+            self.waiters.load(Ordering::Relaxed),
+        )
     }
 }

@@ -360,6 +360,8 @@ impl Scope {
             .instrument(span)
             .await;
         let report = scope.close();
+        #[cfg(feature = "otel")]
+        crate::otel::record_scope(&scope.span, &report);
         (output, report)
     }
 }

@@ -1,0 +1,318 @@
+//! `pgscope::otel::init()`: OTLP export of traces and metrics configured from the standard
+//! environment variables, and a guard that flushes on drop.
+
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// OTLP over gRPC (default port 4317).
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies (default port 4318).
+    HttpProtobuf,
+}
+
+/// Errors from [`try_init`] / [`OtelBuilder::try_init`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OtelError {
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` has a value pgscope does not support.
+    #[error("unsupported OTEL_EXPORTER_OTLP_PROTOCOL `{0}` (use `grpc` or `http/protobuf`)")]
+    UnsupportedProtocol(String),
+    /// The exporter could not be built (bad endpoint, no Tokio runtime for gRPC).
+    #[error("cannot build the OTLP exporter: {0}")]
+    Exporter(String),
+    /// A global `tracing` subscriber is already installed; add a `tracing_opentelemetry`
+    /// layer to it instead.
+    #[error("a global tracing subscriber is already set: {0}")]
+    SubscriberAlreadySet(String),
+}
+
+/// Configures OTLP export. Every setting defaults to the standard environment variable.
+///
+/// # Examples
+/// ```no_run
+/// # #[tokio::main] async fn main() {
+/// let _guard = pgscope::otel::OtelBuilder::new()
+///     .service_name("feed-api")
+///     .export_timeout(std::time::Duration::from_secs(2))
+///     .init();
+/// // create pools after this, so their metrics use the installed meter provider
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct OtelBuilder {
+    endpoint: Option<String>,
+    protocol: Option<Protocol>,
+    service_name: Option<String>,
+    export_timeout: Duration,
+    metric_interval: Duration,
+    max_queue_size: usize,
+    log_filter: Option<String>,
+    log_to_stderr: bool,
+}
+
+impl Default for OtelBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OtelBuilder {
+    /// Defaults: endpoint, protocol, service name and resource attributes from the
+    /// `OTEL_*` environment variables; 5 s export timeout (a collector that hangs cannot hold up
+    /// shutdown longer); metrics every 10 s; at most 2048 spans queued (then new spans are
+    /// dropped rather than growing memory); human-readable logs on stderr filtered by `RUST_LOG`
+    /// (default `info`).
+    pub fn new() -> Self {
+        OtelBuilder {
+            endpoint: None,
+            protocol: None,
+            service_name: None,
+            export_timeout: Duration::from_secs(5),
+            metric_interval: Duration::from_secs(10),
+            max_queue_size: 2048,
+            log_filter: None,
+            log_to_stderr: true,
+        }
+    }
+
+    /// OTLP endpoint (base URL, e.g. `http://localhost:4317`). By default,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, else `localhost` on the protocol's port.
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Transport. By default, `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc` | `http/protobuf`), else gRPC.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = Some(protocol);
+        self
+    }
+
+    /// `service.name`. By default, `OTEL_SERVICE_NAME` (or the SDK's default).
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service_name = Some(name.into());
+        self
+    }
+
+    /// Upper bound on one export and on shutdown. By default, 5 s.
+    pub fn export_timeout(mut self, timeout: Duration) -> Self {
+        self.export_timeout = timeout;
+        self
+    }
+
+    /// How often metrics are exported. By default, 10 s.
+    pub fn metric_interval(mut self, interval: Duration) -> Self {
+        self.metric_interval = interval;
+        self
+    }
+
+    /// Spans buffered for export before new ones are dropped. By default, 2048.
+    pub fn max_queue_size(mut self, size: usize) -> Self {
+        self.max_queue_size = size;
+        self
+    }
+
+    /// `EnvFilter` directives for the stderr log (not for export). By default, `RUST_LOG`,
+    /// else `info`.
+    pub fn log_filter(mut self, directives: impl Into<String>) -> Self {
+        self.log_filter = Some(directives.into());
+        self
+    }
+
+    /// Whether to also print logs to stderr. By default, true.
+    pub fn log_to_stderr(mut self, enabled: bool) -> Self {
+        self.log_to_stderr = enabled;
+        self
+    }
+
+    fn protocol_from_env(&self) -> Result<Protocol, OtelError> {
+        if let Some(p) = self.protocol {
+            return Ok(p);
+        }
+        match std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").ok().as_deref() {
+            None | Some("") | Some("grpc") => Ok(Protocol::Grpc),
+            Some("http/protobuf") => Ok(Protocol::HttpProtobuf),
+            Some(other) => Err(OtelError::UnsupportedProtocol(other.to_owned())),
+        }
+    }
+
+    /// Installs the tracer and meter providers globally and a `tracing` subscriber that exports
+    /// spans, and returns the guard that flushes and shuts them down when dropped.
+    ///
+    /// Needs a Tokio runtime for the gRPC transport.
+    ///
+    /// # Panics
+    /// When [`try_init`](Self::try_init) fails.
+    pub fn init(self) -> OtelGuard {
+        match self.try_init() {
+            Ok(guard) => guard,
+            Err(e) => panic!("pgscope::otel::init failed: {e}"),
+        }
+    }
+
+    /// Like [`init`](Self::init), returning errors instead of panicking.
+    pub fn try_init(self) -> Result<OtelGuard, OtelError> {
+        let protocol = self.protocol_from_env()?;
+        let base = self
+            .endpoint
+            .clone()
+            .or_else(|| {
+                std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| match protocol {
+                Protocol::Grpc => "http://localhost:4317".to_owned(),
+                Protocol::HttpProtobuf => "http://localhost:4318".to_owned(),
+            });
+        let base = base.trim_end_matches('/').to_owned();
+        let exporter_err =
+            |e: opentelemetry_otlp::ExporterBuildError| OtelError::Exporter(e.to_string());
+        let (spans, metrics) = match protocol {
+            Protocol::Grpc => (
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(base.clone())
+                    .with_timeout(self.export_timeout)
+                    .build()
+                    .map_err(exporter_err)?,
+                opentelemetry_otlp::MetricExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(base.clone())
+                    .with_timeout(self.export_timeout)
+                    .build()
+                    .map_err(exporter_err)?,
+            ),
+            Protocol::HttpProtobuf => (
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint(format!("{base}/v1/traces"))
+                    .with_timeout(self.export_timeout)
+                    .with_headers(Default::default())
+                    .build()
+                    .map_err(exporter_err)?,
+                opentelemetry_otlp::MetricExporter::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint(format!("{base}/v1/metrics"))
+                    .with_timeout(self.export_timeout)
+                    .build()
+                    .map_err(exporter_err)?,
+            ),
+        };
+        let mut resource = Resource::builder();
+        if let Some(name) = &self.service_name {
+            resource = resource.with_service_name(name.clone());
+        }
+        let resource = resource.build();
+        let batch = BatchSpanProcessor::builder(spans)
+            .with_batch_config(
+                BatchConfigBuilder::default()
+                    .with_max_queue_size(self.max_queue_size)
+                    .build(),
+            )
+            .build();
+        let tracer_provider = SdkTracerProvider::builder()
+            .with_span_processor(batch)
+            .with_resource(resource.clone())
+            .build();
+        let meter_provider = SdkMeterProvider::builder()
+            .with_reader(
+                PeriodicReader::builder(metrics)
+                    .with_interval(self.metric_interval)
+                    .build(),
+            )
+            .with_resource(resource)
+            .build();
+        opentelemetry::global::set_tracer_provider(tracer_provider.clone());
+        opentelemetry::global::set_meter_provider(meter_provider.clone());
+
+        // sqlx logs raw statements (with literals) in its own events: keep them out of exports.
+        let export_filter = EnvFilter::new("info,sqlx=off");
+        let otel_layer = tracing_opentelemetry::layer()
+            .with_tracer(tracer_provider.tracer("pgscope"))
+            .with_location(false)
+            .with_threads(false)
+            .with_filter(export_filter);
+        let fmt_layer = self.log_to_stderr.then(|| {
+            let filter = match &self.log_filter {
+                Some(d) => EnvFilter::new(d),
+                None => {
+                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+                }
+            };
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter)
+        });
+        tracing_subscriber::registry()
+            .with(otel_layer)
+            .with(fmt_layer)
+            .try_init()
+            .map_err(|e| OtelError::SubscriberAlreadySet(e.to_string()))?;
+        Ok(OtelGuard {
+            tracer_provider,
+            meter_provider,
+            timeout: self.export_timeout,
+        })
+    }
+}
+
+/// Flushes and shuts down the providers when dropped, waiting at most the export timeout.
+#[must_use = "dropping the guard shuts export down"]
+pub struct OtelGuard {
+    tracer_provider: SdkTracerProvider,
+    meter_provider: SdkMeterProvider,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for OtelGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtelGuard")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OtelGuard {
+    /// Exports everything recorded so far (spans and metrics) now.
+    pub fn flush(&self) {
+        let _ = self.tracer_provider.force_flush();
+        let _ = self.meter_provider.force_flush();
+    }
+}
+
+impl Drop for OtelGuard {
+    fn drop(&mut self) {
+        // Export what is buffered, but never wait on a dead collector past the timeout.
+        let _ = self.tracer_provider.shutdown_with_timeout(self.timeout);
+        let _ = self.meter_provider.shutdown_with_timeout(self.timeout);
+    }
+}
+
+/// [`OtelBuilder::new().init()`](OtelBuilder::init): configure from the environment.
+///
+/// # Panics
+/// When the configuration is invalid; see [`try_init`].
+pub fn init() -> OtelGuard {
+    OtelBuilder::new().init()
+}
+
+/// [`OtelBuilder::new().try_init()`](OtelBuilder::try_init).
+pub fn try_init() -> Result<OtelGuard, OtelError> {
+    OtelBuilder::new().try_init()
+}

@@ -1,0 +1,264 @@
+//! Metric instruments: semantic-convention `db.client.*` metrics per pool, and pgscope's own
+//! per-route metrics, with capped attribute sets.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{OnceLock, Weak};
+use std::time::Duration;
+
+use dashmap::DashSet;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableUpDownCounter};
+
+use super::{Server, attr};
+use crate::detect::NPlusOne;
+use crate::fingerprint::Fingerprint;
+use crate::report::Report;
+
+/// Bucket boundaries recommended by the semantic conventions for `db.client.operation.duration`.
+const DURATION_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
+const OTHER: &str = "other";
+
+static ATTRIBUTE_LIMIT: AtomicUsize = AtomicUsize::new(1000);
+
+/// Caps the number of distinct values of high-cardinality metric attributes (query summaries,
+/// routes, route × fingerprint pairs); values beyond the cap are reported as `other`, so a flood
+/// of unique SQL cannot explode metric cardinality. By default, 1000.
+pub fn set_attribute_limit(limit: usize) {
+    ATTRIBUTE_LIMIT.store(limit, Ordering::Relaxed);
+}
+
+/// A set of attribute values that admits at most `ATTRIBUTE_LIMIT` distinct members.
+#[derive(Default)]
+struct Capped(DashSet<String>);
+
+impl Capped {
+    fn admit<'a>(&self, value: &'a str) -> &'a str {
+        if self.0.contains(value) {
+            return value;
+        }
+        if self.0.len() >= ATTRIBUTE_LIMIT.load(Ordering::Relaxed) {
+            return OTHER;
+        }
+        self.0.insert(value.to_owned());
+        value
+    }
+}
+
+fn meter() -> Meter {
+    opentelemetry::global::meter("pgscope")
+}
+
+/// Instruments of one pool.
+pub(crate) struct PoolMetrics {
+    base: Vec<KeyValue>,
+    pool: KeyValue,
+    duration: Histogram<f64>,
+    wait_time: Histogram<f64>,
+    use_time: Histogram<f64>,
+    timeouts: Counter<u64>,
+    summaries: Capped,
+    _observed: Vec<ObservableUpDownCounter<i64>>,
+}
+
+/// What the observable instruments read from the pool.
+pub(crate) trait PoolGauges: Send + Sync + 'static {
+    fn gauges(&self) -> (u32, u32, u32, u64); // size, idle, max, waiters
+}
+
+impl PoolMetrics {
+    pub(crate) fn new<P: PoolGauges>(server: &Server, pool_name: &str, pool: Weak<P>) -> Self {
+        let meter = meter();
+        let pool_kv = KeyValue::new(attr::DB_CLIENT_CONNECTION_POOL_NAME, pool_name.to_owned());
+        let observe =
+            |name: &'static str,
+             unit: &'static str,
+             pick: fn((u32, u32, u32, u64)) -> Vec<(i64, Option<&'static str>)>| {
+                let (pool, pool_kv) = (pool.clone(), pool_kv.clone());
+                meter
+                    .i64_observable_up_down_counter(name)
+                    .with_unit(unit)
+                    .with_callback(move |obs| {
+                        if let Some(p) = pool.upgrade() {
+                            for (value, state) in pick(p.gauges()) {
+                                match state {
+                                    Some(s) => obs.observe(
+                                        value,
+                                        &[
+                                            pool_kv.clone(),
+                                            KeyValue::new(attr::DB_CLIENT_CONNECTION_STATE, s),
+                                        ],
+                                    ),
+                                    None => obs.observe(value, std::slice::from_ref(&pool_kv)),
+                                }
+                            }
+                        }
+                    })
+                    .build()
+            };
+        let observed = vec![
+            observe(
+                "db.client.connection.count",
+                "{connection}",
+                |(size, idle, _, _)| {
+                    vec![
+                        (i64::from(idle), Some("idle")),
+                        (i64::from(size.saturating_sub(idle)), Some("used")),
+                    ]
+                },
+            ),
+            observe(
+                "db.client.connection.max",
+                "{connection}",
+                |(_, _, max, _)| vec![(i64::from(max), None)],
+            ),
+            observe(
+                "db.client.connection.pending_requests",
+                "{request}",
+                |(_, _, _, waiters)| vec![(i64::try_from(waiters).unwrap_or(i64::MAX), None)],
+            ),
+        ];
+        PoolMetrics {
+            base: vec![
+                KeyValue::new(attr::DB_SYSTEM_NAME, "postgresql"),
+                KeyValue::new(attr::DB_NAMESPACE, server.database.clone()),
+                KeyValue::new(attr::SERVER_ADDRESS, server.address.clone()),
+                KeyValue::new(attr::SERVER_PORT, i64::from(server.port)),
+            ],
+            pool: pool_kv,
+            duration: meter
+                .f64_histogram("db.client.operation.duration")
+                .with_unit("s")
+                .with_description("Duration of database client operations.")
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build(),
+            wait_time: meter
+                .f64_histogram("db.client.connection.wait_time")
+                .with_unit("s")
+                .with_description("The time it took to obtain an open connection from the pool.")
+                .build(),
+            use_time: meter
+                .f64_histogram("db.client.connection.use_time")
+                .with_unit("s")
+                .with_description(
+                    "The time between borrowing a connection and returning it to the pool.",
+                )
+                .build(),
+            timeouts: meter
+                .u64_counter("db.client.connection.timeouts")
+                .with_unit("{timeout}")
+                .with_description("Connection attempts that timed out waiting for the pool.")
+                .build(),
+            summaries: Capped::default(),
+            _observed: observed,
+        }
+    }
+
+    pub(crate) fn record_operation(
+        &self,
+        fp: &Fingerprint,
+        elapsed: Duration,
+        error: Option<&(String, Option<String>)>,
+    ) {
+        let mut attrs = Vec::with_capacity(self.base.len() + 4);
+        attrs.extend_from_slice(&self.base);
+        let summary = self.summaries.admit(fp.summary());
+        attrs.push(KeyValue::new(attr::DB_QUERY_SUMMARY, summary.to_owned()));
+        if let Some(op) = super::op_and_collection(fp.summary()).0 {
+            attrs.push(KeyValue::new(attr::DB_OPERATION_NAME, op.to_owned()));
+        }
+        if let Some((kind, code)) = error {
+            attrs.push(KeyValue::new(attr::ERROR_TYPE, kind.clone()));
+            if let Some(code) = code {
+                attrs.push(KeyValue::new(attr::DB_RESPONSE_STATUS_CODE, code.clone()));
+            }
+        }
+        self.duration.record(elapsed.as_secs_f64(), &attrs);
+    }
+
+    pub(crate) fn record_wait(&self, waited: Duration, timed_out: bool) {
+        let attrs = std::slice::from_ref(&self.pool);
+        self.wait_time.record(waited.as_secs_f64(), attrs);
+        if timed_out {
+            self.timeouts.add(1, attrs);
+        }
+    }
+
+    pub(crate) fn record_use(&self, held: Duration) {
+        self.use_time
+            .record(held.as_secs_f64(), std::slice::from_ref(&self.pool));
+    }
+}
+
+/// pgscope's own instruments, shared by all pools (scopes are not tied to one pool).
+struct ScopeMetrics {
+    queries: Histogram<u64>,
+    n_plus_one: Counter<u64>,
+    budget: Counter<u64>,
+    routes: Capped,
+    pairs: Capped,
+}
+
+fn scope_metrics() -> &'static ScopeMetrics {
+    static METRICS: OnceLock<ScopeMetrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let meter = meter();
+        ScopeMetrics {
+            queries: meter
+                .u64_histogram("pgscope.scope.queries")
+                .with_unit("{query}")
+                .with_description("Statements per scope (request), by route.")
+                .with_boundaries(vec![
+                    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
+                ])
+                .build(),
+            n_plus_one: meter
+                .u64_counter("pgscope.n_plus_one.detected")
+                .with_unit("{detection}")
+                .with_description("N+1 patterns detected, by route and fingerprint.")
+                .build(),
+            budget: meter
+                .u64_counter("pgscope.query_budget.exceeded")
+                .with_unit("{query}")
+                .with_description("Statements refused because the scope's query budget was spent.")
+                .build(),
+            routes: Capped::default(),
+            pairs: Capped::default(),
+        }
+    })
+}
+
+pub(crate) fn record_scope(report: &Report) {
+    let m = scope_metrics();
+    let route = m.routes.admit(report.name()).to_owned();
+    m.queries.record(
+        report.queries(),
+        &[KeyValue::new(attr::PGSCOPE_ROUTE, route)],
+    );
+}
+
+pub(crate) fn record_n_plus_one(item: &NPlusOne) {
+    let m = scope_metrics();
+    let key = format!("{}\u{0}{:016x}", item.scope(), item.fingerprint().id());
+    let (route, fingerprint) = if m.pairs.admit(&key) == OTHER {
+        (OTHER.to_owned(), OTHER.to_owned())
+    } else {
+        (
+            m.routes.admit(item.scope()).to_owned(),
+            item.fingerprint().hex(),
+        )
+    };
+    m.n_plus_one.add(
+        1,
+        &[
+            KeyValue::new(attr::PGSCOPE_ROUTE, route),
+            KeyValue::new(attr::PGSCOPE_FINGERPRINT, fingerprint),
+        ],
+    );
+}
+
+pub(crate) fn record_budget_exceeded(route: &str) {
+    let m = scope_metrics();
+    let route = m.routes.admit(route).to_owned();
+    m.budget
+        .add(1, &[KeyValue::new(attr::PGSCOPE_ROUTE, route)]);
+}
