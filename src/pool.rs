@@ -709,7 +709,7 @@ impl Drop for PoolConnection {
 
 #[cfg(feature = "otel")]
 impl crate::otel::PoolGauges for Shared {
-    fn gauges(&self) -> (u32, u32, u32, u64) {
+    fn gauges(&self) -> crate::otel::Gauges {
         let size = self.inner.size();
         let idle = u32::try_from(self.inner.num_idle()).unwrap_or(u32::MAX);
         (

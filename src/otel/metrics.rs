@@ -60,41 +60,43 @@ pub(crate) struct PoolMetrics {
     _observed: Vec<ObservableUpDownCounter<i64>>,
 }
 
+/// (size, idle, max, waiters) of a pool.
+pub(crate) type Gauges = (u32, u32, u32, u64);
+/// Values to observe, each with an optional `db.client.connection.state`.
+type Observations = Vec<(i64, Option<&'static str>)>;
+
 /// What the observable instruments read from the pool.
 pub(crate) trait PoolGauges: Send + Sync + 'static {
-    fn gauges(&self) -> (u32, u32, u32, u64); // size, idle, max, waiters
+    fn gauges(&self) -> Gauges;
 }
 
 impl PoolMetrics {
     pub(crate) fn new<P: PoolGauges>(server: &Server, pool_name: &str, pool: Weak<P>) -> Self {
         let meter = meter();
         let pool_kv = KeyValue::new(attr::DB_CLIENT_CONNECTION_POOL_NAME, pool_name.to_owned());
-        let observe =
-            |name: &'static str,
-             unit: &'static str,
-             pick: fn((u32, u32, u32, u64)) -> Vec<(i64, Option<&'static str>)>| {
-                let (pool, pool_kv) = (pool.clone(), pool_kv.clone());
-                meter
-                    .i64_observable_up_down_counter(name)
-                    .with_unit(unit)
-                    .with_callback(move |obs| {
-                        if let Some(p) = pool.upgrade() {
-                            for (value, state) in pick(p.gauges()) {
-                                match state {
-                                    Some(s) => obs.observe(
-                                        value,
-                                        &[
-                                            pool_kv.clone(),
-                                            KeyValue::new(attr::DB_CLIENT_CONNECTION_STATE, s),
-                                        ],
-                                    ),
-                                    None => obs.observe(value, std::slice::from_ref(&pool_kv)),
-                                }
+        let observe = |name: &'static str, unit: &'static str, pick: fn(Gauges) -> Observations| {
+            let (pool, pool_kv) = (pool.clone(), pool_kv.clone());
+            meter
+                .i64_observable_up_down_counter(name)
+                .with_unit(unit)
+                .with_callback(move |obs| {
+                    if let Some(p) = pool.upgrade() {
+                        for (value, state) in pick(p.gauges()) {
+                            match state {
+                                Some(s) => obs.observe(
+                                    value,
+                                    &[
+                                        pool_kv.clone(),
+                                        KeyValue::new(attr::DB_CLIENT_CONNECTION_STATE, s),
+                                    ],
+                                ),
+                                None => obs.observe(value, std::slice::from_ref(&pool_kv)),
                             }
                         }
-                    })
-                    .build()
-            };
+                    }
+                })
+                .build()
+        };
         let observed = vec![
             observe(
                 "db.client.connection.count",

@@ -33,7 +33,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub use self::init::{OtelBuilder, OtelError, OtelGuard, Protocol, init, try_init};
 pub use self::metrics::set_attribute_limit;
-pub(crate) use self::metrics::{PoolGauges, PoolMetrics};
+pub(crate) use self::metrics::{Gauges, PoolGauges, PoolMetrics};
 
 use crate::detect::NPlusOne;
 use crate::fingerprint::Fingerprint;
