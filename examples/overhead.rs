@@ -9,6 +9,9 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[cfg(feature = "otel")]
+#[path = "../tests/otlp_receiver/mod.rs"]
+mod otlp_receiver;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -170,6 +173,47 @@ async fn main() {
                 totals[2] as f64 / totals[0] as f64,
             );
         }
+    }
+    #[cfg(feature = "otel")]
+    {
+        // Same comparison with OTLP export on: spans for every statement and the metrics go
+        // through the real exporter to an in-process gRPC receiver.
+        let (addr, store) = otlp_receiver::start_grpc().await;
+        let _guard = pgscope::otel::OtelBuilder::new()
+            .endpoint(format!("http://{addr}"))
+            .log_to_stderr(false)
+            .metric_interval(Duration::from_secs(1))
+            .init();
+        let pg_otel = pgscope::PoolOptions::new().max_connections(16).connect(&url).await.expect("pgscope pool");
+        run(Side::Scoped, &raw, &pg_otel, Workload::SelectOne, 16, Duration::from_millis(200)).await;
+        println!("\nwith OTLP export (gRPC to an in-process receiver):");
+        println!("| workload | concurrency | raw sqlx q/s | pgscope + OTLP q/s | ratio |");
+        println!("|---|---:|---:|---:|---:|");
+        for w in [Workload::SelectOne, Workload::TenRows] {
+            for workers in [1usize, 16] {
+                let (mut raw_n, mut otel_n) = (0u64, 0u64);
+                for round in 0..rounds {
+                    if round % 2 == 0 {
+                        raw_n += run(Side::Raw, &raw, &pg_otel, w, workers, dur).await;
+                        otel_n += run(Side::Scoped, &raw, &pg_otel, w, workers, dur).await;
+                    } else {
+                        otel_n += run(Side::Scoped, &raw, &pg_otel, w, workers, dur).await;
+                        raw_n += run(Side::Raw, &raw, &pg_otel, w, workers, dur).await;
+                    }
+                }
+                let secs = seconds * rounds as f64;
+                println!(
+                    "| {} | {} | {:.0} | {:.0} | {:.3} |",
+                    w.name(),
+                    workers,
+                    raw_n as f64 / secs,
+                    otel_n as f64 / secs,
+                    otel_n as f64 / raw_n as f64
+                );
+            }
+        }
+        drop(_guard);
+        println!("spans received by the OTLP receiver: {}", store.spans().len());
     }
     let (entries, misses) = pg.fingerprint_cache_stats();
     println!(
