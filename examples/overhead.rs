@@ -184,8 +184,20 @@ async fn main() {
             .log_to_stderr(false)
             .metric_interval(Duration::from_secs(1))
             .init();
-        let pg_otel = pgscope::PoolOptions::new().max_connections(16).connect(&url).await.expect("pgscope pool");
-        run(Side::Scoped, &raw, &pg_otel, Workload::SelectOne, 16, Duration::from_millis(200)).await;
+        let pg_otel = pgscope::PoolOptions::new()
+            .max_connections(16)
+            .connect(&url)
+            .await
+            .expect("pgscope pool");
+        run(
+            Side::Scoped,
+            &raw,
+            &pg_otel,
+            Workload::SelectOne,
+            16,
+            Duration::from_millis(200),
+        )
+        .await;
         println!("\nwith OTLP export (gRPC to an in-process receiver):");
         println!("| workload | concurrency | raw sqlx q/s | pgscope + OTLP q/s | ratio |");
         println!("|---|---:|---:|---:|---:|");
@@ -213,7 +225,10 @@ async fn main() {
             }
         }
         drop(_guard);
-        println!("spans received by the OTLP receiver: {}", store.spans().len());
+        println!(
+            "spans received by the OTLP receiver: {}",
+            store.spans().len()
+        );
     }
     let (entries, misses) = pg.fingerprint_cache_stats();
     println!(

@@ -10,7 +10,14 @@ fn load(path: &str) -> Value {
 }
 
 fn keys(v: &Value, section: &str) -> Vec<String> {
-    v[section].as_mapping().map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    v[section]
+        .as_mapping()
+        .map(|m| {
+            m.keys()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]
@@ -21,25 +28,47 @@ fn collector_pipelines_reference_defined_components() {
     for (name, pipeline) in pipelines {
         for section in ["receivers", "processors", "exporters"] {
             let defined = keys(&cfg, section);
-            let used = pipeline[section].as_sequence().map(|s| s.to_vec()).unwrap_or_default();
+            let used = pipeline[section]
+                .as_sequence()
+                .map(|s| s.to_vec())
+                .unwrap_or_default();
             if section != "processors" {
                 assert!(!used.is_empty(), "{name:?} has no {section}");
             }
             for c in used {
                 let c = c.as_str().expect("component name");
-                assert!(defined.contains(&c.to_owned()), "{name:?} uses undefined {section} `{c}`");
+                assert!(
+                    defined.contains(&c.to_owned()),
+                    "{name:?} uses undefined {section} `{c}`"
+                );
             }
         }
     }
-    for ext in cfg["service"]["extensions"].as_sequence().expect("extensions") {
+    for ext in cfg["service"]["extensions"]
+        .as_sequence()
+        .expect("extensions")
+    {
         assert!(keys(&cfg, "extensions").contains(&ext.as_str().expect("name").to_owned()));
     }
     // OTLP in on both transports; traces to Jaeger; metrics to Prometheus.
     assert!(cfg["receivers"]["otlp"]["protocols"]["grpc"].is_mapping());
     assert!(cfg["receivers"]["otlp"]["protocols"]["http"].is_mapping());
-    let exporters = |p: &str| cfg["service"]["pipelines"][p]["exporters"].as_sequence().cloned().unwrap_or_default();
-    assert!(exporters("traces").iter().any(|e| e.as_str() == Some("otlp/jaeger")));
-    assert!(exporters("metrics").iter().any(|e| e.as_str() == Some("prometheus")));
+    let exporters = |p: &str| {
+        cfg["service"]["pipelines"][p]["exporters"]
+            .as_sequence()
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(
+        exporters("traces")
+            .iter()
+            .any(|e| e.as_str() == Some("otlp/jaeger"))
+    );
+    assert!(
+        exporters("metrics")
+            .iter()
+            .any(|e| e.as_str() == Some("prometheus"))
+    );
     // The documented SQL-dropping processors exist and delete db.query.text.
     let actions = &cfg["processors"]["attributes/drop-sql"]["actions"][0];
     assert_eq!(actions["key"].as_str(), Some("db.query.text"));
@@ -52,14 +81,22 @@ fn compose_pins_images_and_mounts_the_configs() {
     let compose = load("docker-compose.yml");
     let services = compose["services"].as_mapping().expect("services");
     for name in ["otel-collector", "jaeger", "prometheus"] {
-        let image = compose["services"][name]["image"].as_str().unwrap_or_else(|| panic!("{name} image"));
+        let image = compose["services"][name]["image"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} image"));
         let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
-        assert!(!tag.is_empty() && tag != "latest", "{name} image must be pinned: {image}");
+        assert!(
+            !tag.is_empty() && tag != "latest",
+            "{name} image must be pinned: {image}"
+        );
     }
     assert_eq!(services.len(), 3);
     let mounts = format!("{:?}", compose["services"]["otel-collector"]["volumes"]);
     assert!(mounts.contains("otel-collector.yaml"));
     let prom = load("prometheus.yml");
-    let target = format!("{:?}", prom["scrape_configs"][0]["static_configs"][0]["targets"]);
+    let target = format!(
+        "{:?}",
+        prom["scrape_configs"][0]["static_configs"][0]["targets"]
+    );
     assert!(target.contains("otel-collector:8889"), "{target}");
 }

@@ -9,7 +9,11 @@ use pgscope::otel::{OtelBuilder, Protocol};
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -36,7 +40,9 @@ fn p99(mut v: Vec<Duration>) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_collector_costs_no_latency_no_unbounded_memory_and_no_slow_shutdown() {
     // Accepts TCP connections, never speaks: the worst kind of dead collector.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let mut held = Vec::new();
@@ -46,7 +52,9 @@ async fn a_hanging_collector_costs_no_latency_no_unbounded_memory_and_no_slow_sh
     });
 
     let opts = common::schema("otel_down").await;
-    let baseline_pool = pgscope::Pool::connect_with(opts.clone()).await.expect("connect");
+    let baseline_pool = pgscope::Pool::connect_with(opts.clone())
+        .await
+        .expect("connect");
     workload(&baseline_pool, 5, 50).await; // warm-up
     let baseline = p99(workload(&baseline_pool, 20, 100).await);
 
@@ -70,11 +78,18 @@ async fn a_hanging_collector_costs_no_latency_no_unbounded_memory_and_no_slow_sh
         "p99 with a hanging collector {exporting:?} vs {baseline:?} without export"
     );
     let growth = rss_after.saturating_sub(rss_before);
-    assert!(growth < 64 * 1024 * 1024, "memory grew by {} MiB", growth / 1024 / 1024);
+    assert!(
+        growth < 64 * 1024 * 1024,
+        "memory grew by {} MiB",
+        growth / 1024 / 1024
+    );
 
     let t = Instant::now();
     drop(guard);
     let shutdown = t.elapsed();
     // Traces and metrics each wait at most `timeout`.
-    assert!(shutdown < timeout * 2 + Duration::from_secs(2), "shutdown took {shutdown:?}");
+    assert!(
+        shutdown < timeout * 2 + Duration::from_secs(2),
+        "shutdown took {shutdown:?}"
+    );
 }

@@ -18,23 +18,50 @@ async fn http_protobuf_export_is_configured_from_otel_environment_variables() {
         std::env::set_var("OTEL_SERVICE_NAME", "feed-api-from-env");
         std::env::set_var("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=ci");
     }
-    let guard = pgscope::otel::OtelBuilder::new().log_to_stderr(false).init();
+    let guard = pgscope::otel::OtelBuilder::new()
+        .log_to_stderr(false)
+        .init();
     let opts = common::schema("otel_http").await;
     let pool = pgscope::Pool::connect_with(opts).await.expect("connect");
     let ((), report) = pgscope::capture_named("GET /api/items", async {
-        sqlx::query("SELECT 'secret-http-literal'::text AS x").fetch_one(&pool).await.expect("query");
+        sqlx::query("SELECT 'secret-http-literal'::text AS x")
+            .fetch_one(&pool)
+            .await
+            .expect("query");
     })
     .await;
     report.assert_queries(1);
     drop(guard);
-    assert!(store.wait_for(Duration::from_secs(10), |s| s.spans().len() >= 2).await, "spans over HTTP");
+    assert!(
+        store
+            .wait_for(Duration::from_secs(10), |s| s.spans().len() >= 2)
+            .await,
+        "spans over HTTP"
+    );
     let spans = store.spans();
-    let q = spans.iter().find(|s| s.name == "SELECT").expect("statement span");
-    assert_eq!(attr(&q.attributes, "db.query.text").as_deref(), Some("SELECT $1::text AS x"));
-    assert!(store.service_names().iter().any(|n| n == "feed-api-from-env"));
+    let q = spans
+        .iter()
+        .find(|s| s.name == "SELECT")
+        .expect("statement span");
+    assert_eq!(
+        attr(&q.attributes, "db.query.text").as_deref(),
+        Some("SELECT $1::text AS x")
+    );
+    assert!(
+        store
+            .service_names()
+            .iter()
+            .any(|n| n == "feed-api-from-env")
+    );
     let traces = store.traces.lock().expect("lock");
-    let resource = traces[0].resource_spans[0].resource.as_ref().expect("resource");
-    assert_eq!(attr(&resource.attributes, "deployment.environment.name").as_deref(), Some("ci"));
+    let resource = traces[0].resource_spans[0]
+        .resource
+        .as_ref()
+        .expect("resource");
+    assert_eq!(
+        attr(&resource.attributes, "deployment.environment.name").as_deref(),
+        Some("ci")
+    );
     drop(traces);
     assert!(!store.raw_contains("secret-http-literal"));
 }

@@ -57,6 +57,8 @@ pub(crate) struct PoolMetrics {
     use_time: Histogram<f64>,
     timeouts: Counter<u64>,
     summaries: Capped,
+    /// Attribute sets of successful operations per fingerprint, built once (capped).
+    ok_attributes: dashmap::DashMap<u64, std::sync::Arc<[KeyValue]>>,
     _observed: Vec<ObservableUpDownCounter<i64>>,
 }
 
@@ -151,6 +153,7 @@ impl PoolMetrics {
                 .with_description("Connection attempts that timed out waiting for the pool.")
                 .build(),
             summaries: Capped::default(),
+            ok_attributes: dashmap::DashMap::new(),
             _observed: observed,
         }
     }
@@ -161,6 +164,28 @@ impl PoolMetrics {
         elapsed: Duration,
         error: Option<&(String, Option<String>)>,
     ) {
+        if error.is_some() {
+            let attrs = self.operation_attributes(fp, error);
+            self.duration.record(elapsed.as_secs_f64(), &attrs);
+            return;
+        }
+        if let Some(attrs) = self.ok_attributes.get(&fp.id()) {
+            self.duration.record(elapsed.as_secs_f64(), &attrs);
+            return;
+        }
+        let attrs: std::sync::Arc<[KeyValue]> = self.operation_attributes(fp, None).into();
+        if self.ok_attributes.len() < ATTRIBUTE_LIMIT.load(Ordering::Relaxed) {
+            self.ok_attributes
+                .insert(fp.id(), std::sync::Arc::clone(&attrs));
+        }
+        self.duration.record(elapsed.as_secs_f64(), &attrs);
+    }
+
+    fn operation_attributes(
+        &self,
+        fp: &Fingerprint,
+        error: Option<&(String, Option<String>)>,
+    ) -> Vec<KeyValue> {
         let mut attrs = Vec::with_capacity(self.base.len() + 4);
         attrs.extend_from_slice(&self.base);
         let summary = self.summaries.admit(fp.summary());
@@ -174,7 +199,7 @@ impl PoolMetrics {
                 attrs.push(KeyValue::new(attr::DB_RESPONSE_STATUS_CODE, code.clone()));
             }
         }
-        self.duration.record(elapsed.as_secs_f64(), &attrs);
+        attrs
     }
 
     pub(crate) fn record_wait(&self, waited: Duration, timed_out: bool) {

@@ -93,7 +93,10 @@ pub(crate) fn query_span(
     } else {
         summary
     };
-    let span = tracing::info_span!(
+    // Everything known up front goes in at creation: each later `record` costs the
+    // OpenTelemetry layer a span lookup.
+    let (op, collection) = op_and_collection(summary);
+    tracing::info_span!(
         target: "pgscope::query",
         "db.query",
         otel.name = name,
@@ -101,8 +104,8 @@ pub(crate) fn query_span(
         otel.status_code = Empty,
         db.system.name = "postgresql",
         db.namespace = server.database.as_str(),
-        db.operation.name = Empty,
-        db.collection.name = Empty,
+        db.operation.name = op,
+        db.collection.name = collection,
         db.query.summary = summary,
         db.query.text = raw_sql.unwrap_or(fp.normalized()),
         server.address = server.address.as_str(),
@@ -110,19 +113,8 @@ pub(crate) fn query_span(
         db.response.returned_rows = Empty,
         db.response.status_code = Empty,
         error.type = Empty,
-        pgscope.fingerprint = Empty,
-    );
-    if !span.is_disabled() {
-        span.record("pgscope.fingerprint", fp.hex());
-        let (op, collection) = op_and_collection(summary);
-        if let Some(op) = op {
-            span.record("db.operation.name", op);
-        }
-        if let Some(c) = collection {
-            span.record("db.collection.name", c);
-        }
-    }
-    span
+        pgscope.fingerprint = %format_args!("{:016x}", fp.id()),
+    )
 }
 
 /// `db.operation.name` and, for a single operation on a single table, `db.collection.name`.
