@@ -1,0 +1,127 @@
+//! `ScopeLayer` on a real axum router, driven by real HTTP requests.
+
+mod common;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use pgscope::Pool;
+use pgscope::http::ScopeLayer;
+
+async fn user(State(pool): State<Pool>, Path(id): Path<i64>) -> String {
+    for _ in 0..3 {
+        sqlx::query("SELECT $1::bigint")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("query");
+    }
+    pgscope::current_report()
+        .map(|r| r.name().to_owned())
+        .unwrap_or_default()
+}
+
+async fn start(pool: Pool, layer: ScopeLayer) -> String {
+    let app = Router::new()
+        .route("/users/{id}", get(user))
+        .fallback(|| async {
+            (
+                axum::http::StatusCode::NOT_FOUND,
+                pgscope::current_report()
+                    .map(|r| r.name().to_owned())
+                    .unwrap_or_default(),
+            )
+        })
+        .layer(layer)
+        .with_state(pool);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_gets_a_scope_named_by_its_matched_route_and_a_server_timing_header() {
+    let pool = Pool::connect_with(common::schema("http_layer").await)
+        .await
+        .expect("connect");
+    let base = start(pool.clone(), ScopeLayer::new().server_timing(true)).await;
+    let client = reqwest::Client::new();
+
+    let mut requests = Vec::new();
+    for id in 0..20 {
+        let (client, base) = (client.clone(), base.clone());
+        requests.push(tokio::spawn(async move {
+            client
+                .get(format!("{base}/users/{id}"))
+                .send()
+                .await
+                .expect("request")
+        }));
+    }
+    for r in requests {
+        let resp = r.await.expect("task");
+        assert_eq!(resp.status(), 200);
+        let timing = resp.headers()["server-timing"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert!(timing.starts_with("db;dur="), "{timing}");
+        assert!(
+            timing.ends_with(";desc=\"3 queries\""),
+            "no cross-talk between concurrent requests: {timing}"
+        );
+        assert_eq!(resp.text().await.expect("body"), "GET /users/{id}");
+    }
+
+    let resp = client
+        .get(format!("{base}/no/such/path/123"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 404);
+    assert!(
+        resp.headers()["server-timing"]
+            .to_str()
+            .expect("ascii")
+            .ends_with("\"0 queries\"")
+    );
+    assert_eq!(resp.text().await.expect("body"), "GET <unmatched>");
+    // Everything ran inside request scopes.
+    assert_eq!(pool.unscoped_report().queries(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layer_budget_refuses_queries_past_it_and_headers_are_off_by_default() {
+    let pool = Pool::connect_with(common::schema("http_budget").await)
+        .await
+        .expect("connect");
+    let app = Router::new()
+        .route(
+            "/amplify",
+            get(|State(pool): State<Pool>| async move {
+                let mut refused = 0;
+                for _ in 0..10 {
+                    if let Err(e) = sqlx::query("SELECT 1").execute(&pool).await {
+                        assert!(pgscope::Error::from_sqlx(&e).is_some());
+                        refused += 1;
+                    }
+                }
+                refused.to_string()
+            }),
+        )
+        .layer(ScopeLayer::new().query_budget(4))
+        .with_state(pool);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let resp = reqwest::get(format!("http://{addr}/amplify"))
+        .await
+        .expect("request");
+    assert!(resp.headers().get("server-timing").is_none());
+    assert_eq!(resp.text().await.expect("body"), "6");
+}
