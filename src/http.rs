@@ -127,10 +127,9 @@ where
             let (result, report) = scope.capture(fut).await;
             let mut response = result?;
             log_summary(&report, response.status().as_u16());
-            if server_timing {
-                if let Ok(value) = HeaderValue::from_str(&server_timing_value(&report)) {
-                    response.headers_mut().append("server-timing", value);
-                }
+            if server_timing && let Ok(value) = HeaderValue::from_str(&server_timing_value(&report))
+            {
+                response.headers_mut().append("server-timing", value);
             }
             Ok(response)
         })
