@@ -1,1 +1,329 @@
-fn main() {}
+//! The seed story, runnable: `GET /api/feed` from N+1 to JOIN to Redis cache to rate limit,
+//! each act measured under the same load in one run.
+//!
+//! ```text
+//! cargo run --release --example feed --features axum [-- --vus 50 --duration 6 --pool 10 --modes naive,join,cached,limited]
+//! ```
+//! Uses `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`) and `REDIS_URL`
+//! (default `redis://127.0.0.1:6379`); starts throwaway servers when none answer and the
+//! binaries are installed, and says how to start them otherwise.
+
+mod app;
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use app::{AppState, Mode, Stats, Tiers};
+use hdrhistogram::Histogram;
+use sqlx::postgres::PgConnectOptions;
+
+struct Args {
+    vus: usize,
+    duration: Duration,
+    pool: u32,
+    pages: i64,
+    modes: Vec<Mode>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        vus: 50,
+        duration: Duration::from_secs(6),
+        pool: 10,
+        pages: 10,
+        modes: Mode::ALL.to_vec(),
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let value = argv.get(i + 1).cloned().unwrap_or_default();
+        let num = |v: &str| {
+            v.parse::<f64>()
+                .map_err(|_| format!("{} needs a number, got `{v}`", argv[i]))
+        };
+        match argv[i].as_str() {
+            "--vus" => a.vus = num(&value)? as usize,
+            "--duration" => a.duration = Duration::from_secs_f64(num(&value)?),
+            "--pool" => a.pool = num(&value)? as u32,
+            "--pages" => a.pages = num(&value)? as i64,
+            "--modes" => {
+                a.modes = value
+                    .split(',')
+                    .map(|m| {
+                        Mode::parse(m.trim()).ok_or_else(|| {
+                            format!("unknown mode `{m}` (naive, join, cached, limited)")
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: feed [--vus N] [--duration SECS] [--pool N] [--pages N] [--modes naive,join,cached,limited]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown flag `{other}` (see --help)")),
+        }
+        i += 2;
+    }
+    Ok(a)
+}
+
+async fn feed_schema() -> PgConnectOptions {
+    use sqlx::Connection;
+    let url = common::database_url().await;
+    let mut admin = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("connect to PostgreSQL");
+    sqlx::raw_sql("CREATE SCHEMA IF NOT EXISTS pgscope_feed")
+        .execute(&mut admin)
+        .await
+        .expect("schema");
+    PgConnectOptions::from_str(&url)
+        .expect("url")
+        .options([("search_path", "pgscope_feed")])
+}
+
+struct Outcome {
+    mode: Mode,
+    requests: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+    too_many: u64,
+    errors: u64,
+    stats: Arc<Stats>,
+}
+
+async fn drive(
+    base: &str,
+    vus: usize,
+    duration: Duration,
+    pages: i64,
+) -> (Histogram<u64>, u64, u64, u64, Duration) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(vus)
+        .build()
+        .expect("http client");
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut handles = Vec::new();
+    for vu in 0..vus {
+        let (client, base) = (client.clone(), base.to_owned());
+        handles.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+            let (mut n, mut too_many, mut errors) = (0u64, 0u64, 0u64);
+            while Instant::now() < deadline {
+                let page = (vu as i64 + n as i64) % pages;
+                let t = Instant::now();
+                let resp = client
+                    .get(format!("{base}/api/feed?page={page}"))
+                    .header("x-user-id", format!("user-{vu}"))
+                    .send()
+                    .await;
+                match resp {
+                    Ok(r) if r.status().as_u16() == 429 => too_many += 1,
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                    }
+                    _ => errors += 1,
+                }
+                let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
+                n += 1;
+            }
+            (hist, n, too_many, errors)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let (mut total, mut too_many, mut errors) = (0, 0, 0);
+    for h in handles {
+        let (h, n, t, e) = h.await.expect("virtual user");
+        hist.add(&h).expect("merge");
+        total += n;
+        too_many += t;
+        errors += e;
+    }
+    (hist, total, too_many, errors, start.elapsed())
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.1} ms", us as f64 / 1000.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("feed: {e}");
+            std::process::exit(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()))
+        .init();
+    let redis_url = match app::redis_url().await {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("feed: {e}");
+            std::process::exit(1);
+        }
+    };
+    let opts = feed_schema().await;
+    let t = Instant::now();
+    app::setup_schema(&opts)
+        .await
+        .expect("schema and seed data");
+    eprintln!(
+        "schema ready ({} users, {} posts) in {:.1} s",
+        app::USERS,
+        app::POSTS,
+        t.elapsed().as_secs_f64()
+    );
+    let pool = pgscope::PoolOptions::new()
+        .max_connections(args.pool)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(opts)
+        .await
+        .expect("pool");
+    let redis = app::connect_redis(&redis_url).await.expect("redis");
+    let ns = format!(
+        "pgscope-feed-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    );
+
+    eprintln!(
+        "load: {} virtual users for {:.1} s per mode, pool of {}, {} feed pages; modes: {}",
+        args.vus,
+        args.duration.as_secs_f64(),
+        args.pool,
+        args.pages,
+        args.modes
+            .iter()
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut outcomes = Vec::new();
+    for &mode in &args.modes {
+        let state = AppState {
+            pool: pool.clone(),
+            redis: redis.clone(),
+            mode,
+            tiers: Tiers::default(),
+            stats: Arc::new(Stats::default()),
+            ns: format!("{ns}-{}", mode.name()),
+        };
+        let router = app::router(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        let (latency, requests, too_many, errors, elapsed) =
+            drive(&base, args.vus, args.duration, args.pages).await;
+        server.abort();
+        let _ = app::invalidate(&state).await;
+        eprintln!("  {:<8} done: {requests} requests", mode.name());
+        outcomes.push(Outcome {
+            mode,
+            requests,
+            elapsed,
+            latency,
+            too_many,
+            errors,
+            stats: state.stats,
+        });
+    }
+
+    println!();
+    println!(
+        "| mode | req/s | p50 | p99 | queries/req | N+1 flagged | pool wait p99 | cache hit % | 429s |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for o in &outcomes {
+        let s = &o.stats;
+        let served = s.requests.load(Ordering::Relaxed).max(1);
+        let mut waits = s.pool_wait_us.lock().clone();
+        waits.sort_unstable();
+        let wait_p99 = waits
+            .get(waits.len().saturating_sub(1).min(waits.len() * 99 / 100))
+            .copied()
+            .unwrap_or(0);
+        let (hits, misses) = (
+            s.cache_hits.load(Ordering::Relaxed),
+            s.cache_misses.load(Ordering::Relaxed),
+        );
+        let hit = if hits + misses == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.1}", 100.0 * hits as f64 / (hits + misses) as f64)
+        };
+        println!(
+            "| {} | {:.0} | {} | {} | {:.2} | {} | {} | {} | {} |",
+            o.mode.name(),
+            o.requests as f64 / o.elapsed.as_secs_f64(),
+            ms(o.latency.value_at_quantile(0.5)),
+            ms(o.latency.value_at_quantile(0.99)),
+            s.queries.load(Ordering::Relaxed) as f64 / served as f64,
+            s.n_plus_one.load(Ordering::Relaxed),
+            ms(wait_p99),
+            hit,
+            o.too_many,
+        );
+        if o.errors > 0 {
+            eprintln!("  ({} errors in {})", o.errors, o.mode.name());
+        }
+    }
+
+    // Seed 002's arithmetic, from measured hold times: pool capacity = connections / hold time.
+    println!(
+        "\npool arithmetic (pool of {} connections), measured:",
+        args.pool
+    );
+    let mut capacity = Vec::new();
+    for o in &outcomes {
+        let s = &o.stats;
+        let served = s.requests.load(Ordering::Relaxed);
+        if served == 0 || matches!(o.mode, Mode::Limited) {
+            continue;
+        }
+        let hold = Duration::from_nanos(s.hold_ns.load(Ordering::Relaxed) / served);
+        if hold < Duration::from_micros(50) {
+            println!(
+                "  {:<7} mean connection hold {:>7.3} ms/request: served from the cache, the pool is no longer the limit",
+                o.mode.name(),
+                hold.as_secs_f64() * 1000.0
+            );
+            continue;
+        }
+        let cap = f64::from(args.pool) / hold.as_secs_f64();
+        capacity.push((o.mode, cap));
+        println!(
+            "  {:<7} mean connection hold {:>7.3} ms/request → {} / {:.3} ms = {:>9.0} requests/s before requests queue",
+            o.mode.name(),
+            hold.as_secs_f64() * 1000.0,
+            args.pool,
+            hold.as_secs_f64() * 1000.0,
+            cap
+        );
+    }
+    if let (Some((_, naive)), Some((_, join))) = (
+        capacity.iter().find(|(m, _)| *m == Mode::Naive),
+        capacity.iter().find(|(m, _)| *m == Mode::Join),
+    ) {
+        println!(
+            "  fixing the N+1 multiplies pool capacity by {:.1}×",
+            join / naive
+        );
+    }
+    let d = pool.diagnose();
+    println!("\npool diagnosis: {d}");
+}
