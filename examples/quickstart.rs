@@ -4,7 +4,7 @@
 //! cargo run --example quickstart
 //! ```
 //! Uses `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`); when no server
-//! answers it starts a throwaway PostgreSQL under `target/pgscope-pg`.
+//! answers it starts a throwaway PostgreSQL under `/tmp/pgscope-pg`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -1,7 +1,7 @@
 //! Test harness: a real PostgreSQL for every test.
 //!
 //! Uses `DATABASE_URL` when set, else `postgres://postgres@127.0.0.1:5432/test`. When nothing
-//! answers there, starts a throwaway cluster (initdb + pg_ctl) under `target/pgscope-pg` on port
+//! answers there, starts a throwaway cluster (initdb + pg_ctl) under `/tmp/pgscope-pg` on port
 //! 54329, shared by all test binaries of the run. Each test gets its own schema (dropped and
 //! recreated), selected through `search_path`, so tests run in parallel without interfering.
 #![allow(dead_code)]
@@ -65,11 +65,11 @@ fn run_pg(cmd: &PathBuf, args: &[&str]) -> std::process::Output {
 }
 
 fn start_throwaway() -> String {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join("pgscope-pg");
+    // Under the system temp dir, not the checkout: the `postgres` user must be able to reach
+    // it, and a checkout under /root is not reachable for it.
+    let dir = std::env::temp_dir().join("pgscope-pg");
     let data = dir.join("data");
-    std::fs::create_dir_all(&dir).expect("create target/pgscope-pg");
+    std::fs::create_dir_all(&dir).expect("create /tmp/pgscope-pg");
     let _ = Command::new("chown")
         .args(["-R", "postgres", dir.to_str().unwrap_or_default()])
         .output();
@@ -144,7 +144,7 @@ pub async fn database_url() -> String {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        panic!("no PostgreSQL at DATABASE_URL and could not start a throwaway one (see target/pgscope-pg/log)");
+        panic!("no PostgreSQL at DATABASE_URL and could not start a throwaway one (see /tmp/pgscope-pg/log)");
     })
     .await
     .clone()
@@ -176,7 +176,7 @@ pub async fn pg_stat_statements_url() -> String {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("could not start a PostgreSQL with pg_stat_statements (see target/pgscope-pg/log)");
+    panic!("could not start a PostgreSQL with pg_stat_statements (see /tmp/pgscope-pg/log)");
 }
 
 /// A fresh schema for one test, and connect options that use it.
