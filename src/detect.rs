@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::panic::Location;
+use std::sync::Arc;
 
 use crate::fingerprint::Fingerprint;
 
@@ -98,7 +99,9 @@ impl NPlusOne {
     }
 
     /// `file:line` of the first frame in your code (outside pgscope, sqlx, tokio and std) that
-    /// ran the query that crossed the threshold; `<unknown>` without debug info.
+    /// ran the query that crossed the threshold. Needs line tables in the binary (debug builds
+    /// have them; for release add `debug = "line-tables-only"` to `[profile.release]`);
+    /// `<unknown>` without them.
     pub fn call_site(&self) -> &str {
         &self.call_site
     }
@@ -195,26 +198,79 @@ fn is_machinery(symbol: &str) -> bool {
     SKIP_SYMBOLS.iter().any(|p| ty.starts_with(p))
 }
 
+/// Resolved call sites by stack shape. An N+1 endpoint fires once per request, so the same
+/// stack comes back again and again: unwinding (microseconds) happens each time, symbol
+/// resolution (milliseconds) once per distinct stack.
+const SITE_CACHE_CAPACITY: usize = 4096;
+
+fn site_cache() -> &'static dashmap::DashMap<u64, Arc<str>> {
+    static CACHE: std::sync::OnceLock<dashmap::DashMap<u64, Arc<str>>> = std::sync::OnceLock::new();
+    CACHE.get_or_init(dashmap::DashMap::new)
+}
+
 /// `file:line` of the first stack frame outside pgscope, sqlx, tokio and the standard library.
-/// Captures a backtrace: call it only when a rule fires.
+/// Walks the stack: call it only when a rule fires.
 pub(crate) fn call_site() -> String {
-    let bt = std::backtrace::Backtrace::force_capture().to_string();
-    let mut symbol_ok = false;
-    for line in bt.lines() {
-        let line = line.trim();
-        if let Some(path) = line.strip_prefix("at ") {
-            if symbol_ok && !path.contains("/.cargo/") && !path.starts_with("/rustc/") {
-                // Drop the column: `src/feed.rs:42:17` → `src/feed.rs:42`.
-                let trimmed = path.rsplit_once(':').map_or(path, |(head, _)| head);
-                return trimmed.trim_start_matches("./").to_owned();
-            }
-            symbol_ok = false;
-        } else if let Some((_, symbol)) = line.split_once(": ") {
-            symbol_ok = !is_machinery(symbol);
-        }
+    const MAX_FRAMES: usize = 128;
+    let mut frames = Vec::with_capacity(64);
+    backtrace::trace(|frame| {
+        frames.push(frame.clone());
+        frames.len() < MAX_FRAMES
+    });
+    let mut ips = Vec::with_capacity(frames.len() * 8);
+    for f in &frames {
+        ips.extend_from_slice(&(f.ip() as usize).to_le_bytes());
     }
-    if std::env::var_os("PGSCOPE_DEBUG_CALL_SITE").is_some() {
-        eprintln!("{bt}");
+    let key = xxhash_rust::xxh3::xxh3_64(&ips);
+    if let Some(site) = site_cache().get(&key) {
+        return site.to_string();
+    }
+    let site: Arc<str> = resolve_site(&frames).into();
+    let cache = site_cache();
+    if cache.len() >= SITE_CACHE_CAPACITY {
+        cache.clear();
+    }
+    cache.insert(key, Arc::clone(&site));
+    site.to_string()
+}
+
+/// Paths relative to the working directory when under it (`src/feed.rs`, as in compiler
+/// messages), absolute otherwise.
+fn relative(file: &str) -> &str {
+    let file = file.trim_start_matches("./");
+    let cwd = std::env::current_dir().ok();
+    match cwd
+        .as_ref()
+        .and_then(|d| d.to_str())
+        .and_then(|d| file.strip_prefix(d))
+    {
+        Some(rest) if rest.starts_with('/') => rest.trim_start_matches('/'),
+        _ => file,
+    }
+}
+
+fn resolve_site(frames: &[backtrace::Frame]) -> String {
+    for frame in frames {
+        let mut found = None;
+        // Inlined functions give several symbols per frame, innermost first.
+        backtrace::resolve_frame(frame, |symbol| {
+            if found.is_some() {
+                return;
+            }
+            let (Some(name), Some(file), Some(line)) =
+                (symbol.name(), symbol.filename(), symbol.lineno())
+            else {
+                return;
+            };
+            let name = format!("{name:#}");
+            let file = file.to_string_lossy();
+            if !is_machinery(&name) && !file.contains("/.cargo/") && !file.starts_with("/rustc/") {
+                found = Some(format!("{}:{line}", relative(&file)));
+            }
+        });
+        if let Some(site) = found {
+            return site;
+        }
     }
     "<unknown>".to_owned()
 }
