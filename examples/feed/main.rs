@@ -22,6 +22,8 @@ use hdrhistogram::Histogram;
 use sqlx::postgres::PgConnectOptions;
 
 struct Args {
+    /// Offered load in requests/second (constant arrival rate); 0 = closed loop.
+    rate: f64,
     vus: usize,
     duration: Duration,
     pool: u32,
@@ -31,6 +33,7 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
+        rate: 700.0,
         vus: 50,
         duration: Duration::from_secs(6),
         pool: 10,
@@ -47,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
         };
         match argv[i].as_str() {
             "--vus" => a.vus = num(&value)? as usize,
+            "--rate" => a.rate = num(&value)?,
             "--duration" => a.duration = Duration::from_secs_f64(num(&value)?),
             "--pool" => a.pool = num(&value)? as u32,
             "--pages" => a.pages = num(&value)? as i64,
@@ -149,6 +153,78 @@ async fn drive(
     (hist, total, too_many, errors, start.elapsed())
 }
 
+/// Constant arrival rate, like k6's `constant-arrival-rate`: request `i` is due at
+/// `start + i / rate`, at most `vus` are in flight, and latency is measured from the due time,
+/// so time spent queued behind a slow server counts (no coordinated omission).
+async fn drive_rate(
+    base: &str,
+    rate: f64,
+    vus: usize,
+    duration: Duration,
+    pages: i64,
+) -> (Histogram<u64>, u64, u64, u64, Duration) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(vus)
+        .build()
+        .expect("http client");
+    let slots = Arc::new(tokio::sync::Semaphore::new(vus));
+    let hist = Arc::new(parking_lot::Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram"),
+    ));
+    let counts = Arc::new([
+        std::sync::atomic::AtomicU64::new(0),
+        std::sync::atomic::AtomicU64::new(0),
+    ]);
+    let start = tokio::time::Instant::now();
+    let total = (rate * duration.as_secs_f64()) as u64;
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due).await;
+        let permit = Arc::clone(&slots).acquire_owned().await.expect("semaphore");
+        let (client, base, hist, counts) = (
+            client.clone(),
+            base.to_owned(),
+            hist.clone(),
+            counts.clone(),
+        );
+        let user = i % vus as u64;
+        let page = (i as i64) % pages;
+        tasks.push(tokio::spawn(async move {
+            let resp = client
+                .get(format!("{base}/api/feed?page={page}"))
+                .header("x-user-id", format!("user-{user}"))
+                .send()
+                .await;
+            match resp {
+                Ok(r) if r.status().as_u16() == 429 => {
+                    counts[0].fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(r) if r.status().is_success() => {
+                    let _ = r.bytes().await;
+                }
+                _ => {
+                    counts[1].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let _ = hist.lock().record(due.elapsed().as_micros().max(1) as u64);
+            drop(permit);
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed();
+    let hist = hist.lock().clone();
+    (
+        hist,
+        total,
+        counts[0].load(Ordering::Relaxed),
+        counts[1].load(Ordering::Relaxed),
+        elapsed,
+    )
+}
+
 fn ms(us: u64) -> String {
     format!("{:.1} ms", us as f64 / 1000.0)
 }
@@ -199,9 +275,16 @@ async fn main() {
             .unwrap_or(0)
     );
 
+    let load = if args.rate > 0.0 {
+        format!(
+            "{:.0} requests/s offered (at most {} in flight)",
+            args.rate, args.vus
+        )
+    } else {
+        format!("{} virtual users in a closed loop", args.vus)
+    };
     eprintln!(
-        "load: {} virtual users for {:.1} s per mode, pool of {}, {} feed pages; modes: {}",
-        args.vus,
+        "load: {load} for {:.1} s per mode, pool of {}, {} feed pages; modes: {}",
         args.duration.as_secs_f64(),
         args.pool,
         args.pages,
@@ -212,6 +295,7 @@ async fn main() {
             .join(", ")
     );
     let mut outcomes = Vec::new();
+    let mut naive_diagnosis: Option<pgscope::Diagnosis> = None;
     for &mode in &args.modes {
         let state = AppState {
             pool: pool.clone(),
@@ -227,8 +311,14 @@ async fn main() {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let server = tokio::spawn(async move { axum::serve(listener, router).await });
-        let (latency, requests, too_many, errors, elapsed) =
-            drive(&base, args.vus, args.duration, args.pages).await;
+        let (latency, requests, too_many, errors, elapsed) = if args.rate > 0.0 {
+            drive_rate(&base, args.rate, args.vus, args.duration, args.pages).await
+        } else {
+            drive(&base, args.vus, args.duration, args.pages).await
+        };
+        if mode == Mode::Naive {
+            naive_diagnosis = Some(pool.diagnose());
+        }
         server.abort();
         let _ = app::invalidate(&state).await;
         eprintln!("  {:<8} done: {requests} requests", mode.name());
@@ -324,6 +414,7 @@ async fn main() {
             join / naive
         );
     }
-    let d = pool.diagnose();
-    println!("\npool diagnosis: {d}");
+    if let Some(d) = naive_diagnosis {
+        println!("\npool diagnosis at the end of the naive act: {d}");
+    }
 }
