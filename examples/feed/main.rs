@@ -102,16 +102,43 @@ struct Outcome {
     stats: Arc<Stats>,
 }
 
+enum Fetched {
+    Ok,
+    TooMany,
+    Failed,
+}
+
+/// One `GET /api/feed` as user `user`, body read to the end.
+async fn fetch_feed(client: &reqwest::Client, base: &str, page: i64, user: u64) -> Fetched {
+    let resp = client
+        .get(format!("{base}/api/feed?page={page}"))
+        .header("x-user-id", format!("user-{user}"))
+        .send()
+        .await;
+    match resp {
+        Ok(r) if r.status().as_u16() == 429 => Fetched::TooMany,
+        Ok(r) if r.status().is_success() => match r.bytes().await {
+            Ok(_) => Fetched::Ok,
+            Err(_) => Fetched::Failed,
+        },
+        _ => Fetched::Failed,
+    }
+}
+
+fn http_client(vus: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(vus)
+        .build()
+        .expect("http client")
+}
+
 async fn drive(
     base: &str,
     vus: usize,
     duration: Duration,
     pages: i64,
 ) -> (Histogram<u64>, u64, u64, u64, Duration) {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(vus)
-        .build()
-        .expect("http client");
+    let client = http_client(vus);
     let start = Instant::now();
     let deadline = start + duration;
     let mut handles = Vec::new();
@@ -123,17 +150,10 @@ async fn drive(
             while Instant::now() < deadline {
                 let page = (vu as i64 + n as i64) % pages;
                 let t = Instant::now();
-                let resp = client
-                    .get(format!("{base}/api/feed?page={page}"))
-                    .header("x-user-id", format!("user-{vu}"))
-                    .send()
-                    .await;
-                match resp {
-                    Ok(r) if r.status().as_u16() == 429 => too_many += 1,
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                    }
-                    _ => errors += 1,
+                match fetch_feed(&client, &base, page, vu as u64).await {
+                    Fetched::Ok => {}
+                    Fetched::TooMany => too_many += 1,
+                    Fetched::Failed => errors += 1,
                 }
                 let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
                 n += 1;
@@ -163,10 +183,7 @@ async fn drive_rate(
     duration: Duration,
     pages: i64,
 ) -> (Histogram<u64>, u64, u64, u64, Duration) {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(vus)
-        .build()
-        .expect("http client");
+    let client = http_client(vus);
     let slots = Arc::new(tokio::sync::Semaphore::new(vus));
     let hist = Arc::new(parking_lot::Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram"),
@@ -191,19 +208,12 @@ async fn drive_rate(
         let user = i % vus as u64;
         let page = (i as i64) % pages;
         tasks.push(tokio::spawn(async move {
-            let resp = client
-                .get(format!("{base}/api/feed?page={page}"))
-                .header("x-user-id", format!("user-{user}"))
-                .send()
-                .await;
-            match resp {
-                Ok(r) if r.status().as_u16() == 429 => {
+            match fetch_feed(&client, &base, page, user).await {
+                Fetched::Ok => {}
+                Fetched::TooMany => {
                     counts[0].fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(r) if r.status().is_success() => {
-                    let _ = r.bytes().await;
-                }
-                _ => {
+                Fetched::Failed => {
                     counts[1].fetch_add(1, Ordering::Relaxed);
                 }
             }
