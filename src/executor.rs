@@ -119,7 +119,8 @@ impl<'c> Query<'c> {
                 .n_plus_one_threshold
                 .unwrap_or(settings.n_plus_one_threshold);
             let mode = o.n_plus_one_mode.unwrap_or(settings.n_plus_one_mode);
-            let checked = settings.n_plus_one_writes || fingerprint.operation() == "SELECT";
+            let checked = (settings.n_plus_one_writes || fingerprint.operation() == "SELECT")
+                && !scope::in_batch();
             let crossing = if mode == Mode::Error {
                 count > u64::from(threshold)
             } else {

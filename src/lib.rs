@@ -65,7 +65,7 @@ pub use self::fingerprint::{Fingerprint, FingerprintCache, fingerprint};
 pub use self::health::{Diagnosis, RouteLoad};
 pub use self::pool::{Connection, Pool, PoolConnection, PoolOptions, PoolStats};
 pub use self::report::{FingerprintStats, Report};
-pub use self::scope::{Scope, capture, capture_named, current_report, spawn};
+pub use self::scope::{Scope, batch, capture, capture_named, current_report, spawn};
 pub use self::transaction::Transaction;
 
 #[doc = include_str!("../README.md")]

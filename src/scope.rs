@@ -25,6 +25,31 @@ pub(crate) const MAX_ROWS_PER_SCOPE: usize = 512;
 
 tokio::task_local! {
     static CURRENT: Arc<ScopeInner>;
+    static BATCH: ();
+}
+
+/// Whether the caller runs inside [`batch`].
+pub(crate) fn in_batch() -> bool {
+    BATCH.try_with(|_| ()).is_ok()
+}
+
+/// Marks deliberate repetition: statements run inside `fut` still count in the scope's report,
+/// but are never reported as N+1 (a loop that must write row by row, a paginated export).
+///
+/// # Examples
+/// ```no_run
+/// # async fn f(pool: pgscope::Pool, rows: Vec<i64>) -> Result<(), sqlx::Error> {
+/// pgscope::batch(async {
+///     for id in &rows {
+///         sqlx::query("SELECT pg_notify('row', $1::text)").bind(id).execute(&pool).await?;
+///     }
+///     Ok::<_, sqlx::Error>(())
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub async fn batch<F: Future>(fut: F) -> F::Output {
+    BATCH.scope((), fut).await
 }
 
 /// Settings a scope may override; `None` means "use the pool's".

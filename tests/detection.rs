@@ -246,6 +246,20 @@ async fn allowlisted_fingerprints_and_call_sites_are_not_reported() {
 }
 
 #[tokio::test]
+async fn statements_inside_a_marked_batch_count_but_are_not_flagged() {
+    let pool = feed_pool("np1_batch", PoolOptions::new()).await;
+    let ((), report) = pgscope::capture(async {
+        pgscope::batch(run_naive_n(&pool, 10)).await;
+    })
+    .await;
+    report.assert_queries(10);
+    assert!(report.n_plus_one().is_empty(), "{report}");
+    // Outside the batch the same loop is flagged.
+    let ((), report) = pgscope::capture(run_naive_n(&pool, 10)).await;
+    assert_eq!(report.n_plus_one().len(), 1);
+}
+
+#[tokio::test]
 async fn writes_are_not_checked_unless_enabled() {
     let pool = feed_pool("np1_writes", PoolOptions::new()).await;
     let insert_ten = |pool: Pool| async move {

@@ -31,6 +31,17 @@ async fn http_protobuf_export_is_configured_from_otel_environment_variables() {
     })
     .await;
     report.assert_queries(1);
+    // Opt-in: this pool exports raw SQL, literals included.
+    let opts = common::schema("otel_http_raw").await;
+    let raw = pgscope::PoolOptions::new()
+        .record_raw_sql(true)
+        .connect_with(opts)
+        .await
+        .expect("connect");
+    sqlx::query("SELECT 'opted-in-literal'::text AS y")
+        .fetch_one(&raw)
+        .await
+        .expect("query");
     drop(guard);
     assert!(
         store
@@ -64,4 +75,12 @@ async fn http_protobuf_export_is_configured_from_otel_environment_variables() {
     );
     drop(traces);
     assert!(!store.raw_contains("secret-http-literal"));
+    let opted = spans
+        .iter()
+        .find(|s| attr(&s.attributes, "db.query.text").is_some_and(|t| t.contains("opted-in")))
+        .expect("raw span");
+    assert_eq!(
+        attr(&opted.attributes, "db.query.text").as_deref(),
+        Some("SELECT 'opted-in-literal'::text AS y")
+    );
 }

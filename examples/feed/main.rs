@@ -248,9 +248,24 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()))
-        .init();
+    // With `--features otel` and OTEL_EXPORTER_OTLP_ENDPOINT set, every request's trace (with
+    // its N+1 event) and the pool metrics go to the collector (see collector-config/).
+    #[cfg(feature = "otel")]
+    let _otel = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").map(|_| {
+        pgscope::otel::OtelBuilder::new()
+            .service_name("pgscope-feed")
+            .log_filter("error")
+            .init()
+    });
+    #[cfg(feature = "otel")]
+    let fmt_needed = _otel.is_none();
+    #[cfg(not(feature = "otel"))]
+    let fmt_needed = true;
+    if fmt_needed {
+        tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()))
+            .init();
+    }
     let redis_url = match app::redis_url().await {
         Ok(u) => u,
         Err(e) => {

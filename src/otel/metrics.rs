@@ -289,3 +289,28 @@ pub(crate) fn record_budget_exceeded(route: &str) {
     m.budget
         .add(1, &[KeyValue::new(attr::PGSCOPE_ROUTE, route)]);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capped_attribute_values_overflow_to_other() {
+        set_attribute_limit(3);
+        let capped = Capped::default();
+        let admitted: Vec<&str> = ["a", "b", "c", "d", "a", "e"]
+            .iter()
+            .map(|v| capped.admit(v))
+            .collect();
+        assert_eq!(admitted, vec!["a", "b", "c", OTHER, "a", OTHER]);
+        for i in 0..10_000 {
+            capped.admit(&format!("flood-{i}"));
+        }
+        assert_eq!(
+            capped.0.len(),
+            3,
+            "a flood of unique values cannot grow the set"
+        );
+        set_attribute_limit(1000);
+    }
+}
