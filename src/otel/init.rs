@@ -247,6 +247,9 @@ impl OtelBuilder {
             .with_tracer(tracer_provider.tracer("pgscope"))
             .with_location(false)
             .with_threads(false)
+            .with_target(false)
+            // Busy/idle accounting reads the clock on every poll of every instrumented future.
+            .with_tracked_inactivity(false)
             .with_filter(export_filter);
         let fmt_layer = self.log_to_stderr.then(|| {
             let filter = match &self.log_filter {
