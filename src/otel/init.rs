@@ -61,6 +61,8 @@ pub struct OtelBuilder {
     max_queue_size: usize,
     log_filter: Option<String>,
     log_to_stderr: bool,
+    export_filter: String,
+    context_activation: bool,
 }
 
 impl Default for OtelBuilder {
@@ -85,6 +87,9 @@ impl OtelBuilder {
             max_queue_size: 2048,
             log_filter: None,
             log_to_stderr: true,
+            // sqlx logs raw statements (with literals) in its own events: keep them out.
+            export_filter: "info,sqlx=off".to_owned(),
+            context_activation: true,
         }
     }
 
@@ -129,6 +134,24 @@ impl OtelBuilder {
     /// else `info`.
     pub fn log_filter(mut self, directives: impl Into<String>) -> Self {
         self.log_filter = Some(directives.into());
+        self
+    }
+
+    /// `EnvFilter` directives for what is exported. By default, `info,sqlx=off` (sqlx's own
+    /// events carry raw SQL). Add `pgscope::query=off` to drop the per-statement spans and keep
+    /// scope spans, N+1 events and metrics: in `examples/overhead` that removes roughly half of
+    /// the export overhead.
+    pub fn export_filter(mut self, directives: impl Into<String>) -> Self {
+        self.export_filter = directives.into();
+        self
+    }
+
+    /// Whether entering a `tracing` span also makes its OpenTelemetry context current, for
+    /// other OpenTelemetry instrumentation that reads `Context::current()`. By default, true
+    /// (as in `tracing-opentelemetry`); turning it off saves work on every poll of an
+    /// instrumented future.
+    pub fn context_activation(mut self, enabled: bool) -> Self {
+        self.context_activation = enabled;
         self
     }
 
@@ -241,8 +264,7 @@ impl OtelBuilder {
         opentelemetry::global::set_tracer_provider(tracer_provider.clone());
         opentelemetry::global::set_meter_provider(meter_provider.clone());
 
-        // sqlx logs raw statements (with literals) in its own events: keep them out of exports.
-        let export_filter = EnvFilter::new("info,sqlx=off");
+        let export_filter = EnvFilter::new(&self.export_filter);
         let otel_layer = tracing_opentelemetry::layer()
             .with_tracer(tracer_provider.tracer("pgscope"))
             .with_location(false)
@@ -250,6 +272,7 @@ impl OtelBuilder {
             .with_target(false)
             // Busy/idle accounting reads the clock on every poll of every instrumented future.
             .with_tracked_inactivity(false)
+            .with_context_activation(self.context_activation)
             .with_filter(export_filter);
         let fmt_layer = self.log_to_stderr.then(|| {
             let filter = match &self.log_filter {
