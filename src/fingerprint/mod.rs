@@ -55,7 +55,10 @@ struct Inner {
     id: u64,
     // `String`, not `Box<str>`: shrinking would cost a reallocation and a copy per statement.
     normalized: String,
-    summary: String,
+    operation: &'static str,
+    /// Computed on first use from the normalized text (which keeps every keyword and name the
+    /// summary needs): applications that never ask for it do not pay for it.
+    summary: std::sync::OnceLock<String>,
 }
 
 impl Fingerprint {
@@ -71,7 +74,11 @@ impl Fingerprint {
 
     /// The low-cardinality summary (OpenTelemetry `db.query.summary`), e.g. `SELECT users`.
     pub fn summary(&self) -> &str {
-        &self.0.summary
+        self.0.summary.get_or_init(|| {
+            with_tokens(&self.0.normalized, |toks| {
+                normalize::summary(&self.0.normalized, toks)
+            })
+        })
     }
 
     /// The id as 16 lower-case hex digits, as used in logs and span attributes.
@@ -79,9 +86,10 @@ impl Fingerprint {
         format!("{:016x}", self.0.id)
     }
 
-    /// The first word of the summary (`SELECT`, `INSERT`, …), if any.
+    /// The statement's operation (`SELECT`, `INSERT`, `BEGIN`, …; empty when unknown): its first
+    /// keyword when that is a command, else its first `SELECT`/`INSERT`/`UPDATE`/`DELETE`/`MERGE`.
     pub fn operation(&self) -> &str {
-        self.0.summary.split(' ').next().unwrap_or("")
+        self.0.operation
     }
 }
 
@@ -104,7 +112,7 @@ impl fmt::Debug for Fingerprint {
         f.debug_struct("Fingerprint")
             .field("id", &format_args!("{:016x}", self.0.id))
             .field("normalized", &self.0.normalized)
-            .field("summary", &self.0.summary)
+            .field("summary", &self.summary())
             .finish()
     }
 }
@@ -130,34 +138,41 @@ impl fmt::Display for Fingerprint {
 /// assert_eq!(a.normalized(), "SELECT * FROM posts WHERE author_id IN (...)");
 /// ```
 pub fn fingerprint(sql: &str) -> Fingerprint {
+    with_tokens(sql, |toks| {
+        let normalized = normalize::normalize(sql, toks);
+        let id = xxhash_rust::xxh3::xxh3_64(normalized.as_bytes());
+        let operation = normalize::operation(toks);
+        Fingerprint(Arc::new(Inner {
+            id,
+            normalized,
+            operation,
+            summary: std::sync::OnceLock::new(),
+        }))
+    })
+}
+
+/// Tokenizes `sql` into a reused per-thread buffer (saving an allocation per statement) and
+/// runs `f` on the tokens.
+fn with_tokens<R>(sql: &str, f: impl FnOnce(&[lexer::Tok]) -> R) -> R {
     thread_local! {
-        // Reused token buffer: saves an allocation per statement on the cold path.
         static TOKENS: std::cell::RefCell<Vec<lexer::Tok>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    let run = |toks: &mut Vec<lexer::Tok>| {
+        toks.clear();
+        lexer::tokenize(sql, toks);
+        f(toks)
+    };
     TOKENS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut toks) => {
-            let fp = fingerprint_with(sql, &mut toks);
+            let out = run(&mut toks);
             // Do not keep the memory of one huge statement around for the thread's lifetime.
             if toks.capacity() > 16 * 1024 {
                 *toks = Vec::new();
             }
-            fp
+            out
         }
-        Err(_) => fingerprint_with(sql, &mut Vec::new()),
+        Err(_) => run(&mut Vec::new()),
     })
-}
-
-fn fingerprint_with(sql: &str, toks: &mut Vec<lexer::Tok>) -> Fingerprint {
-    toks.clear();
-    lexer::tokenize(sql, toks);
-    let normalized = normalize::normalize(sql, toks);
-    let summary = normalize::summary(sql, toks);
-    let id = xxhash_rust::xxh3::xxh3_64(normalized.as_bytes());
-    Fingerprint(Arc::new(Inner {
-        id,
-        normalized,
-        summary,
-    }))
 }
 
 #[cfg(test)]

@@ -398,6 +398,24 @@ fn values_rows(sql: &str, toks: &[Tok], i: usize) -> Option<usize> {
 /// Renders the normalized text: constants and parameters become `$1, $2, …` in order of
 /// appearance, constant lists collapse to `(...)`, keywords are upper-cased, identifiers
 /// lower-cased, comments and redundant whitespace disappear.
+/// The statement's operation: its first keyword when that is a command (`BEGIN`, `CREATE`),
+/// else its first `SELECT`/`INSERT`/`UPDATE`/`DELETE`/`MERGE` (so `WITH … SELECT` is a
+/// `SELECT`); matches the first word of the summary.
+pub(crate) fn operation(toks: &[Tok]) -> &'static str {
+    const DML: [&str; 5] = ["SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"];
+    match toks.first() {
+        Some(Tok::Word(_, Some(k))) if !matches!(*k, "WITH" | "VALUES") && !DML.contains(k) => k,
+        Some(Tok::Word(_, None)) | None => "",
+        _ => toks
+            .iter()
+            .find_map(|t| match t {
+                Tok::Word(_, Some(k)) if DML.contains(k) => Some(*k),
+                _ => None,
+            })
+            .unwrap_or(""),
+    }
+}
+
 pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
     let mut r = Renderer {
         sql,

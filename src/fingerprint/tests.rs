@@ -271,3 +271,30 @@ fn huge_and_deep_inputs_finish() {
     assert!(big.len() > 1_000_000);
     assert!(!fingerprint(&big).normalized().contains('\''));
 }
+
+#[test]
+fn operation_is_the_first_word_of_the_summary() {
+    for sql in [
+        "SELECT * FROM users",
+        "WITH t AS (SELECT 1) SELECT * FROM t",
+        "INSERT INTO t SELECT * FROM u",
+        "UPDATE t SET a = 1",
+        "DELETE FROM t",
+        "BEGIN",
+        "CREATE TABLE foo (id int)",
+        "VALUES (1)",
+        "",
+        "unknownword 1",
+    ] {
+        let fp = fingerprint(sql);
+        let first = fp.summary().split(' ').next().unwrap_or("");
+        if !fp.operation().is_empty() {
+            assert_eq!(fp.operation(), first, "{sql}");
+        }
+    }
+    assert_eq!(
+        fingerprint("WITH t AS (SELECT 1) SELECT * FROM t").operation(),
+        "SELECT"
+    );
+    assert_eq!(fingerprint("BEGIN").operation(), "BEGIN");
+}
