@@ -31,7 +31,8 @@
 //! [`capture`] / [`capture_named`] / [`Scope::capture`] run a future in a scope. Queries count for
 //! the scope when they run in that future, in tasks started with [`spawn`], in futures
 //! instrumented with a `tracing` span created inside the scope (this needs a
-//! `tracing_subscriber::Registry`-based subscriber), or through a connection or transaction
+//! `tracing_subscriber::Registry`-based subscriber with the `pgscope` target enabled at INFO,
+//! since the scope is found through its `pgscope.scope` span), or through a connection or transaction
 //! acquired in the scope. Everything else goes to [`Pool::unscoped_report`]: nothing is lost.
 //!
 //! ## Detection

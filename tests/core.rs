@@ -399,3 +399,41 @@ async fn assert_queries_panics_with_the_report() {
     .await;
     report.assert_queries(2);
 }
+
+#[tokio::test]
+async fn savepoints_nest_inside_transactions_and_roll_back_independently() {
+    let (pool, opts) = pool("savepoints", 2).await;
+    common::setup(&opts, "CREATE TABLE t (n int)").await;
+    let ((), report) = pgscope::capture(async {
+        let mut tx = pool.begin().await.expect("begin");
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        {
+            let mut sp = tx.begin().await.expect("savepoint");
+            sqlx::query("INSERT INTO t VALUES (2)")
+                .execute(&mut *sp)
+                .await
+                .expect("insert in savepoint");
+            sp.rollback().await.expect("rollback to savepoint");
+        }
+        {
+            let mut sp = tx.begin().await.expect("savepoint");
+            sqlx::query("INSERT INTO t VALUES (3)")
+                .execute(&mut *sp)
+                .await
+                .expect("insert in savepoint");
+            sp.commit().await.expect("release savepoint");
+        }
+        tx.commit().await.expect("commit");
+    })
+    .await;
+    assert_eq!(report.queries(), 3);
+    // BEGIN, SAVEPOINT, ROLLBACK TO, SAVEPOINT, RELEASE, COMMIT
+    assert_eq!(report.transaction_statements(), 6);
+    assert_eq!(
+        common::scalar(&opts, "SELECT coalesce(sum(n), 0)::bigint FROM t").await,
+        4
+    );
+}
