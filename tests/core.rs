@@ -437,3 +437,78 @@ async fn savepoints_nest_inside_transactions_and_roll_back_independently() {
         4
     );
 }
+
+#[tokio::test]
+async fn a_connection_killed_by_the_server_fails_its_query_and_the_pool_recovers() {
+    let (pool, opts) = pool("killed", 1).await;
+    let ((), report) = pgscope::capture(async {
+        let mut conn = pool.acquire().await.expect("acquire");
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("pid");
+        // What a server restart or an admin does to a connection in use.
+        let killed = common::scalar(
+            &opts,
+            &format!("SELECT pg_terminate_backend({pid})::int::bigint"),
+        )
+        .await;
+        assert_eq!(killed, 1);
+        let err = sqlx::query("SELECT 1")
+            .execute(&mut *conn)
+            .await
+            .expect_err("dead connection");
+        assert!(
+            pgscope::Error::from_sqlx(&err).is_none(),
+            "the driver's own error, unchanged: {err}"
+        );
+        drop(conn);
+        // The pool replaces the dead connection.
+        let v: i32 = sqlx::query_scalar("SELECT 7")
+            .fetch_one(&pool)
+            .await
+            .expect("after recovery");
+        assert_eq!(v, 7);
+    })
+    .await;
+    assert_eq!(report.queries(), 3);
+    assert_eq!(report.failed_queries(), 1);
+}
+
+#[tokio::test]
+async fn a_flood_of_unique_statements_keeps_reports_and_caches_bounded() {
+    let opts = common::schema("flood").await;
+    let pool = PoolOptions::new()
+        .max_connections(2)
+        .fingerprint_cache_capacity(256)
+        .connect_with(opts)
+        .await
+        .expect("connect");
+    let ((), report) = pgscope::capture(async {
+        for i in 0..700 {
+            // distinct statement shapes: a different column alias each time
+            let sql = format!("SELECT 1 AS c{i}");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .expect("query");
+        }
+    })
+    .await;
+    assert_eq!(report.queries(), 700, "counts stay exact past the row cap");
+    let rows = report.fingerprints();
+    assert_eq!(
+        rows.len(),
+        513,
+        "512 statement rows and one row for the rest"
+    );
+    let other = rows
+        .iter()
+        .find(|r| r.fingerprint().is_none())
+        .expect("overflow row");
+    assert_eq!(other.count(), 700 - 512);
+    assert_eq!(rows.iter().map(|r| r.count()).sum::<u64>(), 700);
+    let (entries, misses) = pool.fingerprint_cache_stats();
+    assert!(entries <= 256, "cache holds {entries}");
+    assert!(misses >= 700);
+}
