@@ -37,11 +37,35 @@ async fn joined_feed(pool: &Pool) -> Result<usize, sqlx::Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter("warn,pgscope=warn")
-        .with_target(true)
-        .init();
+    // With the `otel` feature and OTEL_EXPORTER_OTLP_ENDPOINT set, export spans and metrics
+    // (see collector-config/); the guard flushes everything when main returns.
+    #[cfg(feature = "otel")]
+    let _otel = match std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Some(_) => Some(
+            pgscope::otel::OtelBuilder::new()
+                .service_name("pgscope-quickstart")
+                .log_filter("warn")
+                .init(),
+        ),
+        None => {
+            tracing_subscriber::fmt().with_env_filter("warn").init();
+            None
+        }
+    };
+    #[cfg(not(feature = "otel"))]
+    {
+        if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+            eprintln!("OTEL_EXPORTER_OTLP_ENDPOINT is set: run with `--features otel` to export");
+        }
+        tracing_subscriber::fmt().with_env_filter("warn").init();
+    }
     let opts = common::schema("quickstart").await;
+    // Pools are created at start-up, before the first request (this also lets pgscope load the
+    // debug info it needs for call sites in the background).
+    let pool = PoolOptions::new()
+        .max_connections(5)
+        .connect_with(opts.clone())
+        .await?;
     common::setup(
         &opts,
         "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);
@@ -50,10 +74,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
          INSERT INTO posts SELECT g, 1 + g % 100, 'post ' || g FROM generate_series(1, 1000) g;",
     )
     .await;
-    let pool = PoolOptions::new()
-        .max_connections(5)
-        .connect_with(opts)
-        .await?;
 
     let (posts, report) = pgscope::capture_named("GET /api/feed (naive)", naive_feed(&pool)).await;
     println!("naive feed: {} posts\n{report}", posts?);

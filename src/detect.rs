@@ -208,6 +208,21 @@ fn site_cache() -> &'static dashmap::DashMap<u64, Arc<str>> {
     CACHE.get_or_init(dashmap::DashMap::new)
 }
 
+/// Loads the binary's debug info for symbol resolution on a background thread, once, so the
+/// first N+1 found does not pay for it (tens to hundreds of milliseconds) while it holds a
+/// connection.
+pub(crate) fn prewarm_symbols() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let _ = std::thread::Builder::new()
+            .name("pgscope-symbols".into())
+            .spawn(|| {
+                let ip = prewarm_symbols as *const () as *mut std::ffi::c_void;
+                backtrace::resolve(ip, |_| {});
+            });
+    });
+}
+
 /// `file:line` of the first stack frame outside pgscope, sqlx, tokio and the standard library.
 /// Walks the stack: call it only when a rule fires.
 pub(crate) fn call_site() -> String {

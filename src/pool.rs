@@ -306,6 +306,9 @@ impl PoolOptions {
     }
 
     fn build(self, inner: PgPool) -> Pool {
+        if self.settings.n_plus_one_mode != Mode::Off {
+            detect::prewarm_symbols();
+        }
         let name = self.name.unwrap_or_else(|| {
             let o = inner.connect_options();
             format!(
