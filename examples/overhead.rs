@@ -217,6 +217,11 @@ async fn main() {
             .protocol(pgscope::otel::Protocol::HttpProtobuf)
             .log_to_stderr(false)
             .metric_interval(Duration::from_secs(1))
+            // Variants for investigating the export cost; the defaults are what `init()` does.
+            .context_activation(std::env::var_os("BENCH_NO_CONTEXT_ACTIVATION").is_none())
+            .export_filter(
+                std::env::var("BENCH_EXPORT_FILTER").unwrap_or_else(|_| "info,sqlx=off".into()),
+            )
             .init();
         let pg_otel = pgscope::PoolOptions::new()
             .max_connections(16)

@@ -78,19 +78,23 @@ impl<'c> Transaction<'c> {
     }
 
     /// Commits the transaction (or releases the savepoint).
-    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
-        let c = self.conn.get();
-        count_statement(c);
-        PgTransactionManager::commit(c.as_sqlx_mut()).await?;
-        self.open = false;
-        Ok(())
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.end(true).await
     }
 
     /// Rolls the transaction back (or to the savepoint).
-    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.end(false).await
+    }
+
+    async fn end(mut self, commit: bool) -> Result<(), sqlx::Error> {
         let c = self.conn.get();
         count_statement(c);
-        PgTransactionManager::rollback(c.as_sqlx_mut()).await?;
+        if commit {
+            PgTransactionManager::commit(c.as_sqlx_mut()).await?;
+        } else {
+            PgTransactionManager::rollback(c.as_sqlx_mut()).await?;
+        }
         self.open = false;
         Ok(())
     }

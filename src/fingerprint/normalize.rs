@@ -438,21 +438,17 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
         match t {
             Tok::Word(range, _) => {
                 match kw {
-                    Some("IN") if toks.get(i + 1) == Some(&Tok::Punct(b'(')) => {
-                        if let Some(after) = const_list(sql, toks, i + 1, b'(', b')') {
-                            r.push(Last::Keyword, None, "IN");
+                    Some(k @ ("IN" | "VALUES")) => {
+                        let after = if k == "IN" {
+                            const_list(sql, toks, i + 1, b'(', b')')
+                        } else {
+                            values_rows(sql, toks, i + 1)
+                        };
+                        if let Some(after) = after {
+                            r.push(Last::Keyword, None, k);
                             r.push(Last::Close, None, "(...)");
                             i = after;
-                            prev_kw = [None, Some("IN")];
-                            continue;
-                        }
-                    }
-                    Some("VALUES") => {
-                        if let Some(after) = values_rows(sql, toks, i + 1) {
-                            r.push(Last::Keyword, None, "VALUES");
-                            r.push(Last::Close, None, "(...)");
-                            i = after;
-                            prev_kw = [None, Some("VALUES")];
+                            prev_kw = [None, Some(k)];
                             continue;
                         }
                     }
