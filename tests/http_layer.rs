@@ -34,6 +34,11 @@ async fn start(pool: Pool, layer: ScopeLayer) -> String {
         })
         .layer(layer)
         .with_state(pool);
+    serve(app).await
+}
+
+/// Serves `app` on an ephemeral loopback port; returns its base URL.
+async fn serve(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -114,12 +119,8 @@ async fn the_layer_budget_refuses_queries_past_it_and_headers_are_off_by_default
         )
         .layer(ScopeLayer::new().query_budget(4))
         .with_state(pool);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-    let resp = reqwest::get(format!("http://{addr}/amplify"))
+    let base = serve(app).await;
+    let resp = reqwest::get(format!("{base}/amplify"))
         .await
         .expect("request");
     assert!(resp.headers().get("server-timing").is_none());
