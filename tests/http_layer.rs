@@ -7,6 +7,43 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use pgscope::Pool;
 use pgscope::http::ScopeLayer;
+use std::sync::{Arc, Mutex, OnceLock};
+use tracing_subscriber::layer::SubscriberExt;
+
+/// The `pgscope::http` summary lines logged so far, as "field=value" strings.
+fn http_log() -> &'static Arc<Mutex<Vec<String>>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        struct Capture(Arc<Mutex<Vec<String>>>);
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={:?} ", f.name(), v));
+            }
+        }
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+            fn on_event(
+                &self,
+                e: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                if e.metadata().target() == "pgscope::http"
+                    && *e.metadata().level() == tracing::Level::DEBUG
+                {
+                    let mut f = Fields(String::new());
+                    e.record(&mut f);
+                    self.0.lock().expect("lock").push(f.0);
+                }
+            }
+        }
+        let log = Arc::new(Mutex::new(Vec::new()));
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(Capture(log.clone())),
+        )
+        .expect("global subscriber");
+        log
+    })
+}
 
 async fn user(State(pool): State<Pool>, Path(id): Path<i64>) -> String {
     for _ in 0..3 {
@@ -49,6 +86,7 @@ async fn serve(app: Router) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_request_gets_a_scope_named_by_its_matched_route_and_a_server_timing_header() {
+    let log = http_log();
     let pool = Pool::connect_with(common::schema("http_layer").await)
         .await
         .expect("connect");
@@ -96,6 +134,21 @@ async fn each_request_gets_a_scope_named_by_its_matched_route_and_a_server_timin
     assert_eq!(resp.text().await.expect("body"), "GET <unmatched>");
     // Everything ran inside request scopes.
     assert_eq!(pool.unscoped_report().queries(), 0);
+    // One DEBUG summary line per request.
+    let lines = log.lock().expect("lock").clone();
+    let users: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("route=\"GET /users/{id}\""))
+        .collect();
+    assert_eq!(users.len(), 20, "{lines:?}");
+    assert!(users.iter().all(|l| l.contains("status=200")
+        && l.contains("queries=3")
+        && l.contains("n_plus_one=0")));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("route=\"GET <unmatched>\"") && l.contains("status=404"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
