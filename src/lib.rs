@@ -58,6 +58,7 @@ pub mod otel;
 mod pool;
 mod report;
 mod scope;
+mod testing;
 mod transaction;
 
 pub use self::detect::{Mode, NPlusOne, NestedAcquire};

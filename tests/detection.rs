@@ -449,3 +449,43 @@ async fn a_starved_pool_names_the_routes_holding_it_and_its_capacity() {
     assert!((5.0..200.0).contains(&capacity), "{d}");
     assert!(d.to_string().contains("requests/s capacity"), "{d}");
 }
+
+#[tokio::test]
+async fn assertion_macros_pass_through_values_and_fail_on_wrong_counts() {
+    let pool = feed_pool("np1_macros", PoolOptions::new()).await;
+    let n: i64 = pgscope::assert_queries!(2, async {
+        sqlx::query("SELECT 1").execute(&pool).await.expect("q");
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM users")
+            .fetch_one(&pool)
+            .await
+            .expect("q")
+    });
+    assert_eq!(n, 20);
+    let names: Vec<String> = pgscope::assert_no_n_plus_one!(async {
+        sqlx::query_scalar("SELECT name FROM users WHERE id = ANY($1)")
+            .bind(vec![1i64, 2, 3])
+            .fetch_all(&pool)
+            .await
+            .expect("batch")
+    });
+    assert_eq!(names.len(), 3);
+    let pool2 = pool.clone();
+    let failed = tokio::spawn(async move {
+        pgscope::assert_queries!(1, async {
+            sqlx::query("SELECT 1").execute(&pool2).await.expect("q");
+            sqlx::query("SELECT 2").execute(&pool2).await.expect("q");
+        })
+    })
+    .await
+    .expect_err("a wrong count panics");
+    let msg = failed.into_panic();
+    let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        msg.contains("expected 1 queries") && msg.contains("got 2"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("tests/detection.rs:"),
+        "the scope is named after the assertion's line: {msg}"
+    );
+}
