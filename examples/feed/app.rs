@@ -375,6 +375,19 @@ pub async fn cached_feed(
         .query_async(&mut redis)
         .await?;
     if won.is_some() {
+        // Double-check: another request may have filled the key and released the lock between
+        // our miss and our lock.
+        if let Some(json) = redis::cmd("GET")
+            .arg(&key)
+            .query_async::<Option<String>>(&mut redis)
+            .await?
+        {
+            redis::cmd("DEL")
+                .arg(&lock)
+                .query_async::<()>(&mut redis)
+                .await?;
+            return Ok((serde_json::from_str(&json)?, "wait"));
+        }
         let items = join_feed(&state.pool, page).await?;
         let json = serde_json::to_string(&items)?;
         redis::pipe()
