@@ -123,16 +123,13 @@ async fn connection_hold_time_runs_from_acquire_to_release_across_awaits() {
 
 #[tokio::test]
 async fn a_cancelled_scope_returns_its_connection_and_the_next_scope_starts_clean() {
-    let (pool, _) = {
-        let opts = common::schema("cancel").await;
-        let pool = PoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(opts.clone())
-            .await
-            .expect("connect");
-        (pool, opts)
-    };
+    // A 5 s acquire timeout: the connection must come back well before the 10 s sleep ends.
+    let pool = PoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(common::schema("cancel").await)
+        .await
+        .expect("connect");
     let work = pgscope::capture_named("slow", async {
         let mut conn = pool.acquire().await.expect("acquire");
         sqlx::query("SELECT pg_sleep(10)").execute(&mut *conn).await

@@ -139,8 +139,8 @@ impl OtelBuilder {
 
     /// `EnvFilter` directives for what is exported. By default, `info,sqlx=off` (sqlx's own
     /// events carry raw SQL). Add `pgscope::query=off` to drop the per-statement spans and keep
-    /// scope spans, N+1 events and metrics: in `examples/overhead` that removes roughly half of
-    /// the export overhead.
+    /// scope spans, N+1 events and metrics: in `examples/overhead` that moved throughput from
+    /// 0.71–0.89 to 0.92–0.98 of raw sqlx.
     pub fn export_filter(mut self, directives: impl Into<String>) -> Self {
         self.export_filter = directives.into();
         self
