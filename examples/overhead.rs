@@ -132,6 +132,30 @@ async fn run(
     done.load(Ordering::Relaxed)
 }
 
+/// CPU time (user + system) this process has used so far: every thread, including the
+/// exporter's and the in-process sink's.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Runs one cell and returns (queries, client CPU spent).
+async fn run_timed(
+    side: Side,
+    raw: &PgPool,
+    pg: &pgscope::Pool,
+    w: Workload,
+    workers: usize,
+    dur: Duration,
+) -> (u64, Duration) {
+    let before = cpu_time();
+    let n = run(side, raw, pg, w, workers, dur).await;
+    (n, cpu_time() - before)
+}
+
 fn arg(name: &str, default: f64) -> f64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -143,6 +167,13 @@ fn arg(name: &str, default: f64) -> f64 {
 
 #[tokio::main]
 async fn main() {
+    #[cfg(feature = "otel")]
+    if std::env::args().any(|a| a == "--sink-only") {
+        let (addr, _) = start_sink().await;
+        println!("sink on http://{addr}");
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        return;
+    }
     let seconds = arg("--seconds", 0.5);
     let rounds = arg("--rounds", 5.0) as usize;
     let url = common::database_url().await;
@@ -167,9 +198,9 @@ async fn main() {
         "pgscope overhead: {rounds} interleaved rounds of {seconds} s per cell, pool of 16, release build"
     );
     println!(
-        "| workload | concurrency | raw sqlx q/s | pgscope q/s (scope per worker) | ratio | pgscope q/s (scope per query) | ratio |"
+        "| workload | concurrency | raw sqlx q/s | pgscope q/s (scope per worker) | ratio | pgscope q/s (scope per query) | ratio | client CPU µs/query raw / per worker / per query |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
     let started = Instant::now();
     // `--otel-only` skips the plain comparison (for profiling the export path).
     let otel_only = std::env::args().any(|a| a == "--otel-only");
@@ -181,6 +212,7 @@ async fn main() {
     for w in plain {
         for workers in [1usize, 16] {
             let mut totals = [0u64; 3];
+            let mut cpu = [Duration::ZERO; 3];
             for round in 0..rounds {
                 // alternate the order each round
                 let order = if round % 2 == 0 {
@@ -189,14 +221,16 @@ async fn main() {
                     [Side::ScopePerQuery, Side::Scoped, Side::Raw]
                 };
                 for side in order {
-                    let n = run(side, &raw, &pg, w, workers, dur).await;
+                    let (n, used) = run_timed(side, &raw, &pg, w, workers, dur).await;
                     totals[side as usize] += n;
+                    cpu[side as usize] += used;
                 }
             }
             let secs = seconds * rounds as f64;
             let qps = |n: u64| n as f64 / secs;
+            let per = |i: usize| cpu[i].as_secs_f64() * 1e6 / totals[i].max(1) as f64;
             println!(
-                "| {} | {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.3} |",
+                "| {} | {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.3} | {:.1} / {:.1} / {:.1} |",
                 w.name(),
                 workers,
                 qps(totals[0]),
@@ -204,71 +238,125 @@ async fn main() {
                 totals[1] as f64 / totals[0] as f64,
                 qps(totals[2]),
                 totals[2] as f64 / totals[0] as f64,
+                per(0),
+                per(1),
+                per(2),
             );
         }
     }
     #[cfg(feature = "otel")]
-    {
-        // Same comparison with OTLP export on: spans for every statement and the metrics go
-        // through the real exporter (OTLP/HTTP protobuf) to an in-process sink.
-        let (addr, received) = start_sink().await;
-        let _guard = pgscope::otel::OtelBuilder::new()
-            .endpoint(format!("http://{addr}"))
-            .protocol(pgscope::otel::Protocol::HttpProtobuf)
-            .log_to_stderr(false)
-            .metric_interval(Duration::from_secs(1))
-            // Variants for investigating the export cost; the defaults are what `init()` does.
-            .context_activation(std::env::var_os("BENCH_NO_CONTEXT_ACTIVATION").is_none())
-            .export_filter(
-                std::env::var("BENCH_EXPORT_FILTER").unwrap_or_else(|_| "info,sqlx=off".into()),
-            )
-            .init();
-        let pg_otel = pgscope::PoolOptions::new()
-            .max_connections(16)
-            .connect(&url)
-            .await
-            .expect("pgscope pool");
-        run(
-            Side::Scoped,
-            &raw,
-            &pg_otel,
-            Workload::SelectOne,
-            16,
-            Duration::from_millis(200),
-        )
-        .await;
-        println!("\nwith OTLP export (HTTP/protobuf to an in-process sink):");
-        println!("| workload | concurrency | raw sqlx q/s | pgscope + OTLP q/s | ratio |");
-        println!("|---|---:|---:|---:|---:|");
-        for w in [Workload::SelectOne, Workload::TenRows] {
-            for workers in [1usize, 16] {
-                let (mut raw_n, mut otel_n) = (0u64, 0u64);
-                for round in 0..rounds {
-                    if round % 2 == 0 {
-                        raw_n += run(Side::Raw, &raw, &pg_otel, w, workers, dur).await;
-                        otel_n += run(Side::Scoped, &raw, &pg_otel, w, workers, dur).await;
-                    } else {
-                        otel_n += run(Side::Scoped, &raw, &pg_otel, w, workers, dur).await;
-                        raw_n += run(Side::Raw, &raw, &pg_otel, w, workers, dur).await;
-                    }
-                }
-                let secs = seconds * rounds as f64;
-                println!(
-                    "| {} | {} | {:.0} | {:.0} | {:.3} |",
-                    w.name(),
-                    workers,
-                    raw_n as f64 / secs,
-                    otel_n as f64 / secs,
-                    otel_n as f64 / raw_n as f64
-                );
-            }
-        }
-        drop(_guard);
-        println!("OTLP bytes exported: {}", received.load(Ordering::Relaxed));
-    }
+    otel_table(&raw, &url, rounds, seconds).await;
     let (entries, misses) = pg.fingerprint_cache_stats();
     println!(
         "\nfingerprint cache: {entries} entries, {misses} misses; total {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The same comparison with OTLP export on (HTTP/protobuf to an in-process sink that counts
+/// bytes): raw sqlx, pgscope exporting a span per statement plus scope spans and metrics, and
+/// pgscope with statement spans off (scope spans, N+1 events and metrics only). `--sample R`
+/// samples traces at ratio R (`OtelBuilder::trace_sample_ratio`).
+///
+/// Profiling helpers: `BENCH_PROFILE=raw|otel` runs only that side (SELECT 1, 16 workers) for
+/// `--seconds` and prints its CPU per query; `BENCH_ENDPOINT` exports elsewhere (e.g. a closed
+/// port, to separate building spans from shipping them, or another process's sink started with
+/// `--sink-only`).
+#[cfg(feature = "otel")]
+async fn otel_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) {
+    let dur = Duration::from_secs_f64(seconds);
+    let (addr, received) = start_sink().await;
+    let sample = std::env::args()
+        .position(|a| a == "--sample")
+        .map(|_| arg("--sample", 1.0));
+    let mut builder = pgscope::otel::OtelBuilder::new()
+        .endpoint(std::env::var("BENCH_ENDPOINT").unwrap_or(format!("http://{addr}")))
+        .protocol(pgscope::otel::Protocol::HttpProtobuf)
+        .log_to_stderr(false)
+        .metric_interval(Duration::from_secs(1));
+    if let Some(ratio) = sample {
+        builder = builder.trace_sample_ratio(ratio);
+    }
+    let _guard = builder.init();
+    let pool = |spans: bool| {
+        pgscope::PoolOptions::new()
+            .max_connections(16)
+            .statement_spans(spans)
+            .connect(url)
+    };
+    let spans = pool(true).await.expect("pgscope pool");
+    let quiet = pool(false).await.expect("pgscope pool");
+    for p in [&spans, &quiet] {
+        run(
+            Side::Scoped,
+            raw,
+            p,
+            Workload::SelectOne,
+            16,
+            Duration::from_millis(200),
+        )
+        .await;
+    }
+    if let Ok(side) = std::env::var("BENCH_PROFILE") {
+        let side = if side == "raw" {
+            Side::Raw
+        } else {
+            Side::Scoped
+        };
+        let (n, used) = run_timed(side, raw, &spans, Workload::SelectOne, 16, dur).await;
+        println!(
+            "{n} queries, {:.1} µs CPU/query",
+            used.as_secs_f64() * 1e6 / n as f64
+        );
+        return;
+    }
+    match sample {
+        Some(r) => println!(
+            "\nwith OTLP export (HTTP/protobuf to an in-process sink), traces sampled at {r}:"
+        ),
+        None => println!("\nwith OTLP export (HTTP/protobuf to an in-process sink), every trace:"),
+    }
+    println!(
+        "| workload | concurrency | raw sqlx q/s | pgscope + OTLP q/s | ratio | same, statement spans off | ratio | client CPU µs/query raw / OTLP / spans off |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    for w in [Workload::SelectOne, Workload::TenRows] {
+        for workers in [1usize, 16] {
+            let mut n = [0u64; 3];
+            let mut cpu = [Duration::ZERO; 3];
+            for round in 0..rounds {
+                let mut order = [0usize, 1, 2];
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                for i in order {
+                    let (side, pool) = match i {
+                        0 => (Side::Raw, &spans),
+                        1 => (Side::Scoped, &spans),
+                        _ => (Side::Scoped, &quiet),
+                    };
+                    let (count, used) = run_timed(side, raw, pool, w, workers, dur).await;
+                    n[i] += count;
+                    cpu[i] += used;
+                }
+            }
+            let qps = |i: usize| n[i] as f64 / (seconds * rounds as f64);
+            let per = |i: usize| cpu[i].as_secs_f64() * 1e6 / n[i].max(1) as f64;
+            println!(
+                "| {} | {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.3} | {:.1} / {:.1} / {:.1} |",
+                w.name(),
+                workers,
+                qps(0),
+                qps(1),
+                n[1] as f64 / n[0] as f64,
+                qps(2),
+                n[2] as f64 / n[0] as f64,
+                per(0),
+                per(1),
+                per(2),
+            );
+        }
+    }
+    drop(_guard);
+    println!("OTLP bytes exported: {}", received.load(Ordering::Relaxed));
 }

@@ -52,6 +52,7 @@ pub(crate) struct Settings {
     pub(crate) query_budget: Option<u32>,
     pub(crate) nested_acquire_mode: Mode,
     pub(crate) record_raw_sql: bool,
+    pub(crate) statement_spans: bool,
 }
 
 impl Default for Settings {
@@ -66,6 +67,7 @@ impl Default for Settings {
             query_budget: None,
             nested_acquire_mode: Mode::Warn,
             record_raw_sql: false,
+            statement_spans: true,
         }
     }
 }

@@ -81,7 +81,7 @@ pub(crate) struct Query<'c> {
     affected: u64,
     done: bool,
     #[cfg(feature = "otel")]
-    span: tracing::Span,
+    span: crate::otel::StatementSpan,
 }
 
 impl<'c> Query<'c> {
@@ -159,11 +159,15 @@ impl<'c> Query<'c> {
             )?;
         }
         #[cfg(feature = "otel")]
-        let span = crate::otel::query_span(
-            &shared.server,
-            &fingerprint,
-            settings.record_raw_sql.then_some(sql),
-        );
+        let span = if settings.statement_spans {
+            crate::otel::StatementSpan::start(
+                &shared.server.attributes,
+                &fingerprint,
+                settings.record_raw_sql.then_some(sql),
+            )
+        } else {
+            crate::otel::StatementSpan::none()
+        };
         Ok(Query {
             shared: Arc::clone(shared),
             interrupted,
@@ -260,7 +264,7 @@ impl<'c> Query<'c> {
         });
         #[cfg(feature = "otel")]
         crate::otel::finish_query(
-            &self.span,
+            &mut self.span,
             Some(&self.shared.metrics),
             &self.fingerprint,
             elapsed,

@@ -273,6 +273,15 @@ impl PoolOptions {
         self
     }
 
+    /// Whether to export one OpenTelemetry CLIENT span per statement. By default, true.
+    /// Turned off, scope spans, their N+1 events and all metrics are still exported; use it
+    /// (or a sampler, `OTEL_TRACES_SAMPLER`) when statement volume makes per-statement spans
+    /// too costly. Only matters with the `otel` feature.
+    pub fn statement_spans(mut self, enabled: bool) -> Self {
+        self.settings.statement_spans = enabled;
+        self
+    }
+
     /// A name for the pool in metrics (`db.client.connection.pool.name`). By default,
     /// `host:port/database`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -288,15 +297,45 @@ impl PoolOptions {
 
     /// Connects with explicit connect options.
     pub async fn connect_with(self, options: PgConnectOptions) -> Result<Pool, sqlx::Error> {
-        let inner = self.sqlx.clone().connect_with(options).await?;
+        let inner = self.sqlx_options(&options).connect_with(options).await?;
         Ok(self.build(inner))
     }
 
     /// Creates the pool without connecting; connections open on first use.
     pub fn connect_lazy(self, url: &str) -> Result<Pool, sqlx::Error> {
         let options: PgConnectOptions = url.parse()?;
-        let inner = self.sqlx.clone().connect_lazy_with(options);
+        let inner = self.sqlx_options(&options).connect_lazy_with(options);
         Ok(self.build(inner))
+    }
+
+    /// The sqlx pool options, plus (with `otel`) the hook that measures
+    /// `db.client.connection.create_time` for every connection the pool opens.
+    fn sqlx_options(&self, _options: &PgConnectOptions) -> PgPoolOptions {
+        #[cfg(feature = "otel")]
+        {
+            let hook =
+                crate::otel::CreateTime::new(&self.pool_name(_options), self.acquire_timeout);
+            self.sqlx.clone().after_connect(move |conn, _meta| {
+                let hook = hook.clone();
+                Box::pin(async move {
+                    hook.measure(conn).await;
+                    Ok(())
+                })
+            })
+        }
+        #[cfg(not(feature = "otel"))]
+        self.sqlx.clone()
+    }
+
+    fn pool_name(&self, o: &PgConnectOptions) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            format!(
+                "{}:{}/{}",
+                o.get_host(),
+                o.get_port(),
+                o.get_database().unwrap_or(o.get_username())
+            )
+        })
     }
 
     /// Wraps an existing sqlx pool with these pgscope settings (its own sqlx settings, such as
@@ -309,23 +348,15 @@ impl PoolOptions {
         if self.settings.n_plus_one_mode != Mode::Off {
             detect::prewarm_symbols();
         }
-        let name = self.name.unwrap_or_else(|| {
-            let o = inner.connect_options();
-            format!(
-                "{}:{}/{}",
-                o.get_host(),
-                o.get_port(),
-                o.get_database().unwrap_or(o.get_username())
-            )
-        });
+        let name = self.pool_name(&inner.connect_options());
         #[cfg(feature = "otel")]
         let server = {
             let o = inner.connect_options();
-            crate::otel::Server {
-                address: o.get_host().to_owned(),
-                port: o.get_port(),
-                database: o.get_database().unwrap_or(o.get_username()).to_owned(),
-            }
+            crate::otel::Server::new(
+                o.get_host(),
+                o.get_port(),
+                o.get_database().unwrap_or(o.get_username()),
+            )
         };
         Pool(Arc::new_cyclic(|_weak| Shared {
             #[cfg(feature = "otel")]

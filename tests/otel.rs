@@ -175,6 +175,16 @@ async fn spans_metrics_and_n_plus_one_reach_an_otlp_receiver_without_literals() 
         assert_eq!(attr(a, "db.response.returned_rows").as_deref(), Some("1"));
         assert_eq!(attr(a, "pgscope.fingerprint").map(|f| f.len()), Some(16));
         assert!(attr(a, "error.type").is_none());
+        assert_eq!(
+            store.span_scope(&s.span_id),
+            Some((
+                "pgscope".to_owned(),
+                env!("CARGO_PKG_VERSION").to_owned(),
+                pgscope::otel::SCHEMA_URL.to_owned()
+            )),
+            "statement spans come from pgscope's instrumentation scope"
+        );
+        assert!(s.end_time_unix_nano >= s.start_time_unix_nano);
     }
     let failed = spans
         .iter()
@@ -189,8 +199,14 @@ async fn spans_metrics_and_n_plus_one_reach_an_otlp_receiver_without_literals() 
         Some("42601")
     );
     assert_eq!(
-        failed.status.as_ref().map(|s| s.code),
-        Some(StatusCode::Error as i32)
+        failed.status.as_ref().map(|s| (s.code, s.message.as_str())),
+        Some((StatusCode::Error as i32, "42601")),
+        "status Error, described by the error class, not the server's message"
+    );
+    assert_eq!(
+        Some(failed.name.clone()),
+        attr(&failed.attributes, "db.query.summary"),
+        "span named by its summary"
     );
 
     assert!(
@@ -269,6 +285,29 @@ async fn spans_metrics_and_n_plus_one_reach_an_otlp_receiver_without_literals() 
     ] {
         assert!(!find(name).is_empty(), "{name} missing");
     }
+    // Connection creation time, read from the server when each connection opened.
+    let created = find("db.client.connection.create_time");
+    assert_eq!(created.last().expect("create_time").unit, "s");
+    let Some(Data::Histogram(h)) = &created.last().expect("create_time").data else {
+        panic!("histogram")
+    };
+    let point = h
+        .data_points
+        .iter()
+        .find(|p| {
+            attr(&p.attributes, "db.client.connection.pool.name").as_deref() == Some("test-pool")
+        })
+        .expect("create_time of test-pool");
+    assert!(
+        (1..=3).contains(&point.count),
+        "one measurement per connection opened (pool of 3): {}",
+        point.count
+    );
+    let mean = point.sum.expect("sum") / point.count as f64;
+    assert!(
+        mean > 0.0 && mean < 5.0,
+        "connecting to a local server takes a positive, small time: {mean}"
+    );
     let per_scope = find("pgscope.scope.queries");
     let Some(Data::Histogram(h)) = &per_scope.last().expect("scope queries").data else {
         panic!("histogram")

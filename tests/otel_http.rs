@@ -42,10 +42,44 @@ async fn http_protobuf_export_is_configured_from_otel_environment_variables() {
         .fetch_one(&raw)
         .await
         .expect("query");
+    // Outside any `tracing` span, a statement span is the child of the current OpenTelemetry
+    // context (here a span made with the plain OpenTelemetry API).
+    let outer = {
+        use opentelemetry::trace::{TraceContextExt, Tracer};
+        let tracer = opentelemetry::global::tracer("test");
+        opentelemetry::Context::current_with_span(tracer.start("otel-only parent"))
+    };
+    {
+        use opentelemetry::trace::FutureExt;
+        sqlx::query("SELECT 3 AS otel_parent_marker")
+            .fetch_one(&raw)
+            .with_context(outer.clone())
+            .await
+            .expect("query");
+    }
+    {
+        use opentelemetry::trace::TraceContextExt;
+        outer.span().end();
+    }
+    // Statement spans off: the scope span and its summary are still exported.
+    let opts = common::schema("otel_http_quiet").await;
+    let quiet = pgscope::PoolOptions::new()
+        .statement_spans(false)
+        .connect_with(opts)
+        .await
+        .expect("connect");
+    let ((), report) = pgscope::capture_named("GET /quiet", async {
+        sqlx::query("SELECT 2 AS quiet_marker")
+            .fetch_one(&quiet)
+            .await
+            .expect("query");
+    })
+    .await;
+    report.assert_queries(1);
     drop(guard);
     assert!(
         store
-            .wait_for(Duration::from_secs(10), |s| s.spans().len() >= 2)
+            .wait_for(Duration::from_secs(10), |s| s.spans().len() >= 6)
             .await,
         "spans over HTTP"
     );
@@ -82,5 +116,32 @@ async fn http_protobuf_export_is_configured_from_otel_environment_variables() {
     assert_eq!(
         attr(&opted.attributes, "db.query.text").as_deref(),
         Some("SELECT 'opted-in-literal'::text AS y")
+    );
+    assert!(opted.parent_span_id.is_empty(), "no scope, no span: a root");
+
+    let parent = spans
+        .iter()
+        .find(|s| s.name == "otel-only parent")
+        .expect("parent");
+    let child = spans
+        .iter()
+        .find(|s| attr(&s.attributes, "db.query.text").is_some_and(|t| t.contains("otel_parent")))
+        .expect("statement under an OpenTelemetry context");
+    assert_eq!(child.parent_span_id, parent.span_id);
+    assert_eq!(child.trace_id, parent.trace_id);
+
+    assert!(
+        !spans
+            .iter()
+            .any(|s| attr(&s.attributes, "db.query.text").is_some_and(|t| t.contains("quiet"))),
+        "statement_spans(false) exports no statement span"
+    );
+    let scope = spans
+        .iter()
+        .find(|s| attr(&s.attributes, "pgscope.scope").as_deref() == Some("GET /quiet"))
+        .expect("scope span still exported");
+    assert_eq!(
+        attr(&scope.attributes, "pgscope.queries").as_deref(),
+        Some("1")
     );
 }

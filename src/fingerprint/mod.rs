@@ -59,6 +59,9 @@ struct Inner {
     /// Computed on first use from the normalized text (which keeps every keyword and name the
     /// summary needs): applications that never ask for it do not pay for it.
     summary: std::sync::OnceLock<String>,
+    /// Span attributes, built on first export.
+    #[cfg(feature = "otel")]
+    otel: std::sync::OnceLock<crate::otel::FingerprintAttributes>,
 }
 
 impl Fingerprint {
@@ -90,6 +93,15 @@ impl Fingerprint {
     /// keyword when that is a command, else its first `SELECT`/`INSERT`/`UPDATE`/`DELETE`/`MERGE`.
     pub fn operation(&self) -> &str {
         self.0.operation
+    }
+}
+
+#[cfg(feature = "otel")]
+impl Fingerprint {
+    pub(crate) fn otel_attributes(&self) -> &crate::otel::FingerprintAttributes {
+        self.0
+            .otel
+            .get_or_init(|| crate::otel::FingerprintAttributes::new(self))
     }
 }
 
@@ -147,6 +159,8 @@ pub fn fingerprint(sql: &str) -> Fingerprint {
             normalized,
             operation,
             summary: std::sync::OnceLock::new(),
+            #[cfg(feature = "otel")]
+            otel: std::sync::OnceLock::new(),
         }))
     })
 }

@@ -122,12 +122,7 @@ impl PoolMetrics {
             ),
         ];
         PoolMetrics {
-            base: vec![
-                KeyValue::new(attr::DB_SYSTEM_NAME, "postgresql"),
-                KeyValue::new(attr::DB_NAMESPACE, server.database.clone()),
-                KeyValue::new(attr::SERVER_ADDRESS, server.address.clone()),
-                KeyValue::new(attr::SERVER_PORT, i64::from(server.port)),
-            ],
+            base: server.attributes.clone(),
             pool: pool_kv,
             duration: meter
                 .f64_histogram("db.client.operation.duration")
@@ -213,6 +208,56 @@ impl PoolMetrics {
     pub(crate) fn record_use(&self, held: Duration) {
         self.use_time
             .record(held.as_secs_f64(), std::slice::from_ref(&self.pool));
+    }
+}
+
+/// Measures `db.client.connection.create_time` from inside sqlx's `after_connect` hook.
+///
+/// sqlx opens connections internally and reports no timing, so the time is read from the
+/// server: `clock_timestamp() - backend_start` of the new backend, i.e. from the moment
+/// PostgreSQL accepted the connection (before TLS, authentication and startup) to the end of
+/// this one extra round trip. That leaves out the client's TCP handshake and counts one extra
+/// round trip, roughly cancelling out. Values above the pool's acquire timeout (a backend that
+/// is older than the connection: a transaction-mode pooler such as PgBouncer in between) are
+/// dropped rather than recorded.
+#[derive(Clone)]
+pub(crate) struct CreateTime {
+    histogram: Histogram<f64>,
+    pool: [KeyValue; 1],
+    bound: Duration,
+}
+
+const BACKEND_AGE: &str = "SELECT EXTRACT(EPOCH FROM clock_timestamp() - backend_start)::float8 \
+     FROM pg_stat_activity WHERE pid = pg_backend_pid()";
+
+impl CreateTime {
+    pub(crate) fn new(pool_name: &str, bound: Duration) -> Self {
+        CreateTime {
+            histogram: meter()
+                .f64_histogram("db.client.connection.create_time")
+                .with_unit("s")
+                .with_description("The time it took to create a new connection.")
+                .build(),
+            pool: [KeyValue::new(
+                attr::DB_CLIENT_CONNECTION_POOL_NAME,
+                pool_name.to_owned(),
+            )],
+            bound,
+        }
+    }
+
+    /// Never fails the connection: a failed measurement is only not recorded.
+    pub(crate) async fn measure(&self, conn: &mut sqlx::PgConnection) {
+        let age = sqlx::query_scalar::<_, Option<f64>>(BACKEND_AGE)
+            .persistent(false)
+            .fetch_optional(conn)
+            .await;
+        if let Ok(Some(Some(secs))) = age
+            && secs >= 0.0
+            && secs <= self.bound.as_secs_f64()
+        {
+            self.histogram.record(secs, &self.pool);
+        }
     }
 }
 

@@ -41,6 +41,21 @@ impl Store {
             .collect()
     }
 
+    /// (instrumentation scope name, version, schema URL) of the scope that exported the span
+    /// with this id.
+    pub fn span_scope(&self, span_id: &[u8]) -> Option<(String, String, String)> {
+        let traces = self.traces.lock().expect("lock");
+        traces
+            .iter()
+            .flat_map(|r| r.resource_spans.iter())
+            .flat_map(|rs| rs.scope_spans.iter())
+            .find(|ss| ss.spans.iter().any(|s| s.span_id == span_id))
+            .map(|ss| {
+                let scope = ss.scope.clone().unwrap_or_default();
+                (scope.name, scope.version, ss.schema_url.clone())
+            })
+    }
+
     pub fn metrics(&self) -> Vec<Metric> {
         let metrics = self.metrics.lock().expect("lock");
         metrics
