@@ -87,42 +87,50 @@ async fn run(
     let mut handles = Vec::new();
     for _ in 0..workers {
         let (raw, pg, done, stop) = (raw.clone(), pg.clone(), done.clone(), stop.clone());
-        handles.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            match side {
-                Side::Raw => {
-                    while !stop.load(Ordering::Relaxed) {
-                        sqlx::query(w.sql())
-                            .fetch_all(&raw)
-                            .await
-                            .expect("raw query");
-                        n += 1;
-                    }
-                }
-                Side::Scoped => {
-                    let ((), _report) = pgscope::capture_named("bench", async {
+        // With tracing on, each worker is a traced request on both sides (a span per worker,
+        // as a `TraceLayer` gives every request); pgscope's scope uses that span.
+        let request = tracing::info_span!("request");
+        handles.push(tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let mut n = 0u64;
+                match side {
+                    Side::Raw => {
                         while !stop.load(Ordering::Relaxed) {
                             sqlx::query(w.sql())
-                                .fetch_all(&pg)
+                                .fetch_all(&raw)
                                 .await
-                                .expect("pgscope query");
+                                .expect("raw query");
                             n += 1;
                         }
-                    })
-                    .await;
-                }
-                Side::ScopePerQuery => {
-                    while !stop.load(Ordering::Relaxed) {
-                        let (r, _report) =
-                            pgscope::capture_named("bench", sqlx::query(w.sql()).fetch_all(&pg))
-                                .await;
-                        r.expect("pgscope query");
-                        n += 1;
+                    }
+                    Side::Scoped => {
+                        let scope = pgscope::Scope::new("bench").use_current_span();
+                        let ((), _report) = scope
+                            .capture(async {
+                                while !stop.load(Ordering::Relaxed) {
+                                    sqlx::query(w.sql())
+                                        .fetch_all(&pg)
+                                        .await
+                                        .expect("pgscope query");
+                                    n += 1;
+                                }
+                            })
+                            .await;
+                    }
+                    Side::ScopePerQuery => {
+                        while !stop.load(Ordering::Relaxed) {
+                            let scope = pgscope::Scope::new("bench").use_current_span();
+                            let (r, _report) =
+                                scope.capture(sqlx::query(w.sql()).fetch_all(&pg)).await;
+                            r.expect("pgscope query");
+                            n += 1;
+                        }
                     }
                 }
-            }
-            done.fetch_add(n, Ordering::Relaxed);
-        }));
+                done.fetch_add(n, Ordering::Relaxed);
+            },
+            request,
+        )));
     }
     tokio::time::sleep(dur).await;
     stop.store(true, Ordering::Relaxed);
@@ -254,8 +262,9 @@ async fn main() {
 }
 
 /// The same comparison with OTLP export on (HTTP/protobuf to an in-process sink that counts
-/// bytes): raw sqlx, pgscope exporting a span per statement plus scope spans and metrics, and
-/// pgscope with statement spans off (scope spans, N+1 events and metrics only). `--sample R`
+/// bytes), each worker a traced request on both sides (its span exported): raw sqlx, pgscope
+/// exporting a span per statement plus the scope summary and metrics, and pgscope with
+/// statement spans off (scope summary, N+1 events and metrics only). `--sample R`
 /// samples traces at ratio R (`OtelBuilder::trace_sample_ratio`).
 ///
 /// Profiling helpers: `BENCH_PROFILE=raw|otel` runs only that side (SELECT 1, 16 workers) for
@@ -312,9 +321,11 @@ async fn otel_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) {
     }
     match sample {
         Some(r) => println!(
-            "\nwith OTLP export (HTTP/protobuf to an in-process sink), traces sampled at {r}:"
+            "\nwith OTLP export (HTTP/protobuf to an in-process sink; a request span per worker on both sides), traces sampled at {r}:"
         ),
-        None => println!("\nwith OTLP export (HTTP/protobuf to an in-process sink), every trace:"),
+        None => println!(
+            "\nwith OTLP export (HTTP/protobuf to an in-process sink; a request span per worker on both sides), every trace:"
+        ),
     }
     println!(
         "| workload | concurrency | raw sqlx q/s | pgscope + OTLP q/s | ratio | same, statement spans off | ratio | client CPU µs/query raw / OTLP / spans off |"

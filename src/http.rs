@@ -14,6 +14,12 @@
 //! request ends, a one-line summary is logged at DEBUG (target `pgscope::http`), and with
 //! [`server_timing`](ScopeLayer::server_timing) a `Server-Timing: db;dur=…;desc="N queries"`
 //! header shows the database time in the browser's network panel.
+//!
+//! Placed inside tower-http's `TraceLayer` (`router.layer(ScopeLayer::new())
+//! .layer(TraceLayer::new_for_http())`: a later `.layer` wraps the earlier ones), the scope
+//! uses the request span ([`Scope::use_current_span`](crate::Scope::use_current_span)): its summary (`pgscope.queries`,
+//! `pgscope.db_time_ms`, …) and N+1 events land on the request span and statement spans are
+//! its children. Without a request span, each request gets a `pgscope.scope` span.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -114,7 +120,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let name = scope_name(&req);
-        let mut scope = Scope::new(Cow::Owned(name));
+        let mut scope = Scope::new(Cow::Owned(name)).use_current_span();
         if let Some(b) = self.layer.query_budget {
             scope = scope.query_budget(b);
         }

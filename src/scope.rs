@@ -59,15 +59,21 @@ pub(crate) struct Overrides {
     pub(crate) n_plus_one_mode: Option<Mode>,
     pub(crate) query_budget: Option<u32>,
     pub(crate) allow: Allowlist,
+    /// Use the current span as the scope's span when possible.
+    pub(crate) use_current_span: bool,
 }
 
 pub(crate) struct ScopeInner {
     pub(crate) name: Cow<'static, str>,
     pub(crate) overrides: Overrides,
     parent: Option<Arc<ScopeInner>>,
-    /// Attribution never looks at this span's fields; it exists so spans created inside the
-    /// scope have an ancestor that carries the scope (see [`current`]).
+    /// The scope's span: the span current when the scope started (a request span), or a new
+    /// `pgscope.scope` span when there was none or it already belonged to a scope. Attribution
+    /// never looks at its fields; it carries the scope so spans created inside the scope have
+    /// an ancestor that leads back to it (see [`current`]), and receives the scope's summary.
     pub(crate) span: tracing::Span,
+    /// Whether `span` was made for this scope (and must be entered around its future).
+    owns_span: bool,
     pub(crate) state: Mutex<State>,
 }
 
@@ -186,16 +192,31 @@ impl ScopeInner {
         overrides: Overrides,
         parent: Option<Arc<ScopeInner>>,
     ) -> Arc<Self> {
-        let span = tracing::info_span!(target: "pgscope", "pgscope.scope", pgscope.scope = %name);
-        let scope = Arc::new(ScopeInner {
-            name,
-            overrides,
-            parent,
-            span,
-            state: Mutex::new(State::default()),
-        });
-        attach_to_span(&scope);
-        scope
+        Arc::new_cyclic(|weak| {
+            let claimed = if overrides.use_current_span {
+                claim_current_span(weak)
+            } else {
+                None
+            };
+            let (span, owns_span) = match claimed {
+                Some(span) => (span, false),
+                None => {
+                    let span = tracing::info_span!(
+                        target: "pgscope", "pgscope.scope", pgscope.scope = %name
+                    );
+                    attach_to_span(&span, weak.clone());
+                    (span, true)
+                }
+            };
+            ScopeInner {
+                name,
+                overrides,
+                parent,
+                span,
+                owns_span,
+                state: Mutex::new(State::default()),
+            }
+        })
     }
 
     /// The pool's catch-all scope for statements outside any scope; it never closes.
@@ -205,6 +226,7 @@ impl ScopeInner {
             overrides: Overrides::default(),
             parent: None,
             span: tracing::Span::none(),
+            owns_span: false,
             state: Mutex::new(State::default()),
         })
     }
@@ -279,13 +301,56 @@ pub(crate) fn current() -> Option<Arc<ScopeInner>> {
 /// A newtype so the span extension cannot collide with anyone else's `Arc<…>`.
 struct SpanScope(std::sync::Weak<ScopeInner>);
 
-fn attach_to_span(scope: &Arc<ScopeInner>) {
-    let weak = Arc::downgrade(scope);
-    scope.span.with_subscriber(|(id, dispatch)| {
+fn attach_to_span(span: &tracing::Span, scope: std::sync::Weak<ScopeInner>) {
+    span.with_subscriber(|(id, dispatch)| {
         if let Some(registry) = dispatch.downcast_ref::<tracing_subscriber::Registry>() {
             use tracing_subscriber::registry::LookupSpan;
             if let Some(span) = registry.span(id) {
-                span.extensions_mut().insert(SpanScope(weak));
+                span.extensions_mut().replace(SpanScope(scope));
+            }
+        }
+    });
+}
+
+/// Makes the current span the scope's span when it exists in a `Registry` and no live scope
+/// uses it yet (checked and claimed under one lock). Reusing the request span puts the scope's
+/// summary on it (where people look in Jaeger) and spares a second span entered on every poll.
+fn claim_current_span(scope: &std::sync::Weak<ScopeInner>) -> Option<tracing::Span> {
+    let span = tracing::Span::current();
+    let claimed = span
+        .with_subscriber(|(id, dispatch)| {
+            use tracing_subscriber::registry::LookupSpan;
+            let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+            let data = registry.span(id)?;
+            let mut ext = data.extensions_mut();
+            if ext
+                .get_mut::<SpanScope>()
+                .is_some_and(|w| w.0.strong_count() > 0)
+            {
+                return Some(false);
+            }
+            ext.replace(SpanScope(scope.clone()));
+            Some(true)
+        })
+        .flatten();
+    (claimed == Some(true)).then_some(span)
+}
+
+/// Takes this scope off its span (when the span is shared with the code around the scope, a
+/// later scope may use it).
+fn detach_from_span(scope: &Arc<ScopeInner>) {
+    scope.span.with_subscriber(|(id, dispatch)| {
+        use tracing_subscriber::registry::LookupSpan;
+        let Some(registry) = dispatch.downcast_ref::<tracing_subscriber::Registry>() else {
+            return;
+        };
+        if let Some(span) = registry.span(id) {
+            let mut ext = span.extensions_mut();
+            if ext
+                .get_mut::<SpanScope>()
+                .is_some_and(|w| std::ptr::eq(w.0.as_ptr(), Arc::as_ptr(scope)))
+            {
+                ext.remove::<SpanScope>();
             }
         }
     });
@@ -374,17 +439,32 @@ impl Scope {
         self
     }
 
+    /// Uses the current `tracing` span (typically the request span opened by tower-http's
+    /// `TraceLayer`) as the scope's span instead of opening a `pgscope.scope` child span: the
+    /// summary attributes and N+1 events land on the request span, statement spans become its
+    /// children, and no second span is entered on every poll.
+    /// [`ScopeLayer`](crate::http::ScopeLayer) does this. Falls back to a new span when there
+    /// is no current span or a live scope already uses it. Avoid it under long-lived spans
+    /// (a worker loop's span): every scope's summary would land on that one span.
+    pub fn use_current_span(mut self) -> Self {
+        self.overrides.use_current_span = true;
+        self
+    }
+
     /// Runs `fut` inside this scope and returns its output with the scope's [`Report`].
     ///
     /// Dropping the returned future cancels the work; connections it held go back to the pool.
     pub async fn capture<F: Future>(self, fut: F) -> (F::Output, Report) {
         let scope = ScopeInner::new(self.name, self.overrides, current());
-        let span = scope.span.clone();
-        let output = CURRENT
-            .scope(Arc::clone(&scope), fut)
-            .instrument(span)
-            .await;
+        let fut = CURRENT.scope(Arc::clone(&scope), fut);
+        let output = if scope.owns_span {
+            fut.instrument(scope.span.clone()).await
+        } else {
+            // The span is the caller's current span: already entered around this future.
+            fut.await
+        };
         let report = scope.close();
+        detach_from_span(&scope);
         #[cfg(feature = "otel")]
         crate::otel::record_scope(&scope.span, &report);
         (output, report)

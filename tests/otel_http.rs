@@ -76,6 +76,34 @@ async fn http_protobuf_export_is_configured_from_otel_environment_variables() {
     })
     .await;
     report.assert_queries(1);
+    // A scope on the request span (what `ScopeLayer` does inside `TraceLayer`): the summary
+    // lands on the request span and statements are its children; no extra scope span.
+    let request = tracing::info_span!("GET /api/reused", otel.kind = "server");
+    let ((), report) = {
+        use tracing::Instrument;
+        pgscope::Scope::new("GET /api/reused")
+            .use_current_span()
+            .capture(async {
+                sqlx::query("SELECT 4 AS reused_marker")
+                    .fetch_one(&pool)
+                    .await
+                    .expect("query");
+                // a nested scope cannot take the same span: it opens its own
+                let ((), inner) = pgscope::Scope::new("inner")
+                    .use_current_span()
+                    .capture(async {
+                        sqlx::query("SELECT 5 AS nested_marker")
+                            .fetch_one(&pool)
+                            .await
+                            .expect("query");
+                    })
+                    .await;
+                inner.assert_queries(1);
+            })
+            .instrument(request)
+            .await
+    };
+    report.assert_queries(2);
     drop(guard);
     assert!(
         store
@@ -143,5 +171,42 @@ async fn http_protobuf_export_is_configured_from_otel_environment_variables() {
     assert_eq!(
         attr(&scope.attributes, "pgscope.queries").as_deref(),
         Some("1")
+    );
+
+    let request = spans
+        .iter()
+        .find(|s| s.name == "GET /api/reused")
+        .expect("request span");
+    assert_eq!(
+        attr(&request.attributes, "pgscope.queries").as_deref(),
+        Some("2"),
+        "the request span carries the scope summary"
+    );
+    assert_eq!(
+        attr(&request.attributes, "pgscope.scope").as_deref(),
+        Some("GET /api/reused")
+    );
+    let statement = spans
+        .iter()
+        .find(|s| attr(&s.attributes, "db.query.text").is_some_and(|t| t.contains("reused_marker")))
+        .expect("statement span");
+    assert_eq!(statement.parent_span_id, request.span_id);
+    let inner = spans
+        .iter()
+        .find(|s| {
+            s.name == "pgscope.scope"
+                && attr(&s.attributes, "pgscope.scope").as_deref() == Some("inner")
+        })
+        .expect("the nested scope's own span");
+    assert_eq!(inner.parent_span_id, request.span_id);
+    let nested = spans
+        .iter()
+        .find(|s| attr(&s.attributes, "db.query.text").is_some_and(|t| t.contains("nested_marker")))
+        .expect("nested statement span");
+    assert_eq!(nested.parent_span_id, inner.span_id);
+    assert!(
+        !spans.iter().any(|s| s.name == "pgscope.scope"
+            && attr(&s.attributes, "pgscope.scope").as_deref() == Some("GET /api/reused")),
+        "no separate scope span for a scope on the request span"
     );
 }

@@ -133,3 +133,37 @@ async fn n_plus_one_emits_one_warn_event_with_route_statement_count_and_call_sit
     );
     assert_eq!(get("fingerprint").len(), 16);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_on_the_request_span_is_found_from_spans_below_it_and_released_at_the_end() {
+    captured();
+    let opts = common::schema("span_reuse").await;
+    let pool = pgscope::Pool::connect_with(opts).await.expect("connect");
+    let request = tracing::info_span!("request");
+    let run = |name: &'static str, statements: usize| {
+        let pool = pool.clone();
+        pgscope::Scope::new(name)
+            .use_current_span()
+            .capture(async move {
+                // only a span created below the request span links this task to the scope
+                let span = tracing::info_span!("background");
+                let handle = tokio::spawn(
+                    async move {
+                        for _ in 0..statements {
+                            sqlx::query("SELECT 1").execute(&pool).await.expect("q");
+                        }
+                    }
+                    .instrument(span),
+                );
+                handle.await.expect("task");
+            })
+    };
+    // Two scopes one after the other on the same request span: the first releases the span,
+    // the second takes it, and each counts only its own statements.
+    let (((), first), ((), second)) = async { (run("first", 2).await, run("second", 3).await) }
+        .instrument(request)
+        .await;
+    first.assert_queries(2);
+    second.assert_queries(3);
+    assert_eq!(pool.unscoped_report().queries(), 0);
+}
