@@ -356,6 +356,7 @@ impl PoolOptions {
                 o.get_host(),
                 o.get_port(),
                 o.get_database().unwrap_or(o.get_username()),
+                crate::otel::connect_schema(o.get_options(), o.get_username()).as_deref(),
             )
         };
         Pool(Arc::new_cyclic(|_weak| Shared {

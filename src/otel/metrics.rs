@@ -185,9 +185,6 @@ impl PoolMetrics {
         attrs.extend_from_slice(&self.base);
         let summary = self.summaries.admit(fp.summary());
         attrs.push(KeyValue::new(attr::DB_QUERY_SUMMARY, summary.to_owned()));
-        if let Some(op) = super::op_and_collection(fp.summary()).0 {
-            attrs.push(KeyValue::new(attr::DB_OPERATION_NAME, op.to_owned()));
-        }
         if let Some((kind, code)) = error {
             attrs.push(KeyValue::new(attr::ERROR_TYPE, kind.clone()));
             if let Some(code) = code {

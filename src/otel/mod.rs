@@ -22,7 +22,12 @@
 //!
 //! `db.query.text` is the normalized statement (`$1` placeholders, never literal values) unless
 //! [`PoolOptions::record_raw_sql`](crate::PoolOptions::record_raw_sql) opts in. `db.namespace`
-//! is the database name given at connect time (the schema is not known without an extra query).
+//! is `{database}|{schema}`, with the database name and the first `search_path` entry given at
+//! connect time, or the database name alone when the connect options set no `search_path`
+//! (the schema a statement actually ran in is not known without an extra query).
+//! `db.operation.name` and `db.collection.name` are not set: the PostgreSQL conventions say
+//! they SHOULD NOT be extracted from the query text; `db.query.summary` (e.g.
+//! `SELECT posts users`) carries the operations and tables instead.
 //! `error.type` is the SQLSTATE for database errors, else a short name of the failure
 //! (`io`, `protocol`, `cancelled`, …); the span status description is that same value, never
 //! the server's message (which can quote values).
@@ -58,10 +63,6 @@ pub mod attr {
     pub const DB_SYSTEM_NAME: &str = "db.system.name";
     /// The database name given at connect time.
     pub const DB_NAMESPACE: &str = "db.namespace";
-    /// First operation of the summary (`SELECT`, `INSERT`, …).
-    pub const DB_OPERATION_NAME: &str = "db.operation.name";
-    /// The table, when the statement has exactly one operation on one table.
-    pub const DB_COLLECTION_NAME: &str = "db.collection.name";
     /// Low-cardinality summary, e.g. `SELECT users`.
     pub const DB_QUERY_SUMMARY: &str = "db.query.summary";
     /// The normalized (parameterized) statement.
@@ -95,15 +96,62 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    pub(crate) fn new(address: &str, port: u16, database: &str) -> Self {
+    /// `schema` is the first `search_path` entry given at connect time, if any.
+    pub(crate) fn new(address: &str, port: u16, database: &str, schema: Option<&str>) -> Self {
+        // Semantic conventions: `{database}|{schema}`, or the one that is known.
+        let namespace = match schema {
+            Some(schema) => format!("{database}|{schema}"),
+            None => database.to_owned(),
+        };
         Server {
             attributes: vec![
                 KeyValue::new(attr::DB_SYSTEM_NAME, "postgresql"),
-                KeyValue::new(attr::DB_NAMESPACE, shared_str(database)),
+                KeyValue::new(attr::DB_NAMESPACE, shared_str(&namespace)),
                 KeyValue::new(attr::SERVER_ADDRESS, shared_str(address)),
                 KeyValue::new(attr::SERVER_PORT, i64::from(port)),
             ],
         }
+    }
+}
+
+/// The schema a connection starts in when the connect options set `search_path` (as
+/// `PgConnectOptions::options([("search_path", …)])` or `?options=-c search_path=…` do): its
+/// first entry, with `$user` resolved to `user`. `None` when no `search_path` is given.
+pub(crate) fn connect_schema(options: Option<&str>, user: &str) -> Option<String> {
+    // Split on unescaped whitespace, undoing sqlx's `\ ` / `\\` escaping.
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options?.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            c if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut path = None;
+    let mut iter = words.iter().map(String::as_str);
+    while let Some(w) = iter.next() {
+        let setting = match w {
+            "-c" => iter.next(),
+            w => w.strip_prefix("--").or_else(|| w.strip_prefix("-c")),
+        };
+        if let Some(value) = setting.and_then(|s| s.strip_prefix("search_path=")) {
+            path = Some(value);
+        }
+    }
+    let first = path?.split(',').next()?.trim().trim_matches('"');
+    match first {
+        "" => None,
+        "$user" => Some(user.to_owned()),
+        schema => Some(schema.to_owned()),
     }
 }
 
@@ -112,8 +160,8 @@ fn shared_str(s: &str) -> opentelemetry::StringValue {
 }
 
 /// The statement-specific span attributes of one fingerprint, built on its first export and
-/// kept with it (so bounded by the fingerprint cache): `db.query.summary`, `db.operation.name`,
-/// `db.collection.name`, `pgscope.fingerprint` and the normalized `db.query.text`.
+/// kept with it (so bounded by the fingerprint cache): `db.query.summary`,
+/// `pgscope.fingerprint` and the normalized `db.query.text`.
 pub(crate) struct FingerprintAttributes {
     name: Cow<'static, str>,
     attributes: Vec<KeyValue>,
@@ -123,19 +171,11 @@ pub(crate) struct FingerprintAttributes {
 impl FingerprintAttributes {
     pub(crate) fn new(fp: &Fingerprint) -> Self {
         let summary = fp.summary();
-        let (op, collection) = op_and_collection(summary);
-        let mut attributes = Vec::with_capacity(4);
+        // No `db.operation.name` / `db.collection.name`: the PostgreSQL conventions say they
+        // SHOULD NOT be extracted from the query text; the summary carries both.
+        let mut attributes = Vec::with_capacity(2);
         if !summary.is_empty() {
             attributes.push(KeyValue::new(attr::DB_QUERY_SUMMARY, shared_str(summary)));
-        }
-        if let Some(op) = op {
-            attributes.push(KeyValue::new(attr::DB_OPERATION_NAME, shared_str(op)));
-        }
-        if let Some(collection) = collection {
-            attributes.push(KeyValue::new(
-                attr::DB_COLLECTION_NAME,
-                shared_str(collection),
-            ));
         }
         attributes.push(KeyValue::new(attr::PGSCOPE_FINGERPRINT, fp.hex()));
         FingerprintAttributes {
@@ -228,18 +268,6 @@ impl StatementSpan {
     }
 }
 
-/// `db.operation.name` and, for a single operation on a single table, `db.collection.name`.
-fn op_and_collection(summary: &str) -> (Option<&str>, Option<&str>) {
-    let mut parts = summary.split(' ');
-    let op = parts.next().filter(|s| !s.is_empty());
-    let rest: Vec<&str> = parts.collect();
-    let collection = match rest.as_slice() {
-        [one] if !matches!(*one, "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "MERGE") => Some(*one),
-        _ => None,
-    };
-    (op, collection)
-}
-
 /// `error.type` and `db.response.status_code` for a failed statement.
 pub(crate) fn error_attributes(
     error: Option<&sqlx::Error>,
@@ -325,4 +353,40 @@ pub(crate) fn record_n_plus_one(item: &NPlusOne) {
 
 pub(crate) fn record_budget_exceeded(route: &str) {
     metrics::record_budget_exceeded(route);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_comes_from_the_search_path_given_at_connect_time() {
+        let opts = |o: sqlx::postgres::PgConnectOptions| connect_schema(o.get_options(), "app");
+        let base = sqlx::postgres::PgConnectOptions::new;
+        assert_eq!(opts(base()), None);
+        assert_eq!(
+            opts(base().options([("search_path", "tenant_1,public")])),
+            Some("tenant_1".to_owned())
+        );
+        assert_eq!(
+            opts(base().options([
+                ("statement_timeout", "5s"),
+                ("search_path", "\"$user\", public")
+            ])),
+            Some("app".to_owned())
+        );
+        assert_eq!(
+            opts(base().options([("search_path", "my schema")])),
+            Some("my schema".to_owned())
+        );
+        assert_eq!(
+            connect_schema(Some("-csearch_path=a --work_mem=4MB"), "u"),
+            Some("a".to_owned())
+        );
+        assert_eq!(
+            connect_schema(Some("--search_path=b"), "u"),
+            Some("b".to_owned())
+        );
+        assert_eq!(connect_schema(Some("-c work_mem=4MB"), "u"), None);
+    }
 }
