@@ -270,7 +270,7 @@ async fn main() {
 /// Profiling helpers: `BENCH_PROFILE=raw|otel` runs only that side (SELECT 1, 16 workers) for
 /// `--seconds` and prints its CPU per query; `BENCH_ENDPOINT` exports elsewhere (e.g. a closed
 /// port, to separate building spans from shipping them, or another process's sink started with
-/// `--sink-only`).
+/// `--sink-only`), `BENCH_PROTOCOL=grpc` over gRPC (to a receiver of your own).
 #[cfg(feature = "otel")]
 async fn otel_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) {
     let dur = Duration::from_secs_f64(seconds);
@@ -280,7 +280,10 @@ async fn otel_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) {
         .map(|_| arg("--sample", 1.0));
     let mut builder = pgscope::otel::OtelBuilder::new()
         .endpoint(std::env::var("BENCH_ENDPOINT").unwrap_or(format!("http://{addr}")))
-        .protocol(pgscope::otel::Protocol::HttpProtobuf)
+        .protocol(match std::env::var("BENCH_PROTOCOL").as_deref() {
+            Ok("grpc") => pgscope::otel::Protocol::Grpc,
+            _ => pgscope::otel::Protocol::HttpProtobuf,
+        })
         .log_to_stderr(false)
         .metric_interval(Duration::from_secs(1));
     if let Some(ratio) = sample {
