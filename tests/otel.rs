@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 const SECRET_TEXT: &str = "zebra-unique-7391";
 const SECRET_NUMBER: &str = "918273645";
+const ROUTE_LIMIT: usize = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_metrics_and_n_plus_one_reach_an_otlp_receiver_without_literals() {
@@ -73,6 +74,25 @@ async fn spans_metrics_and_n_plus_one_reach_an_otlp_receiver_without_literals() 
     .await;
     assert_eq!(report.queries(), 11);
     assert_eq!(report.n_plus_one().len(), 1);
+
+    // A query budget refusing a statement is counted, by route.
+    let ((), budget) = pgscope::Scope::new("POST /api/import")
+        .query_budget(2)
+        .capture(async {
+            for _ in 0..3 {
+                let _ = sqlx::query("SELECT 1").execute(&pool).await;
+            }
+        })
+        .await;
+    assert_eq!(budget.rejected_queries(), 1);
+    // A flood of distinct route names cannot grow metric cardinality past the limit.
+    pgscope::otel::set_attribute_limit(ROUTE_LIMIT);
+    for i in 0..40 {
+        let ((), _) = pgscope::capture_named(format!("GET /flood/{i}"), async {
+            sqlx::query("SELECT 1").execute(&pool).await.expect("q");
+        })
+        .await;
+    }
 
     // Let at least one metric export happen with the pool alive (its gauges read the pool).
     assert!(
@@ -321,6 +341,34 @@ async fn spans_metrics_and_n_plus_one_reach_an_otlp_receiver_without_literals() 
         .find(|p| attr(&p.attributes, "pgscope.route").as_deref() == Some("GET /api/feed"))
         .expect("route");
     assert_eq!(point.sum, Some(11.0));
+    let routes: std::collections::BTreeSet<String> = h
+        .data_points
+        .iter()
+        .filter_map(|p| attr(&p.attributes, "pgscope.route"))
+        .collect();
+    assert!(
+        routes.len() <= ROUTE_LIMIT + 1 && routes.contains("other"),
+        "routes past the limit are reported as `other`: {routes:?}"
+    );
+    let other = h
+        .data_points
+        .iter()
+        .find(|p| attr(&p.attributes, "pgscope.route").as_deref() == Some("other"))
+        .expect("other");
+    assert!(other.count >= 30, "flooded scopes counted under `other`");
+    let exceeded = find("pgscope.query_budget.exceeded");
+    let Some(Data::Sum(e)) = &exceeded.last().expect("budget exceeded").data else {
+        panic!("sum")
+    };
+    let point = e
+        .data_points
+        .iter()
+        .find(|p| attr(&p.attributes, "pgscope.route").as_deref() == Some("POST /api/import"))
+        .expect("route");
+    assert_eq!(
+        point.value,
+        Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(1))
+    );
     let detected = find("pgscope.n_plus_one.detected");
     let Some(Data::Sum(d)) = &detected.last().expect("detected").data else {
         panic!("sum")
