@@ -104,6 +104,43 @@ async fn http_protobuf_export_is_configured_from_otel_environment_variables() {
             .await
     };
     report.assert_queries(2);
+    // The real web stack: tower-http's TraceLayer outside pgscope's ScopeLayer.
+    let app = {
+        use axum::extract::{Path, State};
+        use axum::routing::get;
+        async fn item(State(pool): State<pgscope::Pool>, Path(id): Path<i64>) -> String {
+            for i in 0..3 {
+                sqlx::query("SELECT $1::bigint + $2 AS web_marker")
+                    .bind(id)
+                    .bind(i)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("query");
+            }
+            "ok".to_owned()
+        }
+        axum::Router::new()
+            .route("/items/{id}", get(item))
+            .layer(pgscope::http::ScopeLayer::new())
+            .layer(
+                tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                    tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO),
+                ),
+            )
+            .with_state(pool.clone())
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let web = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let body = reqwest::get(format!("http://{web}/items/7"))
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(body, "ok");
     drop(guard);
     assert!(
         store
@@ -208,5 +245,26 @@ async fn http_protobuf_export_is_configured_from_otel_environment_variables() {
         !spans.iter().any(|s| s.name == "pgscope.scope"
             && attr(&s.attributes, "pgscope.scope").as_deref() == Some("GET /api/reused")),
         "no separate scope span for a scope on the request span"
+    );
+
+    // TraceLayer's request span carries the route's summary; the statements are its children.
+    let web_request = spans
+        .iter()
+        .find(|s| attr(&s.attributes, "pgscope.scope").as_deref() == Some("GET /items/{id}"))
+        .expect("a span with the route's summary");
+    assert_eq!(web_request.name, "request", "tower-http's request span");
+    assert_eq!(
+        attr(&web_request.attributes, "pgscope.queries").as_deref(),
+        Some("3")
+    );
+    let web_statements: Vec<_> = spans
+        .iter()
+        .filter(|s| attr(&s.attributes, "db.query.text").is_some_and(|t| t.contains("web_marker")))
+        .collect();
+    assert_eq!(web_statements.len(), 3);
+    assert!(
+        web_statements
+            .iter()
+            .all(|s| s.parent_span_id == web_request.span_id)
     );
 }

@@ -161,6 +161,13 @@ pub fn router(state: AppState) -> Router {
             record_request,
         ))
         .layer(ScopeLayer::new().server_timing(true))
+        // Outermost: a request span per request (INFO, so exporters keep it); ScopeLayer puts the
+        // scope's summary and N+1 events on it.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO),
+            ),
+        )
         .with_state(state)
 }
 
