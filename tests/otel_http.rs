@@ -17,6 +17,8 @@ async fn http_protobuf_export_is_configured_from_otel_environment_variables() {
         std::env::set_var("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
         std::env::set_var("OTEL_SERVICE_NAME", "feed-api-from-env");
         std::env::set_var("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=ci");
+        // what a hosted backend's API key looks like
+        std::env::set_var("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=test-key-123");
     }
     let guard = pgscope::otel::OtelBuilder::new()
         .log_to_stderr(false)
@@ -174,6 +176,17 @@ async fn http_protobuf_export_is_configured_from_otel_environment_variables() {
     );
     drop(traces);
     assert!(!store.raw_contains("secret-http-literal"));
+    {
+        let headers = store.headers.lock().expect("lock");
+        for path in ["/v1/traces", "/v1/metrics"] {
+            assert!(
+                headers
+                    .iter()
+                    .any(|(p, k, v)| p == path && k == "x-api-key" && v == "test-key-123"),
+                "OTEL_EXPORTER_OTLP_HEADERS sent on {path}"
+            );
+        }
+    }
     let opted = spans
         .iter()
         .find(|s| attr(&s.attributes, "db.query.text").is_some_and(|t| t.contains("opted-in")))

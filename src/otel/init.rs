@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{
@@ -58,7 +58,7 @@ pub struct OtelBuilder {
     endpoint: Option<String>,
     protocol: Option<Protocol>,
     service_name: Option<String>,
-    export_timeout: Duration,
+    export_timeout: Option<Duration>,
     metric_interval: Duration,
     max_queue_size: usize,
     log_filter: Option<String>,
@@ -75,9 +75,9 @@ impl Default for OtelBuilder {
 }
 
 impl OtelBuilder {
-    /// Defaults: endpoint, protocol, service name and resource attributes from the
-    /// `OTEL_*` environment variables; 5 s export timeout (a collector that hangs cannot hold up
-    /// shutdown longer); metrics every 10 s; at most 2048 spans queued (then new spans are
+    /// Defaults: endpoint, protocol, headers, timeout, service name and resource attributes from
+    /// the `OTEL_*` environment variables (`OTEL_SDK_DISABLED=true` turns export off); else a
+    /// 5 s export timeout (a collector that hangs cannot hold up shutdown longer); metrics every 10 s; at most 2048 spans queued (then new spans are
     /// dropped rather than growing memory); human-readable logs on stderr filtered by `RUST_LOG`
     /// (default `info`).
     pub fn new() -> Self {
@@ -85,7 +85,7 @@ impl OtelBuilder {
             endpoint: None,
             protocol: None,
             service_name: None,
-            export_timeout: Duration::from_secs(5),
+            export_timeout: None,
             metric_interval: Duration::from_secs(10),
             max_queue_size: 2048,
             log_filter: None,
@@ -98,6 +98,7 @@ impl OtelBuilder {
     }
 
     /// OTLP endpoint (base URL, e.g. `http://localhost:4317`). By default,
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`, else
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`, else `localhost` on the protocol's port.
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
@@ -116,10 +117,46 @@ impl OtelBuilder {
         self
     }
 
-    /// Upper bound on one export and on shutdown. By default, 5 s.
+    /// Upper bound on one export and on shutdown. By default, `OTEL_EXPORTER_OTLP_TIMEOUT`
+    /// (milliseconds), else 5 s.
     pub fn export_timeout(mut self, timeout: Duration) -> Self {
-        self.export_timeout = timeout;
+        self.export_timeout = Some(timeout);
         self
+    }
+
+    fn effective_timeout(&self) -> Duration {
+        self.export_timeout
+            .or_else(|| {
+                std::env::var("OTEL_EXPORTER_OTLP_TIMEOUT")
+                    .ok()
+                    .and_then(|ms| ms.trim().parse().ok())
+                    .map(Duration::from_millis)
+            })
+            .unwrap_or(Duration::from_secs(5))
+    }
+
+    fn stderr_filter(&self) -> EnvFilter {
+        match &self.log_filter {
+            Some(d) => EnvFilter::new(d),
+            None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        }
+    }
+
+    /// `OTEL_SDK_DISABLED=true`: logs as configured, nothing exported, no providers installed.
+    fn init_disabled(self) -> Result<OtelGuard, OtelError> {
+        let fmt_layer = self.log_to_stderr.then(|| {
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(self.stderr_filter())
+        });
+        tracing_subscriber::registry()
+            .with(fmt_layer)
+            .try_init()
+            .map_err(|e| OtelError::SubscriberAlreadySet(e.to_string()))?;
+        Ok(OtelGuard {
+            providers: None,
+            timeout: Duration::ZERO,
+        })
     }
 
     /// How often metrics are exported. By default, 10 s.
@@ -201,54 +238,57 @@ impl OtelBuilder {
 
     /// Like [`init`](Self::init), returning errors instead of panicking.
     pub fn try_init(self) -> Result<OtelGuard, OtelError> {
+        if sdk_disabled(std::env::var("OTEL_SDK_DISABLED").ok().as_deref()) {
+            return self.init_disabled();
+        }
         let protocol = self.protocol_from_env()?;
+        let timeout = self.effective_timeout();
+        // Without an explicit endpoint, the exporters resolve it from the environment the
+        // standard way: `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT`, else
+        // `OTEL_EXPORTER_OTLP_ENDPOINT` (plus `/v1/traces` / `/v1/metrics` over HTTP), else
+        // localhost on the protocol's port. Headers (`OTEL_EXPORTER_OTLP_HEADERS`, e.g. an API
+        // key) are read by the exporters too.
         let base = self
             .endpoint
-            .clone()
-            .or_else(|| {
-                std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-                    .ok()
-                    .filter(|s| !s.is_empty())
-            })
-            .unwrap_or_else(|| match protocol {
-                Protocol::Grpc => "http://localhost:4317".to_owned(),
-                Protocol::HttpProtobuf => "http://localhost:4318".to_owned(),
-            });
-        let base = base.trim_end_matches('/').to_owned();
+            .as_deref()
+            .map(|e| e.trim_end_matches('/').to_owned());
         let exporter_err =
             |e: opentelemetry_otlp::ExporterBuildError| OtelError::Exporter(e.to_string());
         let (spans, metrics) = match protocol {
-            Protocol::Grpc => (
-                opentelemetry_otlp::SpanExporter::builder()
+            Protocol::Grpc => {
+                let mut spans = opentelemetry_otlp::SpanExporter::builder()
                     .with_tonic()
-                    .with_endpoint(base.clone())
-                    .with_timeout(self.export_timeout)
-                    .build()
-                    .map_err(exporter_err)?,
-                opentelemetry_otlp::MetricExporter::builder()
+                    .with_timeout(timeout);
+                let mut metrics = opentelemetry_otlp::MetricExporter::builder()
                     .with_tonic()
-                    .with_endpoint(base.clone())
-                    .with_timeout(self.export_timeout)
-                    .build()
-                    .map_err(exporter_err)?,
-            ),
-            Protocol::HttpProtobuf => (
-                opentelemetry_otlp::SpanExporter::builder()
+                    .with_timeout(timeout);
+                if let Some(base) = &base {
+                    spans = spans.with_endpoint(base.clone());
+                    metrics = metrics.with_endpoint(base.clone());
+                }
+                (
+                    spans.build().map_err(exporter_err)?,
+                    metrics.build().map_err(exporter_err)?,
+                )
+            }
+            Protocol::HttpProtobuf => {
+                let mut spans = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(format!("{base}/v1/traces"))
-                    .with_timeout(self.export_timeout)
-                    .with_headers(Default::default())
-                    .build()
-                    .map_err(exporter_err)?,
-                opentelemetry_otlp::MetricExporter::builder()
+                    .with_timeout(timeout);
+                let mut metrics = opentelemetry_otlp::MetricExporter::builder()
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(format!("{base}/v1/metrics"))
-                    .with_timeout(self.export_timeout)
-                    .build()
-                    .map_err(exporter_err)?,
-            ),
+                    .with_timeout(timeout);
+                if let Some(base) = &base {
+                    spans = spans.with_endpoint(format!("{base}/v1/traces"));
+                    metrics = metrics.with_endpoint(format!("{base}/v1/metrics"));
+                }
+                (
+                    spans.build().map_err(exporter_err)?,
+                    metrics.build().map_err(exporter_err)?,
+                )
+            }
         };
         let mut resource = Resource::builder();
         if let Some(name) = &self.service_name {
@@ -293,15 +333,9 @@ impl OtelBuilder {
             .with_context_activation(self.context_activation)
             .with_filter(export_filter);
         let fmt_layer = self.log_to_stderr.then(|| {
-            let filter = match &self.log_filter {
-                Some(d) => EnvFilter::new(d),
-                None => {
-                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
-                }
-            };
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_filter(filter)
+                .with_filter(self.stderr_filter())
         });
         tracing_subscriber::registry()
             .with(otel_layer)
@@ -309,18 +343,22 @@ impl OtelBuilder {
             .try_init()
             .map_err(|e| OtelError::SubscriberAlreadySet(e.to_string()))?;
         Ok(OtelGuard {
-            tracer_provider,
-            meter_provider,
-            timeout: self.export_timeout,
+            providers: Some((tracer_provider, meter_provider)),
+            timeout,
         })
     }
+}
+
+/// `OTEL_SDK_DISABLED`: only `true` (any case) disables, as the specification says.
+fn sdk_disabled(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 /// Flushes and shuts down the providers when dropped, waiting at most the export timeout.
 #[must_use = "dropping the guard shuts export down"]
 pub struct OtelGuard {
-    tracer_provider: SdkTracerProvider,
-    meter_provider: SdkMeterProvider,
+    /// `None` when `OTEL_SDK_DISABLED=true`.
+    providers: Option<(SdkTracerProvider, SdkMeterProvider)>,
     timeout: Duration,
 }
 
@@ -335,16 +373,53 @@ impl std::fmt::Debug for OtelGuard {
 impl OtelGuard {
     /// Exports everything recorded so far (spans and metrics) now.
     pub fn flush(&self) {
-        let _ = self.tracer_provider.force_flush();
-        let _ = self.meter_provider.force_flush();
+        if let Some((traces, metrics)) = &self.providers {
+            let _ = traces.force_flush();
+            let _ = metrics.force_flush();
+        }
+    }
+
+    /// Whether export is on (false when `OTEL_SDK_DISABLED=true`).
+    pub fn is_enabled(&self) -> bool {
+        self.providers.is_some()
     }
 }
 
 impl Drop for OtelGuard {
     fn drop(&mut self) {
         // Export what is buffered, but never wait on a dead collector past the timeout.
-        let _ = self.tracer_provider.shutdown_with_timeout(self.timeout);
-        let _ = self.meter_provider.shutdown_with_timeout(self.timeout);
+        if let Some((traces, metrics)) = &self.providers {
+            let _ = traces.shutdown_with_timeout(self.timeout);
+            let _ = metrics.shutdown_with_timeout(self.timeout);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_true_disables_the_sdk() {
+        assert!(sdk_disabled(Some("true")));
+        assert!(sdk_disabled(Some(" TRUE ")));
+        for v in [None, Some(""), Some("false"), Some("1"), Some("yes")] {
+            assert!(!sdk_disabled(v), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn export_timeout_comes_from_the_builder_else_the_environment_else_five_seconds() {
+        let explicit = OtelBuilder::new().export_timeout(Duration::from_millis(1500));
+        assert_eq!(explicit.effective_timeout(), Duration::from_millis(1500));
+        // The environment is read only when the builder says nothing; this test does not set
+        // OTEL_EXPORTER_OTLP_TIMEOUT (other tests in this binary do not either).
+        if std::env::var_os("OTEL_EXPORTER_OTLP_TIMEOUT").is_none() {
+            assert_eq!(
+                OtelBuilder::new().effective_timeout(),
+                Duration::from_secs(5)
+            );
+        }
     }
 }
 

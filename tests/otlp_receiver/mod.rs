@@ -28,6 +28,8 @@ pub struct Store {
     pub traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
     pub metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
     pub raw: Arc<Mutex<Vec<u8>>>,
+    /// (path, header name, value) of every HTTP request.
+    pub headers: Arc<Mutex<Vec<(String, String, String)>>>,
 }
 
 impl Store {
@@ -183,7 +185,22 @@ pub async fn start_http() -> (SocketAddr, Store) {
     use axum::extract::State;
     use axum::routing::post;
     let store = Store::default();
-    async fn traces(State(store): State<Store>, body: Bytes) -> Vec<u8> {
+    fn keep_headers(store: &Store, path: &str, headers: &axum::http::HeaderMap) {
+        let mut kept = store.headers.lock().expect("lock");
+        for (name, value) in headers {
+            kept.push((
+                path.to_owned(),
+                name.as_str().to_owned(),
+                value.to_str().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    async fn traces(
+        State(store): State<Store>,
+        headers: axum::http::HeaderMap,
+        body: Bytes,
+    ) -> Vec<u8> {
+        keep_headers(&store, "/v1/traces", &headers);
         store.keep(&body);
         match ExportTraceServiceRequest::decode(body.as_ref()) {
             Ok(req) => store.traces.lock().expect("lock").push(req),
@@ -194,7 +211,12 @@ pub async fn start_http() -> (SocketAddr, Store) {
         }
         .encode_to_vec()
     }
-    async fn metrics(State(store): State<Store>, body: Bytes) -> Vec<u8> {
+    async fn metrics(
+        State(store): State<Store>,
+        headers: axum::http::HeaderMap,
+        body: Bytes,
+    ) -> Vec<u8> {
+        keep_headers(&store, "/v1/metrics", &headers);
         store.keep(&body);
         match ExportMetricsServiceRequest::decode(body.as_ref()) {
             Ok(req) => store.metrics.lock().expect("lock").push(req),
