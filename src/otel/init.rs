@@ -395,6 +395,19 @@ impl Drop for OtelGuard {
     }
 }
 
+/// [`OtelBuilder::new().init()`](OtelBuilder::init): configure from the environment.
+///
+/// # Panics
+/// When the configuration is invalid; see [`try_init`].
+pub fn init() -> OtelGuard {
+    OtelBuilder::new().init()
+}
+
+/// [`OtelBuilder::new().try_init()`](OtelBuilder::try_init).
+pub fn try_init() -> Result<OtelGuard, OtelError> {
+    OtelBuilder::new().try_init()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,17 +434,4 @@ mod tests {
             );
         }
     }
-}
-
-/// [`OtelBuilder::new().init()`](OtelBuilder::init): configure from the environment.
-///
-/// # Panics
-/// When the configuration is invalid; see [`try_init`].
-pub fn init() -> OtelGuard {
-    OtelBuilder::new().init()
-}
-
-/// [`OtelBuilder::new().try_init()`](OtelBuilder::try_init).
-pub fn try_init() -> Result<OtelGuard, OtelError> {
-    OtelBuilder::new().try_init()
 }
