@@ -17,9 +17,10 @@
 //!
 //! Placed inside tower-http's `TraceLayer` (`router.layer(ScopeLayer::new())
 //! .layer(TraceLayer::new_for_http())`: a later `.layer` wraps the earlier ones), the scope
-//! uses the request span ([`Scope::use_current_span`](crate::Scope::use_current_span)): its summary (`pgscope.queries`,
-//! `pgscope.db_time_ms`, …) and N+1 events land on the request span and statement spans are
-//! its children. Without a request span, each request gets a `pgscope.scope` span.
+//! uses the request span ([`Scope::use_current_span`](crate::Scope::use_current_span)): its
+//! summary (`pgscope.queries`, `pgscope.db_time_ms`, …) and N+1 events land on the request span
+//! and statement spans are its children. Without a request span, each request gets a
+//! `pgscope.scope` span.
 
 use std::borrow::Cow;
 use std::fmt;

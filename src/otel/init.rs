@@ -77,9 +77,9 @@ impl Default for OtelBuilder {
 impl OtelBuilder {
     /// Defaults: endpoint, protocol, headers, timeout, service name and resource attributes from
     /// the `OTEL_*` environment variables (`OTEL_SDK_DISABLED=true` turns export off); else a
-    /// 5 s export timeout (a collector that hangs cannot hold up shutdown longer); metrics every 10 s; at most 2048 spans queued (then new spans are
-    /// dropped rather than growing memory); human-readable logs on stderr filtered by `RUST_LOG`
-    /// (default `info`).
+    /// 5 s export timeout (a collector that hangs cannot hold up shutdown longer); metrics
+    /// every 10 s; at most 2048 spans queued (then new spans are dropped rather than growing
+    /// memory); human-readable logs on stderr filtered by `RUST_LOG` (default `info`).
     pub fn new() -> Self {
         OtelBuilder {
             endpoint: None,
@@ -196,11 +196,12 @@ impl OtelBuilder {
         self
     }
 
-    /// Samples this fraction of traces (`0.0..=1.0`), deciding at the root and following the
-    /// parent's decision below it (`parentbased_traceidratio`). Statement spans of an unsampled
-    /// trace are not recorded or exported, and cost well under a microsecond. By default, what `OTEL_TRACES_SAMPLER` /
-    /// `OTEL_TRACES_SAMPLER_ARG` say, else every trace.
+    /// Samples this fraction of traces (`0.0..=1.0`; NaN counts as 0), deciding at the root and
+    /// following the parent's decision below it (`parentbased_traceidratio`). Statement spans
+    /// of an unsampled trace are not recorded or exported, and cost well under a microsecond.
+    /// By default, what `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` say, else every trace.
     pub fn trace_sample_ratio(mut self, ratio: f64) -> Self {
+        let ratio = if ratio.is_nan() { 0.0 } else { ratio };
         self.sample_ratio = Some(ratio.clamp(0.0, 1.0));
         self
     }
