@@ -75,7 +75,7 @@ pub mod attr {
     pub const ERROR_TYPE: &str = "error.type";
     /// Database host.
     pub const SERVER_ADDRESS: &str = "server.address";
-    /// Database port.
+    /// Database port, when not the default 5432.
     pub const SERVER_PORT: &str = "server.port";
     /// Pool name on connection metrics.
     pub const DB_CLIENT_CONNECTION_POOL_NAME: &str = "db.client.connection.pool.name";
@@ -90,8 +90,9 @@ pub mod attr {
 /// Server facts known at connect time, for span and metric attributes.
 #[derive(Debug, Clone)]
 pub(crate) struct Server {
-    /// `db.system.name`, `db.namespace`, `server.address`, `server.port`: the attributes every
-    /// statement of a pool shares (reference-counted strings, cloned without copying).
+    /// `db.system.name`, `db.namespace`, `server.address`, `server.port` (when not 5432): the
+    /// attributes every statement of a pool shares (reference-counted strings, cloned without
+    /// copying).
     pub(crate) attributes: Vec<KeyValue>,
 }
 
@@ -103,14 +104,16 @@ impl Server {
             Some(schema) => format!("{database}|{schema}"),
             None => database.to_owned(),
         };
-        Server {
-            attributes: vec![
-                KeyValue::new(attr::DB_SYSTEM_NAME, "postgresql"),
-                KeyValue::new(attr::DB_NAMESPACE, shared_str(&namespace)),
-                KeyValue::new(attr::SERVER_ADDRESS, shared_str(address)),
-                KeyValue::new(attr::SERVER_PORT, i64::from(port)),
-            ],
+        let mut attributes = vec![
+            KeyValue::new(attr::DB_SYSTEM_NAME, "postgresql"),
+            KeyValue::new(attr::DB_NAMESPACE, shared_str(&namespace)),
+            KeyValue::new(attr::SERVER_ADDRESS, shared_str(address)),
+        ];
+        // Conditionally required only when it is not PostgreSQL's default.
+        if port != 5432 {
+            attributes.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
         }
+        Server { attributes }
     }
 }
 
