@@ -170,6 +170,15 @@ async fn spans_metrics_and_n_plus_one_reach_an_otlp_receiver_without_literals() 
         attr(ev, "code.location").is_some_and(|l| l.starts_with("tests/otel.rs:")),
         "{ev:?}"
     );
+    assert_eq!(attr(ev, "code.file.path").as_deref(), Some("tests/otel.rs"));
+    let line: u32 = attr(ev, "code.line.number")
+        .expect("code.line.number")
+        .parse()
+        .expect("a line number");
+    assert_eq!(
+        attr(ev, "code.location"),
+        Some(format!("tests/otel.rs:{line}"))
+    );
 
     let lookups: Vec<_> = spans
         .iter()

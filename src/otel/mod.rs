@@ -337,7 +337,7 @@ pub(crate) fn record_scope(span: &tracing::Span, report: &Report) {
 }
 
 fn n_plus_one_attributes(item: &NPlusOne) -> Vec<KeyValue> {
-    vec![
+    let mut attributes = vec![
         KeyValue::new(attr::PGSCOPE_FINGERPRINT, item.fingerprint().hex()),
         KeyValue::new(
             attr::DB_QUERY_TEXT,
@@ -347,7 +347,15 @@ fn n_plus_one_attributes(item: &NPlusOne) -> Vec<KeyValue> {
         KeyValue::new("pgscope.threshold", i64::from(item.threshold())),
         KeyValue::new("code.location", item.call_site().to_owned()),
         KeyValue::new(attr::PGSCOPE_ROUTE, item.scope().to_owned()),
-    ]
+    ];
+    // The semantic-convention code attributes, when the call site is `file:line`.
+    if let Some((file, line)) = item.call_site().rsplit_once(':')
+        && let Ok(line) = line.parse::<i64>()
+    {
+        attributes.push(KeyValue::new("code.file.path", file.to_owned()));
+        attributes.push(KeyValue::new("code.line.number", line));
+    }
+    attributes
 }
 
 pub(crate) fn record_n_plus_one(item: &NPlusOne) {
