@@ -277,6 +277,16 @@ impl PoolOptions {
     /// Turned off, scope spans, their N+1 events and all metrics are still exported; use it
     /// (or a sampler, `OTEL_TRACES_SAMPLER`) when statement volume makes per-statement spans
     /// too costly. Only matters with the `otel` feature.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn f() -> Result<(), sqlx::Error> {
+    /// let pool = pgscope::PoolOptions::new()
+    ///     .statement_spans(false) // a hot batch pool: scope summaries and metrics only
+    ///     .connect("postgres://localhost/app")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn statement_spans(mut self, enabled: bool) -> Self {
         self.settings.statement_spans = enabled;
         self

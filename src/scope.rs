@@ -446,6 +446,20 @@ impl Scope {
     /// [`ScopeLayer`](crate::http::ScopeLayer) does this. Falls back to a new span when there
     /// is no current span or a live scope already uses it. Avoid it under long-lived spans
     /// (a worker loop's span): every scope's summary would land on that one span.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn f(pool: pgscope::Pool) {
+    /// use tracing::Instrument;
+    /// let request = tracing::info_span!("GET /api/feed");
+    /// let (_rows, report) = pgscope::Scope::new("GET /api/feed")
+    ///     .use_current_span()
+    ///     .capture(async { sqlx::query("SELECT 1").fetch_all(&pool).await })
+    ///     .instrument(request) // the span the scope uses: entered around the whole future
+    ///     .await;
+    /// report.assert_queries(1);
+    /// # }
+    /// ```
     pub fn use_current_span(mut self) -> Self {
         self.overrides.use_current_span = true;
         self

@@ -200,6 +200,14 @@ impl OtelBuilder {
     /// following the parent's decision below it (`parentbased_traceidratio`). Statement spans
     /// of an unsampled trace are not recorded or exported, and cost well under a microsecond.
     /// By default, what `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` say, else every trace.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main] async fn main() {
+    /// // One request in ten is traced, with all its statements.
+    /// let _guard = pgscope::otel::OtelBuilder::new().trace_sample_ratio(0.1).init();
+    /// # }
+    /// ```
     pub fn trace_sample_ratio(mut self, ratio: f64) -> Self {
         let ratio = if ratio.is_nan() { 0.0 } else { ratio };
         self.sample_ratio = Some(ratio.clamp(0.0, 1.0));

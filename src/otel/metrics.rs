@@ -9,7 +9,7 @@ use dashmap::DashSet;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableUpDownCounter};
 
-use super::{Server, attr};
+use super::{Server, attr, metric};
 use crate::detect::NPlusOne;
 use crate::fingerprint::Fingerprint;
 use crate::report::Report;
@@ -101,7 +101,7 @@ impl PoolMetrics {
         };
         let observed = vec![
             observe(
-                "db.client.connection.count",
+                metric::DB_CLIENT_CONNECTION_COUNT,
                 "{connection}",
                 |(size, idle, _, _)| {
                     vec![
@@ -111,12 +111,12 @@ impl PoolMetrics {
                 },
             ),
             observe(
-                "db.client.connection.max",
+                metric::DB_CLIENT_CONNECTION_MAX,
                 "{connection}",
                 |(_, _, max, _)| vec![(i64::from(max), None)],
             ),
             observe(
-                "db.client.connection.pending_requests",
+                metric::DB_CLIENT_CONNECTION_PENDING_REQUESTS,
                 "{request}",
                 |(_, _, _, waiters)| vec![(i64::try_from(waiters).unwrap_or(i64::MAX), None)],
             ),
@@ -125,25 +125,25 @@ impl PoolMetrics {
             base: server.attributes.clone(),
             pool: pool_kv,
             duration: meter
-                .f64_histogram("db.client.operation.duration")
+                .f64_histogram(metric::DB_CLIENT_OPERATION_DURATION)
                 .with_unit("s")
                 .with_description("Duration of database client operations.")
                 .with_boundaries(DURATION_BUCKETS.to_vec())
                 .build(),
             wait_time: meter
-                .f64_histogram("db.client.connection.wait_time")
+                .f64_histogram(metric::DB_CLIENT_CONNECTION_WAIT_TIME)
                 .with_unit("s")
                 .with_description("The time it took to obtain an open connection from the pool.")
                 .build(),
             use_time: meter
-                .f64_histogram("db.client.connection.use_time")
+                .f64_histogram(metric::DB_CLIENT_CONNECTION_USE_TIME)
                 .with_unit("s")
                 .with_description(
                     "The time between borrowing a connection and returning it to the pool.",
                 )
                 .build(),
             timeouts: meter
-                .u64_counter("db.client.connection.timeouts")
+                .u64_counter(metric::DB_CLIENT_CONNECTION_TIMEOUTS)
                 .with_unit("{timeout}")
                 .with_description("Connection attempts that timed out waiting for the pool.")
                 .build(),
@@ -231,7 +231,7 @@ impl CreateTime {
     pub(crate) fn new(pool_name: &str, bound: Duration) -> Self {
         CreateTime {
             histogram: meter()
-                .f64_histogram("db.client.connection.create_time")
+                .f64_histogram(metric::DB_CLIENT_CONNECTION_CREATE_TIME)
                 .with_unit("s")
                 .with_description("The time it took to create a new connection.")
                 .build(),
@@ -273,7 +273,7 @@ fn scope_metrics() -> &'static ScopeMetrics {
         let meter = meter();
         ScopeMetrics {
             queries: meter
-                .u64_histogram("pgscope.scope.queries")
+                .u64_histogram(metric::PGSCOPE_SCOPE_QUERIES)
                 .with_unit("{query}")
                 .with_description("Statements per scope (request), by route.")
                 .with_boundaries(vec![
@@ -281,12 +281,12 @@ fn scope_metrics() -> &'static ScopeMetrics {
                 ])
                 .build(),
             n_plus_one: meter
-                .u64_counter("pgscope.n_plus_one.detected")
+                .u64_counter(metric::PGSCOPE_N_PLUS_ONE_DETECTED)
                 .with_unit("{detection}")
                 .with_description("N+1 patterns detected, by route and fingerprint.")
                 .build(),
             budget: meter
-                .u64_counter("pgscope.query_budget.exceeded")
+                .u64_counter(metric::PGSCOPE_QUERY_BUDGET_EXCEEDED)
                 .with_unit("{query}")
                 .with_description("Statements refused because the scope's query budget was spent.")
                 .build(),

@@ -57,11 +57,38 @@ use crate::detect::NPlusOne;
 use crate::fingerprint::Fingerprint;
 use crate::report::Report;
 
-/// Attribute and metric names used by pgscope (semantic conventions v1.44.0 where they exist).
+/// Metric names (semantic conventions v1.44.0 for `db.client.*`).
+pub mod metric {
+    /// Histogram (s) of statement durations.
+    pub const DB_CLIENT_OPERATION_DURATION: &str = "db.client.operation.duration";
+    /// Connections by `db.client.connection.state` (`idle` / `used`).
+    pub const DB_CLIENT_CONNECTION_COUNT: &str = "db.client.connection.count";
+    /// The pool's maximum size.
+    pub const DB_CLIENT_CONNECTION_MAX: &str = "db.client.connection.max";
+    /// Tasks waiting for a connection.
+    pub const DB_CLIENT_CONNECTION_PENDING_REQUESTS: &str = "db.client.connection.pending_requests";
+    /// Acquires that timed out.
+    pub const DB_CLIENT_CONNECTION_TIMEOUTS: &str = "db.client.connection.timeouts";
+    /// Histogram (s) of the time taken to open a connection.
+    pub const DB_CLIENT_CONNECTION_CREATE_TIME: &str = "db.client.connection.create_time";
+    /// Histogram (s) of the time waited for a connection.
+    pub const DB_CLIENT_CONNECTION_WAIT_TIME: &str = "db.client.connection.wait_time";
+    /// Histogram (s) of the time a connection was held.
+    pub const DB_CLIENT_CONNECTION_USE_TIME: &str = "db.client.connection.use_time";
+    /// Histogram of statements per scope, by `pgscope.route`.
+    pub const PGSCOPE_SCOPE_QUERIES: &str = "pgscope.scope.queries";
+    /// Counter of N+1 patterns, by `pgscope.route` and `pgscope.fingerprint`.
+    pub const PGSCOPE_N_PLUS_ONE_DETECTED: &str = "pgscope.n_plus_one.detected";
+    /// Counter of statements refused by a query budget, by `pgscope.route`.
+    pub const PGSCOPE_QUERY_BUDGET_EXCEEDED: &str = "pgscope.query_budget.exceeded";
+}
+
+/// Attribute names used by pgscope (semantic conventions v1.44.0 where they exist).
 pub mod attr {
     /// Database system: always `"postgresql"`.
     pub const DB_SYSTEM_NAME: &str = "db.system.name";
-    /// The database name given at connect time.
+    /// `{database}|{schema}` given at connect time (the database alone without a
+    /// `search_path`).
     pub const DB_NAMESPACE: &str = "db.namespace";
     /// Low-cardinality summary, e.g. `SELECT users`.
     pub const DB_QUERY_SUMMARY: &str = "db.query.summary";
@@ -83,8 +110,31 @@ pub mod attr {
     pub const DB_CLIENT_CONNECTION_STATE: &str = "db.client.connection.state";
     /// 16-hex fingerprint id.
     pub const PGSCOPE_FINGERPRINT: &str = "pgscope.fingerprint";
-    /// Scope (route) name.
+    /// Scope (route) name, on metrics and N+1 events.
     pub const PGSCOPE_ROUTE: &str = "pgscope.route";
+    /// Scope name, on the scope's span.
+    pub const PGSCOPE_SCOPE: &str = "pgscope.scope";
+    /// Statements run in the scope.
+    pub const PGSCOPE_QUERIES: &str = "pgscope.queries";
+    /// Time the scope's statements spent in the database, in milliseconds.
+    pub const PGSCOPE_DB_TIME_MS: &str = "pgscope.db_time_ms";
+    /// Time the scope held connections, in milliseconds.
+    pub const PGSCOPE_CONNECTION_HOLD_MS: &str = "pgscope.connection_hold_ms";
+    /// Time the scope waited for the pool, in milliseconds.
+    pub const PGSCOPE_POOL_WAIT_MS: &str = "pgscope.pool_wait_ms";
+    /// N+1 patterns found in the scope (on the span); also the name of the span event per
+    /// pattern.
+    pub const PGSCOPE_N_PLUS_ONE: &str = "pgscope.n_plus_one";
+    /// Repetitions of the statement, on an N+1 event.
+    pub const PGSCOPE_COUNT: &str = "pgscope.count";
+    /// The threshold the repetitions crossed, on an N+1 event.
+    pub const PGSCOPE_THRESHOLD: &str = "pgscope.threshold";
+    /// `file:line` of the repeated statement's call site, on an N+1 event.
+    pub const CODE_LOCATION: &str = "code.location";
+    /// File of the call site (semantic conventions).
+    pub const CODE_FILE_PATH: &str = "code.file.path";
+    /// Line of the call site (semantic conventions).
+    pub const CODE_LINE_NUMBER: &str = "code.line.number";
 }
 
 /// Server facts known at connect time, for span and metric attributes.
@@ -314,23 +364,23 @@ pub(crate) fn finish_query(
 /// Scope summary on the scope's span, per-detection span events, and scope metrics.
 pub(crate) fn record_scope(span: &tracing::Span, report: &Report) {
     if !span.is_disabled() {
-        span.set_attribute("pgscope.scope", report.name().to_owned());
-        span.set_attribute("pgscope.queries", report.queries() as i64);
+        span.set_attribute(attr::PGSCOPE_SCOPE, report.name().to_owned());
+        span.set_attribute(attr::PGSCOPE_QUERIES, report.queries() as i64);
         span.set_attribute(
-            "pgscope.db_time_ms",
+            attr::PGSCOPE_DB_TIME_MS,
             report.db_time().as_secs_f64() * 1000.0,
         );
         span.set_attribute(
-            "pgscope.connection_hold_ms",
+            attr::PGSCOPE_CONNECTION_HOLD_MS,
             report.connection_hold_time().as_secs_f64() * 1000.0,
         );
         span.set_attribute(
-            "pgscope.pool_wait_ms",
+            attr::PGSCOPE_POOL_WAIT_MS,
             report.pool_wait_time().as_secs_f64() * 1000.0,
         );
-        span.set_attribute("pgscope.n_plus_one", report.n_plus_one().len() as i64);
+        span.set_attribute(attr::PGSCOPE_N_PLUS_ONE, report.n_plus_one().len() as i64);
         for item in report.n_plus_one() {
-            span.add_event("pgscope.n_plus_one", n_plus_one_attributes(item));
+            span.add_event(attr::PGSCOPE_N_PLUS_ONE, n_plus_one_attributes(item));
         }
     }
     metrics::record_scope(report);
@@ -343,17 +393,17 @@ fn n_plus_one_attributes(item: &NPlusOne) -> Vec<KeyValue> {
             attr::DB_QUERY_TEXT,
             item.fingerprint().normalized().to_owned(),
         ),
-        KeyValue::new("pgscope.count", item.count() as i64),
-        KeyValue::new("pgscope.threshold", i64::from(item.threshold())),
-        KeyValue::new("code.location", item.call_site().to_owned()),
+        KeyValue::new(attr::PGSCOPE_COUNT, item.count() as i64),
+        KeyValue::new(attr::PGSCOPE_THRESHOLD, i64::from(item.threshold())),
+        KeyValue::new(attr::CODE_LOCATION, item.call_site().to_owned()),
         KeyValue::new(attr::PGSCOPE_ROUTE, item.scope().to_owned()),
     ];
     // The semantic-convention code attributes, when the call site is `file:line`.
     if let Some((file, line)) = item.call_site().rsplit_once(':')
         && let Ok(line) = line.parse::<i64>()
     {
-        attributes.push(KeyValue::new("code.file.path", file.to_owned()));
-        attributes.push(KeyValue::new("code.line.number", line));
+        attributes.push(KeyValue::new(attr::CODE_FILE_PATH, file.to_owned()));
+        attributes.push(KeyValue::new(attr::CODE_LINE_NUMBER, line));
     }
     attributes
 }
