@@ -142,23 +142,6 @@ impl OtelBuilder {
         }
     }
 
-    /// `OTEL_SDK_DISABLED=true`: logs as configured, nothing exported, no providers installed.
-    fn init_disabled(self) -> Result<OtelGuard, OtelError> {
-        let fmt_layer = self.log_to_stderr.then(|| {
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(self.stderr_filter())
-        });
-        tracing_subscriber::registry()
-            .with(fmt_layer)
-            .try_init()
-            .map_err(|e| OtelError::SubscriberAlreadySet(e.to_string()))?;
-        Ok(OtelGuard {
-            providers: None,
-            timeout: Duration::ZERO,
-        })
-    }
-
     /// How often metrics are exported. By default, 10 s.
     pub fn metric_interval(mut self, interval: Duration) -> Self {
         self.metric_interval = interval;
@@ -247,11 +230,44 @@ impl OtelBuilder {
 
     /// Like [`init`](Self::init), returning errors instead of panicking.
     pub fn try_init(self) -> Result<OtelGuard, OtelError> {
-        if sdk_disabled(std::env::var("OTEL_SDK_DISABLED").ok().as_deref()) {
-            return self.init_disabled();
-        }
-        let protocol = self.protocol_from_env()?;
         let timeout = self.effective_timeout();
+        // `OTEL_SDK_DISABLED=true`: logs as configured, nothing exported, nothing installed.
+        let providers = if sdk_disabled(std::env::var("OTEL_SDK_DISABLED").ok().as_deref()) {
+            None
+        } else {
+            Some(self.providers(timeout)?)
+        };
+        let otel_layer = providers.as_ref().map(|(traces, _)| {
+            tracing_opentelemetry::layer()
+                .with_tracer(traces.tracer("pgscope"))
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
+                // Busy/idle accounting reads the clock on every poll of every instrumented
+                // future.
+                .with_tracked_inactivity(false)
+                .with_context_activation(self.context_activation)
+                .with_filter(EnvFilter::new(&self.export_filter))
+        });
+        let fmt_layer = self.log_to_stderr.then(|| {
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(self.stderr_filter())
+        });
+        tracing_subscriber::registry()
+            .with(otel_layer)
+            .with(fmt_layer)
+            .try_init()
+            .map_err(|e| OtelError::SubscriberAlreadySet(e.to_string()))?;
+        Ok(OtelGuard { providers, timeout })
+    }
+
+    /// Builds the exporters and providers and installs the providers globally.
+    fn providers(
+        &self,
+        timeout: Duration,
+    ) -> Result<(SdkTracerProvider, SdkMeterProvider), OtelError> {
+        let protocol = self.protocol_from_env()?;
         // Without an explicit endpoint, the exporters resolve it from the environment the
         // standard way: `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT`, else
         // `OTEL_EXPORTER_OTLP_ENDPOINT` (plus `/v1/traces` / `/v1/metrics` over HTTP), else
@@ -330,31 +346,7 @@ impl OtelBuilder {
             .build();
         opentelemetry::global::set_tracer_provider(tracer_provider.clone());
         opentelemetry::global::set_meter_provider(meter_provider.clone());
-
-        let export_filter = EnvFilter::new(&self.export_filter);
-        let otel_layer = tracing_opentelemetry::layer()
-            .with_tracer(tracer_provider.tracer("pgscope"))
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            // Busy/idle accounting reads the clock on every poll of every instrumented future.
-            .with_tracked_inactivity(false)
-            .with_context_activation(self.context_activation)
-            .with_filter(export_filter);
-        let fmt_layer = self.log_to_stderr.then(|| {
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(self.stderr_filter())
-        });
-        tracing_subscriber::registry()
-            .with(otel_layer)
-            .with(fmt_layer)
-            .try_init()
-            .map_err(|e| OtelError::SubscriberAlreadySet(e.to_string()))?;
-        Ok(OtelGuard {
-            providers: Some((tracer_provider, meter_provider)),
-            timeout,
-        })
+        Ok((tracer_provider, meter_provider))
     }
 }
 
