@@ -312,9 +312,10 @@ fn attach_to_span(span: &tracing::Span, scope: std::sync::Weak<ScopeInner>) {
     });
 }
 
-/// Makes the current span the scope's span when it exists in a `Registry` and no live scope
-/// uses it yet (checked and claimed under one lock). Reusing the request span puts the scope's
+/// Makes the current span the scope's span when it exists in a `Registry` and no scope has used
+/// it before (checked and claimed under one lock). Reusing the request span puts the scope's
 /// summary on it (where people look in Jaeger) and spares a second span entered on every poll.
+/// A span carries at most one scope's summary: a later scope under it opens its own span.
 fn claim_current_span(scope: &std::sync::Weak<ScopeInner>) -> Option<tracing::Span> {
     let span = tracing::Span::current();
     let claimed = span
@@ -323,21 +324,18 @@ fn claim_current_span(scope: &std::sync::Weak<ScopeInner>) -> Option<tracing::Sp
             let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
             let data = registry.span(id)?;
             let mut ext = data.extensions_mut();
-            if ext
-                .get_mut::<SpanScope>()
-                .is_some_and(|w| w.0.strong_count() > 0)
-            {
+            if ext.get_mut::<SpanScope>().is_some() {
                 return Some(false);
             }
-            ext.replace(SpanScope(scope.clone()));
+            ext.insert(SpanScope(scope.clone()));
             Some(true)
         })
         .flatten();
     (claimed == Some(true)).then_some(span)
 }
 
-/// Takes this scope off its span (when the span is shared with the code around the scope, a
-/// later scope may use it).
+/// Takes this scope off its span, leaving a marker that the span has had its scope: statements
+/// under the span after the scope ends no longer count for it, and no later scope reuses it.
 fn detach_from_span(scope: &Arc<ScopeInner>) {
     scope.span.with_subscriber(|(id, dispatch)| {
         use tracing_subscriber::registry::LookupSpan;
@@ -350,7 +348,7 @@ fn detach_from_span(scope: &Arc<ScopeInner>) {
                 .get_mut::<SpanScope>()
                 .is_some_and(|w| std::ptr::eq(w.0.as_ptr(), Arc::as_ptr(scope)))
             {
-                ext.remove::<SpanScope>();
+                ext.replace(SpanScope(std::sync::Weak::new()));
             }
         }
     });
@@ -443,9 +441,10 @@ impl Scope {
     /// `TraceLayer`) as the scope's span instead of opening a `pgscope.scope` child span: the
     /// summary attributes and N+1 events land on the request span, statement spans become its
     /// children, and no second span is entered on every poll.
-    /// [`ScopeLayer`](crate::http::ScopeLayer) does this. Falls back to a new span when there
-    /// is no current span or a live scope already uses it. Avoid it under long-lived spans
-    /// (a worker loop's span): every scope's summary would land on that one span.
+    /// [`ScopeLayer`](crate::http::ScopeLayer) does this. Falls back to a new `pgscope.scope`
+    /// span when there is no current span or a scope has already used it (a span carries one
+    /// scope's summary), so under a long-lived span (a worker loop's) only the first scope lands
+    /// on it.
     ///
     /// # Examples
     /// ```no_run
@@ -480,7 +479,7 @@ impl Scope {
         let report = scope.close();
         detach_from_span(&scope);
         #[cfg(feature = "otel")]
-        crate::otel::record_scope(&scope.span, &report);
+        crate::otel::record_scope(&scope.span, &report, scope.owns_span);
         (output, report)
     }
 }

@@ -138,6 +138,7 @@ async fn spans_metrics_and_n_plus_one_reach_an_otlp_receiver_without_literals() 
         attr(&scope_span.attributes, "pgscope.queries").as_deref(),
         Some("11")
     );
+    spans.iter().for_each(otlp_receiver::assert_unique_keys);
     assert_eq!(
         attr(&scope_span.attributes, "pgscope.n_plus_one").as_deref(),
         Some("1")

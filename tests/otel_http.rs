@@ -81,9 +81,9 @@ async fn http_protobuf_export_is_configured_from_otel_environment_variables() {
     // A scope on the request span (what `ScopeLayer` does inside `TraceLayer`): the summary
     // lands on the request span and statements are its children; no extra scope span.
     let request = tracing::info_span!("GET /api/reused", otel.kind = "server");
-    let ((), report) = {
+    let (((), report), ((), later)) = {
         use tracing::Instrument;
-        pgscope::Scope::new("GET /api/reused")
+        let first = pgscope::Scope::new("GET /api/reused")
             .use_current_span()
             .capture(async {
                 sqlx::query("SELECT 4 AS reused_marker")
@@ -101,11 +101,23 @@ async fn http_protobuf_export_is_configured_from_otel_environment_variables() {
                     })
                     .await;
                 inner.assert_queries(1);
-            })
+            });
+        // a later scope under the same span: the span already has its summary, so this one
+        // opens its own span
+        let later = pgscope::Scope::new("later")
+            .use_current_span()
+            .capture(async {
+                sqlx::query("SELECT 6 AS later_marker")
+                    .fetch_one(&pool)
+                    .await
+                    .expect("query");
+            });
+        async { (first.await, later.await) }
             .instrument(request)
             .await
     };
     report.assert_queries(2);
+    later.assert_queries(1);
     // The real web stack: tower-http's TraceLayer outside pgscope's ScopeLayer.
     let app = {
         use axum::extract::{Path, State};
@@ -151,6 +163,7 @@ async fn http_protobuf_export_is_configured_from_otel_environment_variables() {
         "spans over HTTP"
     );
     let spans = store.spans();
+    spans.iter().for_each(otlp_receiver::assert_unique_keys);
     let q = spans
         .iter()
         .find(|s| s.name == "SELECT")
@@ -254,6 +267,18 @@ async fn http_protobuf_export_is_configured_from_otel_environment_variables() {
         .find(|s| attr(&s.attributes, "db.query.text").is_some_and(|t| t.contains("nested_marker")))
         .expect("nested statement span");
     assert_eq!(nested.parent_span_id, inner.span_id);
+    let later = spans
+        .iter()
+        .find(|s| {
+            s.name == "pgscope.scope"
+                && attr(&s.attributes, "pgscope.scope").as_deref() == Some("later")
+        })
+        .expect("the later scope's own span");
+    assert_eq!(later.parent_span_id, request.span_id);
+    assert_eq!(
+        attr(&later.attributes, "pgscope.queries").as_deref(),
+        Some("1")
+    );
     assert!(
         !spans.iter().any(|s| s.name == "pgscope.scope"
             && attr(&s.attributes, "pgscope.scope").as_deref() == Some("GET /api/reused")),

@@ -135,7 +135,7 @@ async fn n_plus_one_emits_one_warn_event_with_route_statement_count_and_call_sit
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scope_on_the_request_span_is_found_from_spans_below_it_and_released_at_the_end() {
+async fn scopes_one_after_another_under_one_request_span_each_count_their_own_statements() {
     captured();
     let opts = common::schema("span_reuse").await;
     let pool = pgscope::Pool::connect_with(opts).await.expect("connect");
@@ -158,8 +158,9 @@ async fn a_scope_on_the_request_span_is_found_from_spans_below_it_and_released_a
                 handle.await.expect("task");
             })
     };
-    // Two scopes one after the other on the same request span: the first releases the span,
-    // the second takes it, and each counts only its own statements.
+    // Two scopes one after the other under the same request span: the first uses it, the
+    // second (the span has had its scope) opens its own; each is found from the spans created
+    // inside it and counts only its own statements.
     let (((), first), ((), second)) = async { (run("first", 2).await, run("second", 3).await) }
         .instrument(request)
         .await;

@@ -362,9 +362,13 @@ pub(crate) fn finish_query(
 }
 
 /// Scope summary on the scope's span, per-detection span events, and scope metrics.
-pub(crate) fn record_scope(span: &tracing::Span, report: &Report) {
+/// `named`: whether the span still needs the `pgscope.scope` attribute (a span pgscope opened
+/// got it as a field at creation; a request span the scope used did not).
+pub(crate) fn record_scope(span: &tracing::Span, report: &Report, named: bool) {
     if !span.is_disabled() {
-        span.set_attribute(attr::PGSCOPE_SCOPE, report.name().to_owned());
+        if !named {
+            span.set_attribute(attr::PGSCOPE_SCOPE, report.name().to_owned());
+        }
         span.set_attribute(attr::PGSCOPE_QUERIES, report.queries() as i64);
         span.set_attribute(
             attr::PGSCOPE_DB_TIME_MS,

@@ -100,6 +100,20 @@ impl Store {
     }
 }
 
+/// Panics when a span carries an attribute key twice (OpenTelemetry keys are unique).
+pub fn assert_unique_keys(span: &Span) {
+    let mut keys: Vec<&str> = span.attributes.iter().map(|kv| kv.key.as_str()).collect();
+    keys.sort_unstable();
+    let all = keys.len();
+    keys.dedup();
+    assert_eq!(
+        all,
+        keys.len(),
+        "span `{}` repeats a key: {keys:?}",
+        span.name
+    );
+}
+
 pub fn value_string(v: &AnyValue) -> String {
     match &v.value {
         Some(any_value::Value::StringValue(s)) => s.clone(),
