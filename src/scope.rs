@@ -318,6 +318,12 @@ fn attach_to_span(span: &tracing::Span, scope: std::sync::Weak<ScopeInner>) {
 /// A span carries at most one scope's summary: a later scope under it opens its own span.
 fn claim_current_span(scope: &std::sync::Weak<ScopeInner>) -> Option<tracing::Span> {
     let span = tracing::Span::current();
+    // A span the OpenTelemetry layer filters out (a DEBUG request span logged but not
+    // exported) cannot carry the summary to the trace: open a `pgscope.scope` span instead.
+    #[cfg(feature = "otel")]
+    if !crate::otel::is_exported(&span) {
+        return None;
+    }
     let claimed = span
         .with_subscriber(|(id, dispatch)| {
             use tracing_subscriber::registry::LookupSpan;

@@ -21,7 +21,9 @@ async fn http_protobuf_export_is_configured_from_otel_environment_variables() {
         std::env::set_var("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=test-key-123");
     }
     let guard = pgscope::otel::OtelBuilder::new()
-        .log_to_stderr(false)
+        // Spans with target `hidden` are logged (so they exist) but not exported.
+        .log_filter("off,hidden=info")
+        .export_filter("info,sqlx=off,hidden=off")
         .init();
     let opts = common::schema("otel_http").await;
     let pool = pgscope::Pool::connect_with(opts).await.expect("connect");
@@ -118,6 +120,23 @@ async fn http_protobuf_export_is_configured_from_otel_environment_variables() {
     };
     report.assert_queries(2);
     later.assert_queries(1);
+    // A request span that is logged but not exported cannot carry the summary: the scope opens
+    // its own span, and its statements hang under that.
+    let hidden = tracing::info_span!(target: "hidden", "hidden request");
+    let ((), report) = {
+        use tracing::Instrument;
+        pgscope::Scope::new("GET /hidden")
+            .use_current_span()
+            .capture(async {
+                sqlx::query("SELECT 7 AS hidden_marker")
+                    .fetch_one(&pool)
+                    .await
+                    .expect("query");
+            })
+            .instrument(hidden)
+            .await
+    };
+    report.assert_queries(1);
     // The real web stack: tower-http's TraceLayer outside pgscope's ScopeLayer.
     let app = {
         use axum::extract::{Path, State};
@@ -284,6 +303,18 @@ async fn http_protobuf_export_is_configured_from_otel_environment_variables() {
             && attr(&s.attributes, "pgscope.scope").as_deref() == Some("GET /api/reused")),
         "no separate scope span for a scope on the request span"
     );
+
+    assert!(!spans.iter().any(|s| s.name == "hidden request"));
+    let hidden_scope = spans
+        .iter()
+        .find(|s| attr(&s.attributes, "pgscope.scope").as_deref() == Some("GET /hidden"))
+        .expect("the scope's own span");
+    assert_eq!(hidden_scope.name, "pgscope.scope");
+    let hidden_statement = spans
+        .iter()
+        .find(|s| attr(&s.attributes, "db.query.text").is_some_and(|t| t.contains("hidden_marker")))
+        .expect("statement span");
+    assert_eq!(hidden_statement.parent_span_id, hidden_scope.span_id);
 
     // TraceLayer's request span carries the route's summary; the statements are its children.
     let web_request = spans

@@ -45,7 +45,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use opentelemetry::global::BoxedSpan;
-use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _};
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -274,11 +274,16 @@ impl StatementSpan {
 
     pub(crate) fn start(server: &[KeyValue], fp: &Fingerprint, raw_sql: Option<&str>) -> Self {
         let current = tracing::Span::current();
-        let parent = if current.is_none() {
+        let mut parent = if current.is_none() {
             opentelemetry::Context::current()
         } else {
             current.context()
         };
+        if !parent.has_active_span() {
+            // The current `tracing` span is not exported (filtered out of the OpenTelemetry
+            // layer): the nearest exported one is the active OpenTelemetry context.
+            parent = opentelemetry::Context::current();
+        }
         let tracer = opentelemetry::global::tracer_with_scope(instrumentation_scope().clone());
         let own = fp.otel_attributes();
         let mut attributes = Vec::with_capacity(server.len() + own.attributes.len() + 3);
@@ -344,6 +349,12 @@ pub(crate) fn error_attributes(
         sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => ("decode".to_owned(), None),
         _ => ("_OTHER".to_owned(), None),
     })
+}
+
+/// Whether `span` is exported as an OpenTelemetry span (seen by a `tracing-opentelemetry`
+/// layer), so attributes set on it reach the trace.
+pub(crate) fn is_exported(span: &tracing::Span) -> bool {
+    !span.is_none() && span.context().span().span_context().is_valid()
 }
 
 /// Ends a statement's span and records its duration metric.
