@@ -114,6 +114,30 @@ pub fn assert_unique_keys(span: &Span) {
     );
 }
 
+/// The statement span whose `db.query.text` contains `marker`.
+pub fn statement<'a>(spans: &'a [Span], marker: &str) -> &'a Span {
+    spans
+        .iter()
+        .find(|s| attr(&s.attributes, "db.query.text").is_some_and(|t| t.contains(marker)))
+        .unwrap_or_else(|| panic!("no statement span containing `{marker}`"))
+}
+
+/// The span that carries the summary of the scope called `scope`.
+pub fn summary_span<'a>(spans: &'a [Span], scope: &str) -> &'a Span {
+    spans
+        .iter()
+        .find(|s| attr(&s.attributes, "pgscope.scope").as_deref() == Some(scope))
+        .unwrap_or_else(|| panic!("no span carries the summary of `{scope}`"))
+}
+
+/// The span called `name`.
+pub fn named<'a>(spans: &'a [Span], name: &str) -> &'a Span {
+    spans
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no span named `{name}`"))
+}
+
 pub fn value_string(v: &AnyValue) -> String {
     match &v.value {
         Some(any_value::Value::StringValue(s)) => s.clone(),
