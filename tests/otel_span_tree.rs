@@ -101,12 +101,7 @@ fn check_statement_spans_off(spans: &[Span]) {
             .any(|s| attr(&s.attributes, "db.query.text").is_some_and(|t| t.contains("quiet"))),
         "statement_spans(false) exports no statement span"
     );
-    let scope = summary_span(spans, "GET /quiet");
-    assert_eq!(scope.name, "pgscope.scope");
-    assert_eq!(
-        attr(&scope.attributes, "pgscope.queries").as_deref(),
-        Some("1")
-    );
+    own_scope_span(spans, "GET /quiet", 1);
 }
 
 /// A scope on the request span (what `ScopeLayer` does inside `TraceLayer`) puts its summary
@@ -161,20 +156,28 @@ fn check_scopes_under_one_request_span(spans: &[Span]) {
         statement(spans, "reused_marker").parent_span_id,
         request.span_id
     );
-    let inner = summary_span(spans, "inner");
-    assert_eq!(inner.name, "pgscope.scope");
+    let inner = own_scope_span(spans, "inner", 1);
     assert_eq!(inner.parent_span_id, request.span_id);
     assert_eq!(
         statement(spans, "nested_marker").parent_span_id,
         inner.span_id
     );
-    let later = summary_span(spans, "later");
-    assert_eq!(later.name, "pgscope.scope");
+    let later = own_scope_span(spans, "later", 1);
     assert_eq!(later.parent_span_id, request.span_id);
+}
+
+/// The `pgscope.scope` span a scope opened for itself, with its statement count.
+fn own_scope_span<'a>(spans: &'a [Span], scope: &str, queries: u64) -> &'a Span {
+    let span = summary_span(spans, scope);
     assert_eq!(
-        attr(&later.attributes, "pgscope.queries").as_deref(),
-        Some("1")
+        span.name, "pgscope.scope",
+        "`{scope}` has a span of its own"
     );
+    assert_eq!(
+        attr(&span.attributes, "pgscope.queries"),
+        Some(queries.to_string())
+    );
+    span
 }
 
 /// A request span that is logged but not exported cannot carry the summary: the scope opens its
@@ -196,8 +199,7 @@ async fn run_scope_under_a_request_span_that_is_not_exported(pool: &pgscope::Poo
 
 fn check_scope_under_a_request_span_that_is_not_exported(spans: &[Span]) {
     assert!(!spans.iter().any(|s| s.name == "hidden request"));
-    let scope = summary_span(spans, "GET /hidden");
-    assert_eq!(scope.name, "pgscope.scope");
+    let scope = own_scope_span(spans, "GET /hidden", 1);
     assert_eq!(
         statement(spans, "hidden_marker").parent_span_id,
         scope.span_id
