@@ -204,7 +204,8 @@ impl ScopeInner {
                     let span = tracing::info_span!(
                         target: "pgscope", "pgscope.scope", pgscope.scope = %name
                     );
-                    attach_to_span(&span, weak.clone());
+                    // A new span: always free to carry the scope.
+                    claim(&span, weak);
                     (span, true)
                 }
             };
@@ -301,21 +302,27 @@ pub(crate) fn current() -> Option<Arc<ScopeInner>> {
 /// A newtype so the span extension cannot collide with anyone else's `Arc<…>`.
 struct SpanScope(std::sync::Weak<ScopeInner>);
 
-fn attach_to_span(span: &tracing::Span, scope: std::sync::Weak<ScopeInner>) {
+/// Makes `span` carry `scope` (checked and set under the span's extension lock), unless a
+/// scope has used it before: a span carries at most one scope's summary. False also when the
+/// span is not in a `Registry` (nothing could find the scope through it).
+fn claim(span: &tracing::Span, scope: &std::sync::Weak<ScopeInner>) -> bool {
     span.with_subscriber(|(id, dispatch)| {
-        if let Some(registry) = dispatch.downcast_ref::<tracing_subscriber::Registry>() {
-            use tracing_subscriber::registry::LookupSpan;
-            if let Some(span) = registry.span(id) {
-                span.extensions_mut().replace(SpanScope(scope));
-            }
+        use tracing_subscriber::registry::LookupSpan;
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let data = registry.span(id)?;
+        let mut ext = data.extensions_mut();
+        if ext.get_mut::<SpanScope>().is_some() {
+            return Some(false);
         }
-    });
+        ext.insert(SpanScope(scope.clone()));
+        Some(true)
+    })
+    .flatten()
+        == Some(true)
 }
 
-/// Makes the current span the scope's span when it exists in a `Registry` and no scope has used
-/// it before (checked and claimed under one lock). Reusing the request span puts the scope's
+/// The current span, when the scope may use it: reusing the request span puts the scope's
 /// summary on it (where people look in Jaeger) and spares a second span entered on every poll.
-/// A span carries at most one scope's summary: a later scope under it opens its own span.
 fn claim_current_span(scope: &std::sync::Weak<ScopeInner>) -> Option<tracing::Span> {
     let span = tracing::Span::current();
     // A span the OpenTelemetry layer filters out (a DEBUG request span logged but not
@@ -324,20 +331,7 @@ fn claim_current_span(scope: &std::sync::Weak<ScopeInner>) -> Option<tracing::Sp
     if !crate::otel::is_exported(&span) {
         return None;
     }
-    let claimed = span
-        .with_subscriber(|(id, dispatch)| {
-            use tracing_subscriber::registry::LookupSpan;
-            let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
-            let data = registry.span(id)?;
-            let mut ext = data.extensions_mut();
-            if ext.get_mut::<SpanScope>().is_some() {
-                return Some(false);
-            }
-            ext.insert(SpanScope(scope.clone()));
-            Some(true)
-        })
-        .flatten();
-    (claimed == Some(true)).then_some(span)
+    claim(&span, scope).then_some(span)
 }
 
 /// Takes this scope off its span, leaving a marker that the span has had its scope: statements
