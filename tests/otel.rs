@@ -122,14 +122,8 @@ async fn spans_metrics_and_n_plus_one_reach_an_otlp_receiver_without_literals() 
             .iter()
             .any(|n| n == "pgscope-otel-test")
     );
-    let request_span = spans
-        .iter()
-        .find(|s| s.name == "GET /api/feed")
-        .expect("request span");
-    let scope_span = spans
-        .iter()
-        .find(|s| s.name == "pgscope.scope")
-        .expect("scope span");
+    let request_span = otlp_receiver::named(&spans, "GET /api/feed");
+    let scope_span = otlp_receiver::named(&spans, "pgscope.scope");
     assert_eq!(
         scope_span.parent_span_id, request_span.span_id,
         "scope span is a child of the request span"

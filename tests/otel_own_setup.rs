@@ -70,18 +70,12 @@ async fn an_application_with_its_own_opentelemetry_setup_gets_pgscope_spans_and_
         store.metrics().len()
     );
     let spans = store.spans();
-    let request = spans
-        .iter()
-        .find(|s| s.name == "POST /api/orders")
-        .expect("request span");
+    let request = otlp_receiver::named(&spans, "POST /api/orders");
     assert_eq!(
         attr(&request.attributes, "pgscope.queries").as_deref(),
         Some("2")
     );
-    let statements: Vec<_> = spans
-        .iter()
-        .filter(|s| attr(&s.attributes, "db.query.text").is_some_and(|t| t.contains("own_setup")))
-        .collect();
+    let statements = otlp_receiver::statements(&spans, "own_setup");
     assert_eq!(statements.len(), 2);
     assert!(
         statements

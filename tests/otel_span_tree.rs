@@ -10,7 +10,7 @@ mod otlp_receiver;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::Span;
-use otlp_receiver::{attr, named, statement, summary_span};
+use otlp_receiver::{attr, named, statement, statements, summary_span};
 use tracing::Instrument;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,10 +251,7 @@ fn check_trace_layer_outside_scope_layer(spans: &[Span]) {
         attr(&request.attributes, "pgscope.queries").as_deref(),
         Some("3")
     );
-    let statements: Vec<_> = spans
-        .iter()
-        .filter(|s| attr(&s.attributes, "db.query.text").is_some_and(|t| t.contains("web_marker")))
-        .collect();
+    let statements = statements(spans, "web_marker");
     assert_eq!(statements.len(), 3);
     assert!(
         statements

@@ -114,12 +114,20 @@ pub fn assert_unique_keys(span: &Span) {
     );
 }
 
-/// The statement span whose `db.query.text` contains `marker`.
-pub fn statement<'a>(spans: &'a [Span], marker: &str) -> &'a Span {
+/// The statement spans whose `db.query.text` contains `marker`.
+pub fn statements<'a>(spans: &'a [Span], marker: &str) -> Vec<&'a Span> {
     spans
         .iter()
-        .find(|s| attr(&s.attributes, "db.query.text").is_some_and(|t| t.contains(marker)))
-        .unwrap_or_else(|| panic!("no statement span containing `{marker}`"))
+        .filter(|s| attr(&s.attributes, "db.query.text").is_some_and(|t| t.contains(marker)))
+        .collect()
+}
+
+/// The one statement span whose `db.query.text` contains `marker`.
+pub fn statement<'a>(spans: &'a [Span], marker: &str) -> &'a Span {
+    match statements(spans, marker).as_slice() {
+        [one] => one,
+        found => panic!("{} statement spans contain `{marker}`, not 1", found.len()),
+    }
 }
 
 /// The span that carries the summary of the scope called `scope`.
