@@ -74,6 +74,7 @@ enum Side {
     ScopePerQuery,
 }
 
+/// Runs one cell and returns (queries, client CPU spent).
 async fn run(
     side: Side,
     raw: &PgPool,
@@ -81,7 +82,8 @@ async fn run(
     w: Workload,
     workers: usize,
     dur: Duration,
-) -> u64 {
+) -> (u64, Duration) {
+    let cpu_before = cpu_time();
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
@@ -137,7 +139,7 @@ async fn run(
     for h in handles {
         h.await.expect("worker");
     }
-    done.load(Ordering::Relaxed)
+    (done.load(Ordering::Relaxed), cpu_time() - cpu_before)
 }
 
 /// CPU time (user + system) this process has used so far: every thread, including the
@@ -148,20 +150,6 @@ fn cpu_time() -> Duration {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-/// Runs one cell and returns (queries, client CPU spent).
-async fn run_timed(
-    side: Side,
-    raw: &PgPool,
-    pg: &pgscope::Pool,
-    w: Workload,
-    workers: usize,
-    dur: Duration,
-) -> (u64, Duration) {
-    let before = cpu_time();
-    let n = run(side, raw, pg, w, workers, dur).await;
-    (n, cpu_time() - before)
 }
 
 fn arg(name: &str, default: f64) -> f64 {
@@ -229,7 +217,7 @@ async fn main() {
                     [Side::ScopePerQuery, Side::Scoped, Side::Raw]
                 };
                 for side in order {
-                    let (n, used) = run_timed(side, &raw, &pg, w, workers, dur).await;
+                    let (n, used) = run(side, &raw, &pg, w, workers, dur).await;
                     totals[side as usize] += n;
                     cpu[side as usize] += used;
                 }
@@ -315,7 +303,7 @@ async fn otel_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) {
         } else {
             Side::Scoped
         };
-        let (n, used) = run_timed(side, raw, &spans, Workload::SelectOne, 16, dur).await;
+        let (n, used) = run(side, raw, &spans, Workload::SelectOne, 16, dur).await;
         println!(
             "{n} queries, {:.1} µs CPU/query",
             used.as_secs_f64() * 1e6 / n as f64
@@ -349,7 +337,7 @@ async fn otel_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) {
                         1 => (Side::Scoped, &spans),
                         _ => (Side::Scoped, &quiet),
                     };
-                    let (count, used) = run_timed(side, raw, pool, w, workers, dur).await;
+                    let (count, used) = run(side, raw, pool, w, workers, dur).await;
                     n[i] += count;
                     cpu[i] += used;
                 }
