@@ -444,7 +444,11 @@ impl Scope {
     /// [`ScopeLayer`](crate::http::ScopeLayer) does this. Falls back to a new `pgscope.scope`
     /// span when there is no current span or a scope has already used it (a span carries one
     /// scope's summary), so under a long-lived span (a worker loop's) only the first scope lands
-    /// on it.
+    /// on it. With the `otel` feature, also when the span is not exported to OpenTelemetry.
+    ///
+    /// The scope adopts the span as its own: work instrumented with it, or with spans created
+    /// under it, counts for the scope, as for spans created inside any scope (a scope started
+    /// there in another task is nested in this one).
     ///
     /// # Examples
     /// ```no_run

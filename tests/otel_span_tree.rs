@@ -13,6 +13,9 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use otlp_receiver::{attr, named, statement, statements, summary_span};
 use tracing::Instrument;
 
+/// Scopes started at once under one request span, from tasks on both runtime threads.
+const CONCURRENT: usize = 24;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_and_scope_summaries_hang_under_the_request_that_ran_them() {
     let (addr, store) = otlp_receiver::start_grpc().await;
@@ -33,11 +36,13 @@ async fn statements_and_scope_summaries_hang_under_the_request_that_ran_them() {
     run_scopes_under_one_request_span(&pool).await;
     run_scope_under_a_request_span_that_is_not_exported(&pool).await;
     run_trace_layer_outside_scope_layer(&pool).await;
+    run_concurrent_scopes_under_one_request_span(&pool).await;
 
     drop(guard);
     assert!(
         store
-            .wait_for(Duration::from_secs(10), |s| s.spans().len() >= 15)
+            .wait_for(Duration::from_secs(10), |s| s.spans().len()
+                >= 15 + CONCURRENT * 2)
             .await,
         "spans: {}",
         store.spans().len()
@@ -49,6 +54,7 @@ async fn statements_and_scope_summaries_hang_under_the_request_that_ran_them() {
     check_scopes_under_one_request_span(&spans);
     check_scope_under_a_request_span_that_is_not_exported(&spans);
     check_trace_layer_outside_scope_layer(&spans);
+    check_concurrent_scopes_under_one_request_span(&spans);
 }
 
 /// Outside any `tracing` span, a statement is the child of the current OpenTelemetry context
@@ -258,4 +264,66 @@ fn check_trace_layer_outside_scope_layer(spans: &[Span]) {
             .iter()
             .all(|s| s.parent_span_id == request.span_id)
     );
+}
+
+/// Many scopes starting at once under one request span: exactly one takes the span (the check
+/// and the claim are one step), the others open their own.
+async fn run_concurrent_scopes_under_one_request_span(pool: &pgscope::Pool) {
+    let request = tracing::info_span!("GET /api/batch");
+    let tasks: Vec<_> = (0..CONCURRENT)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(
+                async move {
+                    let ((), report) = pgscope::Scope::new(format!("part {i}"))
+                        .use_current_span()
+                        .capture(async {
+                            sqlx::query("SELECT 8 AS concurrent_marker")
+                                .fetch_one(&pool)
+                                .await
+                                .expect("query");
+                        })
+                        .await;
+                    report.queries()
+                }
+                .instrument(request.clone()),
+            )
+        })
+        .collect();
+    for task in tasks {
+        // A scope that uses the request span adopts what starts under it, so a scope that
+        // starts after the claim is nested in that one and also counts there: at least 1 each.
+        assert!(task.await.expect("task") >= 1);
+    }
+}
+
+fn check_concurrent_scopes_under_one_request_span(spans: &[Span]) {
+    let request = named(spans, "GET /api/batch");
+    let on_request = attr(&request.attributes, "pgscope.scope").expect("one scope's summary");
+    let own: Vec<_> = spans
+        .iter()
+        .filter(|s| {
+            s.name == "pgscope.scope"
+                && attr(&s.attributes, "pgscope.scope").is_some_and(|n| n.starts_with("part "))
+        })
+        .collect();
+    assert_eq!(
+        own.len(),
+        CONCURRENT - 1,
+        "the others opened their own spans"
+    );
+    assert!(own.iter().all(|s| s.parent_span_id == request.span_id
+        && attr(&s.attributes, "pgscope.scope") != Some(on_request.clone())));
+    let statements = statements(spans, "concurrent_marker");
+    assert_eq!(statements.len(), CONCURRENT);
+    // One statement under each scope's span, and one under the request span.
+    for home in own.iter().map(|s| &s.span_id).chain([&request.span_id]) {
+        assert_eq!(
+            statements
+                .iter()
+                .filter(|s| &s.parent_span_id == home)
+                .count(),
+            1
+        );
+    }
 }
