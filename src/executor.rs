@@ -4,15 +4,17 @@
 //! 1. takes the statement apart (`Execute` consumes itself to yield its SQL, so the text,
 //!    arguments and cached statement are taken out and handed on in [`Parts`]);
 //! 2. looks up the fingerprint (a cache hit: hash, shared lock, reference count);
-//! 3. under the scope's lock, checks the budget and N+1 rules and counts the statement;
-//! 4. runs it on the sqlx connection, wrapped so that rows, errors, the end, or a drop before
-//!    the end are recorded exactly once.
+//! 3. under the scope's lock, asks the rules for a [`Verdict`] (budget, N+1) and counts the
+//!    statement;
+//! 4. starts its span;
+//! 5. runs it on the sqlx connection, wrapped so that rows, errors, the end, or a drop before
+//!    the end are recorded exactly once, as one [`Outcome`].
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_core::future::BoxFuture;
 use futures_core::stream::{BoxStream, Stream};
@@ -21,11 +23,13 @@ use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
 use sqlx::{Either, Execute, Executor, Postgres, SqlStr};
 
-use crate::detect::{self, Mode, NPlusOne};
+use crate::detect::{self, Crossing, NPlusOne, Verdict};
 use crate::error::Error;
 use crate::fingerprint::Fingerprint;
-use crate::pool::{Connection, Pool, Shared, acquire_in};
+use crate::pool::{Connection, Pool, PoolInner, acquire_in};
+use crate::report::Outcome;
 use crate::scope::{self, ScopeInner};
+use crate::telemetry::{self, StatementSpan};
 
 /// A statement taken apart so its text can be read before sqlx consumes it.
 struct Parts {
@@ -70,7 +74,7 @@ impl Execute<'_, Postgres> for Parts {
 
 /// One statement in flight. Recorded once: at its end, on error, or when dropped unfinished.
 pub(crate) struct Query<'c> {
-    shared: Arc<Shared>,
+    pool: Arc<PoolInner>,
     /// Set when the query is dropped unfinished: the connection is then mid-protocol and must
     /// not go back to the pool (it would block the next user until the server finishes).
     interrupted: &'c AtomicBool,
@@ -80,96 +84,44 @@ pub(crate) struct Query<'c> {
     returned: u64,
     affected: u64,
     done: bool,
-    #[cfg(feature = "otel")]
-    span: crate::otel::StatementSpan,
+    span: StatementSpan,
 }
 
 impl<'c> Query<'c> {
-    /// Counts the statement in its scope and applies the budget and N+1 rules; an `Err` means
-    /// the statement must not be sent.
+    /// Everything before the statement is sent: fingerprint (a cache hit), the rules' verdict
+    /// (counted in the scope), the span. An `Err` means the statement must not be sent.
     fn start(
-        shared: &Arc<Shared>,
+        pool: &Arc<PoolInner>,
         interrupted: &'c AtomicBool,
         scope: Option<Arc<ScopeInner>>,
         sql: &str,
     ) -> Result<Query<'c>, sqlx::Error> {
-        let fingerprint = shared.cache.get(sql);
-        let settings = &shared.settings;
-        let decision = shared.with_state(scope.as_ref(), |state, s| {
-            if shared.is_unscoped(s) {
-                state.totals.queries += 1;
-                state.row(&fingerprint).count += 1;
-                return Ok(None);
-            }
-            let o = &s.overrides;
-            if let Some(budget) = o.query_budget.or(settings.query_budget)
-                && state.totals.queries >= u64::from(budget)
-            {
-                state.totals.rejected += 1;
-                return Err(Error::QueryBudgetExceeded {
-                    scope: s.name.to_string(),
-                    budget,
-                });
-            }
-            state.totals.queries += 1;
-            let row = state.row(&fingerprint);
-            row.count += 1;
-            let count = row.count;
-            let threshold = o
-                .n_plus_one_threshold
-                .unwrap_or(settings.n_plus_one_threshold);
-            let mode = o.n_plus_one_mode.unwrap_or(settings.n_plus_one_mode);
-            let checked = (settings.n_plus_one_writes || fingerprint.operation() == "SELECT")
-                && !scope::in_batch();
-            let crossing = if mode == Mode::Error {
-                count > u64::from(threshold)
-            } else {
-                count == u64::from(threshold) + 1
-            };
-            if mode == Mode::Off
-                || !checked
-                || !crossing
-                || o.allow.allows_fingerprint(fingerprint.id())
-            {
-                return Ok(None);
-            }
-            let reported = state
-                .n_plus_one
-                .iter()
-                .any(|n| n.fingerprint.id() == fingerprint.id());
-            Ok(Some((s.name.to_string(), count, threshold, mode, reported)))
-        });
-        let decision = decision.map_err(|e| {
-            #[cfg(feature = "otel")]
-            if let Error::QueryBudgetExceeded { scope, .. } = &e {
-                crate::otel::record_budget_exceeded(scope);
-            }
-            e.into_sqlx()
-        })?;
-        if let Some((scope_name, count, threshold, mode, reported)) = decision {
-            Self::n_plus_one(
-                shared,
-                scope.as_ref(),
+        let fingerprint = pool.cache.get(sql);
+        let owner = scope.as_deref().unwrap_or(&pool.unscoped);
+        let verdict = scope::with_state(scope.as_ref(), &pool.unscoped, |state| {
+            state.admit(
                 &fingerprint,
-                scope_name,
-                count,
-                threshold,
-                mode,
-                reported,
-            )?;
-        }
-        #[cfg(feature = "otel")]
-        let span = if settings.statement_spans {
-            crate::otel::StatementSpan::start(
-                &shared.server.attributes,
-                &fingerprint,
-                settings.record_raw_sql.then_some(sql),
+                owner.rules(&pool.settings),
+                scope::in_allowed_repetition(),
             )
-        } else {
-            crate::otel::StatementSpan::none()
-        };
+        });
+        match verdict {
+            Verdict::Run => {}
+            Verdict::OverBudget { budget } => {
+                telemetry::budget_exceeded(&owner.name);
+                return Err(Error::QueryBudgetExceeded {
+                    scope: owner.name.to_string(),
+                    budget,
+                }
+                .into_sqlx());
+            }
+            Verdict::NPlusOne(crossing) => {
+                n_plus_one(pool, scope.as_ref(), owner, &fingerprint, crossing)?;
+            }
+        }
+        let span = pool.telemetry.start(&fingerprint, sql, None);
         Ok(Query {
-            shared: Arc::clone(shared),
+            pool: Arc::clone(pool),
             interrupted,
             scope,
             fingerprint,
@@ -177,77 +129,12 @@ impl<'c> Query<'c> {
             returned: 0,
             affected: 0,
             done: false,
-            #[cfg(feature = "otel")]
             span,
         })
     }
 
-    /// The slow path, taken once per (scope, fingerprint) in warn mode: find the call site,
-    /// record, warn; in error mode also refuse the statement.
-    #[allow(clippy::too_many_arguments)]
-    #[cold]
-    fn n_plus_one(
-        shared: &Arc<Shared>,
-        scope: Option<&Arc<ScopeInner>>,
-        fingerprint: &Fingerprint,
-        scope_name: String,
-        count: u64,
-        threshold: u32,
-        mode: Mode,
-        reported: bool,
-    ) -> Result<(), sqlx::Error> {
-        let site = if reported {
-            None
-        } else {
-            Some(detect::call_site())
-        };
-        let allowed = site
-            .as_deref()
-            .is_some_and(|s| scope.is_some_and(|sc| sc.overrides.allow.allows_site(s)));
-        if allowed {
-            return Ok(());
-        }
-        let item = site.map(|call_site| NPlusOne {
-            scope: scope_name.clone(),
-            fingerprint: fingerprint.clone(),
-            count,
-            threshold,
-            call_site,
-        });
-        shared.with_state(scope, |state, _| {
-            if let Some(item) = &item
-                && !state
-                    .n_plus_one
-                    .iter()
-                    .any(|n| n.fingerprint.id() == fingerprint.id())
-            {
-                state.n_plus_one.push(item.clone());
-            }
-            if mode == Mode::Error {
-                // Not sent: undo the count taken on the way in.
-                state.totals.queries -= 1;
-                state.totals.rejected += 1;
-                state.row(fingerprint).count -= 1;
-            }
-        });
-        if let Some(item) = &item {
-            detect::emit_n_plus_one(item);
-            #[cfg(feature = "otel")]
-            crate::otel::record_n_plus_one(item);
-        }
-        if mode == Mode::Error {
-            return Err(Error::NPlusOne {
-                scope: scope_name,
-                statement: fingerprint.normalized().to_owned(),
-                count,
-                threshold,
-            }
-            .into_sqlx());
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self, error: Option<&sqlx::Error>, cancelled: bool) {
+    /// Records how the statement ended, once.
+    fn finish(&mut self, outcome: Outcome<'_>) {
         if self.done {
             return;
         }
@@ -258,37 +145,63 @@ impl<'c> Query<'c> {
         } else {
             self.affected
         };
-        let failed = error.is_some() || cancelled;
-        self.shared.with_state(self.scope.as_ref(), |state, _| {
-            record(state, &self.fingerprint, elapsed, rows, failed);
+        let fp = &self.fingerprint;
+        scope::with_state(self.scope.as_ref(), &self.pool.unscoped, |state| {
+            state.finished(fp, elapsed, rows, outcome)
         });
-        #[cfg(feature = "otel")]
-        crate::otel::finish_query(
-            &mut self.span,
-            Some(&self.shared.metrics),
-            &self.fingerprint,
-            elapsed,
-            rows,
-            crate::otel::error_attributes(error, cancelled),
-        );
+        self.pool
+            .telemetry
+            .finish(&mut self.span, fp, elapsed, rows, outcome);
     }
 }
 
-fn record(
-    state: &mut crate::scope::State,
-    fp: &Fingerprint,
-    elapsed: Duration,
-    rows: u64,
-    failed: bool,
-) {
-    state.totals.db_time += elapsed;
-    state.totals.rows += rows;
-    state.totals.failed += u64::from(failed);
-    let row = state.row(fp);
-    row.total += elapsed;
-    row.max = row.max.max(elapsed);
-    row.rows += rows;
-    row.failed += u64::from(failed);
+/// The slow path of a statement crossing the N+1 threshold, taken once per (scope,
+/// fingerprint) in warn mode: find the call site, record, warn; in error mode also refuse
+/// the statement.
+#[cold]
+fn n_plus_one(
+    pool: &PoolInner,
+    scope: Option<&Arc<ScopeInner>>,
+    owner: &ScopeInner,
+    fingerprint: &Fingerprint,
+    crossing: Crossing,
+) -> Result<(), sqlx::Error> {
+    let refuses = crossing.refuses();
+    let item = if crossing.reported {
+        None
+    } else {
+        let call_site = detect::call_site();
+        if owner.overrides.allow.allows_site(&call_site) {
+            return Ok(());
+        }
+        Some(NPlusOne {
+            scope: owner.name.to_string(),
+            fingerprint: fingerprint.clone(),
+            count: crossing.count,
+            threshold: crossing.threshold,
+            call_site,
+        })
+    };
+    let new = scope::with_state(scope, &pool.unscoped, |state| {
+        if refuses {
+            state.refuse(fingerprint);
+        }
+        item.as_ref().is_some_and(|item| state.add_n_plus_one(item))
+    });
+    if let Some(item) = item.filter(|_| new) {
+        detect::emit_n_plus_one(&item);
+        telemetry::n_plus_one(&item);
+    }
+    if refuses {
+        return Err(Error::NPlusOne {
+            scope: owner.name.to_string(),
+            statement: fingerprint.normalized().to_owned(),
+            count: crossing.count,
+            threshold: crossing.threshold,
+        }
+        .into_sqlx());
+    }
+    Ok(())
 }
 
 impl Drop for Query<'_> {
@@ -298,7 +211,7 @@ impl Drop for Query<'_> {
         if !self.done {
             self.interrupted.store(true, Ordering::Relaxed);
         }
-        self.finish(None, true);
+        self.finish(Outcome::Cancelled);
     }
 }
 
@@ -318,16 +231,10 @@ impl Stream for Observed<'_> {
         match &next {
             Some(Ok(Either::Right(_))) => this.query.returned += 1,
             Some(Ok(Either::Left(result))) => this.query.affected += result.rows_affected(),
-            Some(Err(e)) => this.query.finish(Some(e), false),
-            None => this.query.finish(None, false),
+            Some(Err(e)) => this.query.finish(Outcome::Failed(e)),
+            None => this.query.finish(Outcome::Ok),
         }
         Poll::Ready(next)
-    }
-}
-
-impl Connection {
-    fn query_scope(&self) -> Option<Arc<ScopeInner>> {
-        self.scope.clone().or_else(scope::current)
     }
 }
 
@@ -341,7 +248,7 @@ impl<'c> Executor<'c> for &'c mut Connection {
     {
         let parts = Parts::take(query);
         let scope = self.query_scope();
-        let query = match Query::start(&self.shared, &self.interrupted, scope, parts.sql.as_str()) {
+        let query = match Query::start(&self.pool, &self.interrupted, scope, parts.sql.as_str()) {
             Ok(q) => q,
             Err(e) => return futures_util::stream::once(async move { Err(e) }).boxed(),
         };
@@ -359,16 +266,16 @@ impl<'c> Executor<'c> for &'c mut Connection {
     {
         let parts = Parts::take(query);
         let scope = self.query_scope();
-        let started = Query::start(&self.shared, &self.interrupted, scope, parts.sql.as_str());
+        let started = Query::start(&self.pool, &self.interrupted, scope, parts.sql.as_str());
         let raw = &mut *self.raw;
         Box::pin(async move {
             let mut query = started?;
             let result = raw.fetch_optional(parts).await;
             match &result {
                 Ok(row) => query.returned = u64::from(row.is_some()),
-                Err(e) => query.finish(Some(e), false),
+                Err(e) => query.finish(Outcome::Failed(e)),
             }
-            query.finish(None, false);
+            query.finish(Outcome::Ok);
             result
         })
     }
@@ -404,10 +311,10 @@ impl<'p> Executor<'p> for &'_ Pool {
         'p: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        let shared = Arc::clone(&self.0);
+        let pool = Arc::clone(&self.0);
         let scope = scope::current();
         Box::pin(async_stream::try_stream! {
-            let mut conn = acquire_in(shared, scope, None).await?;
+            let mut conn = acquire_in(pool, scope, None).await?;
             let mut rows = (&mut *conn).fetch_many(query);
             while let Some(item) = rows.try_next().await? {
                 yield item;
@@ -423,10 +330,10 @@ impl<'p> Executor<'p> for &'_ Pool {
         'p: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        let shared = Arc::clone(&self.0);
+        let pool = Arc::clone(&self.0);
         let scope = scope::current();
         Box::pin(async move {
-            (&mut *acquire_in(shared, scope, None).await?)
+            (&mut *acquire_in(pool, scope, None).await?)
                 .fetch_optional(query)
                 .await
         })
@@ -440,9 +347,9 @@ impl<'p> Executor<'p> for &'_ Pool {
     where
         'p: 'e,
     {
-        let shared = Arc::clone(&self.0);
+        let pool = Arc::clone(&self.0);
         Box::pin(async move {
-            (&mut *acquire_in(shared, None, None).await?)
+            (&mut *acquire_in(pool, None, None).await?)
                 .prepare_with(sql, parameters)
                 .await
         })
@@ -453,9 +360,9 @@ impl<'p> Executor<'p> for &'_ Pool {
         self,
         sql: SqlStr,
     ) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>> {
-        let shared = Arc::clone(&self.0);
+        let pool = Arc::clone(&self.0);
         Box::pin(async move {
-            (&mut *acquire_in(shared, None, None).await?)
+            (&mut *acquire_in(pool, None, None).await?)
                 .describe(sql)
                 .await
         })

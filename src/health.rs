@@ -18,6 +18,58 @@ use dashmap::DashMap;
 pub(crate) const MAX_ROUTES: usize = 256;
 const OTHER: &str = "other";
 
+/// A point-in-time view of the pool: the one reading behind [`Pool::stats`](crate::Pool::stats),
+/// the connection gauges exported with the `otel` feature, and the starvation check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    pub(crate) size: u32,
+    pub(crate) idle: u32,
+    pub(crate) max: u32,
+    pub(crate) waiters: u64,
+    pub(crate) acquire_timeouts: u64,
+    pub(crate) acquires: u64,
+}
+
+impl PoolStats {
+    /// Open connections (idle + in use).
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+    /// Open connections not in use.
+    pub fn idle(&self) -> u32 {
+        self.idle
+    }
+    /// Connections in use.
+    pub fn in_use(&self) -> u32 {
+        self.size.saturating_sub(self.idle)
+    }
+    /// The pool's maximum size.
+    pub fn max_connections(&self) -> u32 {
+        self.max
+    }
+    /// Tasks waiting in `acquire` right now.
+    pub fn waiters(&self) -> u64 {
+        self.waiters
+    }
+    /// Acquires that failed with `PoolTimedOut` since the pool was created.
+    pub fn acquire_timeouts(&self) -> u64 {
+        self.acquire_timeouts
+    }
+    /// Connections handed out since the pool was created.
+    pub fn acquires(&self) -> u64 {
+        self.acquires
+    }
+}
+
+/// Something that can read a pool's [`PoolStats`] (the pool's inner state; the metrics'
+/// callbacks hold it weakly).
+// Read only by the exported gauges.
+#[cfg_attr(not(feature = "otel"), allow(dead_code))]
+pub(crate) trait StatsSource: Send + Sync + 'static {
+    fn stats(&self) -> PoolStats;
+}
+
 pub(crate) struct Health {
     epoch0: Instant,
     window: Duration,
@@ -115,7 +167,9 @@ impl Health {
 
     /// Called on the acquire path: cheap unless the pool has been starving for a window and
     /// this window has no warning yet, in which case it emits one.
-    pub(crate) fn check(&self, pool: &str, max_connections: u32, waiters: u64) {
+    /// Warns once per window when tasks have waited longer than the window; reads the pool
+    /// only then.
+    pub(crate) fn check(&self, pool: &str, stats: impl FnOnce() -> PoolStats) {
         let Some(waited) = self.starving_for() else {
             return;
         };
@@ -133,7 +187,7 @@ impl Health {
             return;
         }
         self.warnings.fetch_add(1, Ordering::Relaxed);
-        let d = self.diagnose(pool, max_connections, waiters);
+        let d = self.diagnose(pool, stats());
         tracing::warn!(
             target: "pgscope::pool_starvation",
             pool = %d.pool,
@@ -152,7 +206,7 @@ impl Health {
         self.warnings.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn diagnose(&self, pool: &str, max_connections: u32, waiters: u64) -> Diagnosis {
+    pub(crate) fn diagnose(&self, pool: &str, stats: PoolStats) -> Diagnosis {
         let epoch = self.epoch();
         let mut routes: Vec<RouteLoad> = self
             .routes
@@ -178,8 +232,8 @@ impl Health {
         routes.sort_by_key(|r| std::cmp::Reverse(r.hold));
         Diagnosis {
             pool: pool.to_owned(),
-            max_connections,
-            waiters,
+            max_connections: stats.max,
+            waiters: stats.waiters,
             starving_for: self.starving_for(),
             window: self.window,
             routes,

@@ -58,17 +58,18 @@ pub mod otel;
 mod pool;
 mod report;
 mod scope;
+mod telemetry;
 mod testing;
-mod transaction;
 
 pub use self::detect::{Mode, NPlusOne, NestedAcquire};
 pub use self::error::{Error, Result};
 pub use self::fingerprint::{Fingerprint, FingerprintCache, fingerprint};
-pub use self::health::{Diagnosis, RouteLoad};
-pub use self::pool::{Connection, Pool, PoolConnection, PoolOptions, PoolStats};
+pub use self::health::{Diagnosis, PoolStats, RouteLoad};
+pub use self::pool::{Connection, Pool, PoolConnection, PoolOptions, Transaction};
 pub use self::report::{FingerprintStats, Report};
-pub use self::scope::{Scope, batch, capture, capture_named, current_report, spawn};
-pub use self::transaction::Transaction;
+#[allow(deprecated)]
+pub use self::scope::batch;
+pub use self::scope::{Scope, allow_repetition, capture, capture_named, current_report, spawn};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -5,7 +5,55 @@ use std::time::Duration;
 
 use crate::detect::{NPlusOne, NestedAcquire};
 use crate::fingerprint::Fingerprint;
-use crate::scope::{Row, Totals};
+
+/// How one statement ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outcome<'a> {
+    /// It ran to the end.
+    Ok,
+    /// PostgreSQL or the connection returned an error (its class is exported with `otel`).
+    Failed(#[cfg_attr(not(feature = "otel"), allow(dead_code))] &'a sqlx::Error),
+    /// Its future was dropped before it finished (a cancelled request).
+    Cancelled,
+}
+
+impl Outcome<'_> {
+    /// Whether it counts as a failed statement.
+    pub(crate) fn failed(&self) -> bool {
+        !matches!(self, Outcome::Ok)
+    }
+}
+
+/// The running totals of a scope.
+#[derive(Default, Clone, Copy, Debug)]
+pub(crate) struct Totals {
+    pub(crate) queries: u64,
+    pub(crate) failed: u64,
+    pub(crate) rejected: u64,
+    pub(crate) transaction_statements: u64,
+    pub(crate) rows: u64,
+    pub(crate) db_time: Duration,
+    pub(crate) hold_time: Duration,
+    pub(crate) pool_wait: Duration,
+    pub(crate) acquires: u64,
+    pub(crate) max_held: u64,
+}
+
+impl Totals {
+    /// Adds a nested scope's totals (the most connections held is a maximum, not a sum).
+    pub(crate) fn merge(&mut self, c: &Totals) {
+        self.queries += c.queries;
+        self.failed += c.failed;
+        self.rejected += c.rejected;
+        self.transaction_statements += c.transaction_statements;
+        self.rows += c.rows;
+        self.db_time += c.db_time;
+        self.hold_time += c.hold_time;
+        self.pool_wait += c.pool_wait;
+        self.acquires += c.acquires;
+        self.max_held = self.max_held.max(c.max_held);
+    }
+}
 
 /// The totals and per-statement rows of one scope, produced when the scope ends
 /// ([`capture`](crate::capture)) or on demand ([`Pool::unscoped_report`](crate::Pool::unscoped_report)).
@@ -21,26 +69,47 @@ pub struct Report {
 }
 
 /// One row of a [`Report`]: all executions of one statement fingerprint in the scope.
+///
+/// The same type accumulates while the scope runs, so a report is a copy of the rows, not a
+/// translation of them.
 #[derive(Debug, Clone)]
 pub struct FingerprintStats {
-    fingerprint: Option<Fingerprint>,
-    count: u64,
-    failed: u64,
-    rows: u64,
-    total: Duration,
-    max: Duration,
+    pub(crate) fingerprint: Option<Fingerprint>,
+    pub(crate) count: u64,
+    pub(crate) failed: u64,
+    pub(crate) rows: u64,
+    pub(crate) total: Duration,
+    pub(crate) max: Duration,
 }
 
 impl FingerprintStats {
-    pub(crate) fn from_row(row: &Row) -> Self {
+    /// An empty row for `fingerprint` (`None`: the overflow row).
+    pub(crate) fn new(fingerprint: Option<Fingerprint>) -> Self {
         FingerprintStats {
-            fingerprint: row.fingerprint.clone(),
-            count: row.count,
-            failed: row.failed,
-            rows: row.rows,
-            total: row.total,
-            max: row.max,
+            fingerprint,
+            count: 0,
+            failed: 0,
+            rows: 0,
+            total: Duration::ZERO,
+            max: Duration::ZERO,
         }
+    }
+
+    /// Adds one finished execution.
+    pub(crate) fn record(&mut self, elapsed: Duration, rows: u64, failed: bool) {
+        self.total += elapsed;
+        self.max = self.max.max(elapsed);
+        self.rows += rows;
+        self.failed += u64::from(failed);
+    }
+
+    /// Adds another row of the same fingerprint (a nested scope's).
+    pub(crate) fn merge(&mut self, other: &FingerprintStats) {
+        self.count += other.count;
+        self.failed += other.failed;
+        self.rows += other.rows;
+        self.total += other.total;
+        self.max = self.max.max(other.max);
     }
 
     /// The fingerprint, or `None` for the row that collects statements past the per-scope

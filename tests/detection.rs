@@ -249,7 +249,7 @@ async fn allowlisted_fingerprints_and_call_sites_are_not_reported() {
 async fn statements_inside_a_marked_batch_count_but_are_not_flagged() {
     let pool = feed_pool("np1_batch", PoolOptions::new()).await;
     let ((), report) = pgscope::capture(async {
-        pgscope::batch(run_naive_n(&pool, 10)).await;
+        pgscope::allow_repetition(run_naive_n(&pool, 10)).await;
     })
     .await;
     report.assert_queries(10);

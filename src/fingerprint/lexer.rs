@@ -30,6 +30,16 @@ pub(crate) enum Tok {
     Other(Range<usize>),
 }
 
+impl Tok {
+    /// The keyword this token is, if it is one.
+    pub(crate) fn keyword(&self) -> Option<&'static str> {
+        match self {
+            Tok::Word(_, kw) => *kw,
+            _ => None,
+        }
+    }
+}
+
 fn is_ident_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
 }
@@ -338,7 +348,7 @@ fn lex_word(s: &[u8], i: usize, out: &mut Vec<Tok>) -> usize {
     while j < n && is_ident_cont(s[j]) {
         j += 1;
     }
-    out.push(Tok::Word(i..j, super::normalize::keyword(&s[i..j])));
+    out.push(Tok::Word(i..j, super::keywords::keyword(&s[i..j])));
     j
 }
 

@@ -27,8 +27,10 @@
 //! `tests/fingerprint_vs_pg_stat_statements.rs` checks agreement on a corpus of 171 statements.
 
 mod cache;
+mod keywords;
 mod lexer;
 mod normalize;
+mod summary;
 
 use std::fmt;
 use std::sync::Arc;
@@ -59,9 +61,6 @@ struct Inner {
     /// Computed on first use from the normalized text (which keeps every keyword and name the
     /// summary needs): applications that never ask for it do not pay for it.
     summary: std::sync::OnceLock<String>,
-    /// Span attributes, built on first export.
-    #[cfg(feature = "otel")]
-    otel: std::sync::OnceLock<crate::otel::FingerprintAttributes>,
 }
 
 impl Fingerprint {
@@ -79,7 +78,7 @@ impl Fingerprint {
     pub fn summary(&self) -> &str {
         self.0.summary.get_or_init(|| {
             with_tokens(&self.0.normalized, |toks| {
-                normalize::summary(&self.0.normalized, toks)
+                summary::summary(&self.0.normalized, toks)
             })
         })
     }
@@ -93,15 +92,6 @@ impl Fingerprint {
     /// keyword when that is a command, else its first `SELECT`/`INSERT`/`UPDATE`/`DELETE`/`MERGE`.
     pub fn operation(&self) -> &str {
         self.0.operation
-    }
-}
-
-#[cfg(feature = "otel")]
-impl Fingerprint {
-    pub(crate) fn otel_attributes(&self) -> &crate::otel::FingerprintAttributes {
-        self.0
-            .otel
-            .get_or_init(|| crate::otel::FingerprintAttributes::new(self))
     }
 }
 
@@ -159,8 +149,6 @@ pub fn fingerprint(sql: &str) -> Fingerprint {
             normalized,
             operation,
             summary: std::sync::OnceLock::new(),
-            #[cfg(feature = "otel")]
-            otel: std::sync::OnceLock::new(),
         }))
     })
 }

@@ -1,153 +1,10 @@
-//! Token stream → normalized text and `db.query.summary`.
+//! Token stream → normalized text and the statement's operation.
 //!
 //! Normalization is a single left-to-right walk with bounded look-ahead (list collapsing scans
 //! forward once and stops at the first token that is not a constant), so it is linear in the
 //! input and uses no recursion however deeply the parentheses nest.
 
 use super::lexer::Tok;
-
-/// SQL keywords rendered in upper case. Everything else unquoted is an identifier and is
-/// rendered in lower case (PostgreSQL folds unquoted identifiers to lower case, so this changes
-/// nothing about which object is meant). Kept sorted so duplicates are easy to spot.
-const KEYWORDS: &[&str] = &[
-    "ALL",
-    "ALTER",
-    "ANALYZE",
-    "AND",
-    "ANY",
-    "ARRAY",
-    "AS",
-    "ASC",
-    "BEGIN",
-    "BETWEEN",
-    "BOTH",
-    "BY",
-    "CALL",
-    "CASCADE",
-    "CASE",
-    "CAST",
-    "CHECK",
-    "COALESCE",
-    "COLLATE",
-    "COLUMN",
-    "COMMIT",
-    "CONFLICT",
-    "CONSTRAINT",
-    "COPY",
-    "CREATE",
-    "CROSS",
-    "CURRENT_DATE",
-    "CURRENT_TIME",
-    "CURRENT_TIMESTAMP",
-    "CURRENT_USER",
-    "DATE",
-    "DEALLOCATE",
-    "DEFAULT",
-    "DELETE",
-    "DESC",
-    "DISTINCT",
-    "DO",
-    "DROP",
-    "ELSE",
-    "END",
-    "EXCEPT",
-    "EXECUTE",
-    "EXISTS",
-    "EXPLAIN",
-    "EXTRACT",
-    "FALSE",
-    "FETCH",
-    "FILTER",
-    "FIRST",
-    "FOR",
-    "FOREIGN",
-    "FROM",
-    "FULL",
-    "GRANT",
-    "GREATEST",
-    "GROUP",
-    "HAVING",
-    "IF",
-    "ILIKE",
-    "IN",
-    "INDEX",
-    "INNER",
-    "INSERT",
-    "INTERSECT",
-    "INTERVAL",
-    "INTO",
-    "IS",
-    "ISNULL",
-    "JOIN",
-    "KEY",
-    "LAST",
-    "LATERAL",
-    "LEADING",
-    "LEAST",
-    "LEFT",
-    "LIKE",
-    "LIMIT",
-    "LOCK",
-    "LOCKED",
-    "MERGE",
-    "NATURAL",
-    "NEXT",
-    "NOT",
-    "NOTHING",
-    "NOTNULL",
-    "NOWAIT",
-    "NULL",
-    "NULLIF",
-    "NULLS",
-    "OFFSET",
-    "ON",
-    "ONLY",
-    "OR",
-    "ORDER",
-    "OUTER",
-    "OVER",
-    "PARTITION",
-    "PREPARE",
-    "PRIMARY",
-    "REFERENCES",
-    "RELEASE",
-    "RETURNING",
-    "REVOKE",
-    "RIGHT",
-    "ROLLBACK",
-    "ROW",
-    "ROWS",
-    "SAVEPOINT",
-    "SELECT",
-    "SET",
-    "SHARE",
-    "SHOW",
-    "SIMILAR",
-    "SKIP",
-    "SOME",
-    "START",
-    "TABLE",
-    "THEN",
-    "TIME",
-    "TIMESTAMP",
-    "TO",
-    "TRAILING",
-    "TRANSACTION",
-    "TRUE",
-    "TRUNCATE",
-    "UNION",
-    "UNIQUE",
-    "UPDATE",
-    "USING",
-    "VACUUM",
-    "VALUES",
-    "VIEW",
-    "WHEN",
-    "WHERE",
-    "WINDOW",
-    "WITH",
-    "WITHIN",
-];
 
 /// Keywords written like functions: no space before their `(`.
 fn function_like(k: &str) -> bool {
@@ -194,65 +51,6 @@ fn sign_context(k: &str) -> bool {
             | "WHEN"
             | "WHERE"
     )
-}
-
-/// Open-addressing table of the keywords, keyed by a cheap hash of the upper-cased bytes: one
-/// probe and one comparison for most words (this runs once per word of every new statement).
-struct KeywordTable {
-    slots: [u8; 1024],
-}
-
-const EMPTY: u8 = u8::MAX;
-
-/// Constant-time, case-insensitive hash of a non-empty word: its length and first, middle and
-/// last bytes are enough to spread the keyword list over the table (average probe length 1.09).
-fn kw_hash(word: &[u8]) -> usize {
-    let n = word.len();
-    let up = |i: usize| word[i].to_ascii_uppercase();
-    let h = (n as u32).wrapping_mul(0x9E37_79B1)
-        ^ u32::from(up(0)).wrapping_mul(0x85EB_CA77)
-        ^ u32::from(up(n - 1)).wrapping_mul(0xC2B2_AE3D)
-        ^ u32::from(up(n / 2)).wrapping_mul(0x27D4_EB2F);
-    (h.wrapping_mul(0x9E37_79B1) >> 22) as usize
-}
-
-fn keyword_table() -> &'static KeywordTable {
-    static TABLE: std::sync::OnceLock<KeywordTable> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut slots = [EMPTY; 1024];
-        for (i, k) in KEYWORDS.iter().enumerate() {
-            let mut h = kw_hash(k.as_bytes()) % slots.len();
-            while slots[h] != EMPTY {
-                h = (h + 1) % slots.len();
-            }
-            slots[h] = i as u8;
-        }
-        KeywordTable { slots }
-    })
-}
-
-pub(crate) fn keyword(word: &[u8]) -> Option<&'static str> {
-    const LONGEST: usize = 17; // CURRENT_TIMESTAMP
-    if word.len() < 2 || word.len() > LONGEST {
-        return None;
-    }
-    let table = keyword_table();
-    let mut h = kw_hash(word) % table.slots.len();
-    loop {
-        let slot = table.slots[h];
-        if slot == EMPTY {
-            return None;
-        }
-        let k = KEYWORDS[usize::from(slot)];
-        if k.len() == word.len()
-            && k.bytes()
-                .zip(word)
-                .all(|(k, w)| k == w.to_ascii_uppercase())
-        {
-            return Some(k);
-        }
-        h = (h + 1) % table.slots.len();
-    }
 }
 
 /// What the previous rendered piece was, for spacing.
@@ -315,13 +113,6 @@ impl Renderer<'_> {
     }
 }
 
-fn word_kw(_sql: &str, t: &Tok) -> Option<&'static str> {
-    match t {
-        Tok::Word(_, kw) => *kw,
-        _ => None,
-    }
-}
-
 fn push_u32(out: &mut String, v: u32) {
     let mut buf = [0u8; 10];
     let mut i = buf.len();
@@ -353,7 +144,7 @@ fn const_element(sql: &str, toks: &[Tok], mut i: usize) -> Option<usize> {
     }
     match toks.get(i)? {
         Tok::Const(_) | Tok::Param => {}
-        t @ Tok::Word(..) if matches!(word_kw(sql, t), Some("NULL" | "TRUE" | "FALSE")) => {}
+        t @ Tok::Word(..) if matches!(t.keyword(), Some("NULL" | "TRUE" | "FALSE")) => {}
         _ => return None,
     }
     i += 1;
@@ -434,7 +225,7 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
     let mut i = 0;
     while i < toks.len() {
         let t = &toks[i];
-        let kw = word_kw(sql, t);
+        let kw = t.keyword();
         match t {
             Tok::Word(range, _) => {
                 match kw {
@@ -501,7 +292,7 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
                 match inner {
                     // `"users"` names the same relation as `users`.
                     Some(name)
-                        if is_plain_lower_ident(name) && keyword(name.as_bytes()).is_none() =>
+                        if is_plain_lower_ident(name) && super::keywords::keyword(name.as_bytes()).is_none() =>
                     {
                         r.push(Last::Ident, None, name)
                     }
@@ -534,7 +325,7 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
                 let sign_position = match toks[..i].last() {
                     None => true,
                     Some(Tok::Op(_) | Tok::Punct(b'(' | b'[' | b',' | b';') | Tok::Cast) => true,
-                    Some(w @ Tok::Word(..)) => word_kw(sql, w).is_some_and(sign_context),
+                    Some(w @ Tok::Word(..)) => w.keyword().is_some_and(sign_context),
                     _ => false,
                 };
                 if (op == "-" || op == "+")
@@ -584,156 +375,4 @@ fn is_plain_lower_ident(s: &str) -> bool {
         && (b[0].is_ascii_lowercase() || b[0] == b'_')
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'$')
-}
-
-/// Builds `db.query.summary`: operations and the tables they touch, in query order
-/// (`SELECT posts users`, `INSERT orders SELECT carts`), at most 255 bytes, never cut inside a
-/// name. Only keywords and identifiers are used, so no literal can appear in it.
-pub(crate) fn summary(sql: &str, toks: &[Tok]) -> String {
-    const MAX: usize = 255;
-    let mut out = String::new();
-    let push = |out: &mut String, part: &str| {
-        let extra = part.len() + usize::from(!out.is_empty());
-        if out.len() + extra <= MAX {
-            if !out.is_empty() {
-                out.push(' ');
-            }
-            out.push_str(part);
-        }
-    };
-    let mut expect_target = false;
-    let mut in_from_list = false;
-    let mut first = true;
-    let mut i = 0;
-    while i < toks.len() {
-        let t = &toks[i];
-        let kw = word_kw(sql, t);
-        if first {
-            first = false;
-            if let Some(k) = kw {
-                match k {
-                    "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "WITH" | "VALUES" => {}
-                    "CREATE" | "ALTER" | "DROP" | "TRUNCATE" => {
-                        // `CREATE TABLE t`, `DROP INDEX i`: the command with its object kind.
-                        let mut j = i + 1;
-                        let mut cmd = String::from(k);
-                        while let Some(k2) = toks.get(j).and_then(|t| word_kw(sql, t)) {
-                            if matches!(k2, "IF" | "NOT" | "EXISTS" | "ONLY") {
-                                j += 1;
-                                continue;
-                            }
-                            cmd.push(' ');
-                            cmd.push_str(k2);
-                            j += 1;
-                            if matches!(k2, "TABLE" | "INDEX" | "VIEW") {
-                                break;
-                            }
-                        }
-                        while matches!(
-                            toks.get(j).and_then(|t| word_kw(sql, t)),
-                            Some("IF" | "NOT" | "EXISTS")
-                        ) {
-                            j += 1;
-                        }
-                        push(&mut out, &cmd);
-                        i = j;
-                        expect_target = true;
-                        continue;
-                    }
-                    other => {
-                        push(&mut out, other);
-                        i += 1;
-                        continue;
-                    }
-                }
-            } else if let Tok::Word(r, _) = t {
-                // Non-keyword command (e.g. `vacuum`-like words we do not list): upper-cased.
-                push(&mut out, &sql[r.clone()].to_ascii_uppercase());
-                i += 1;
-                continue;
-            }
-        }
-        match (t, kw) {
-            (_, Some(op @ ("SELECT" | "INSERT" | "UPDATE" | "DELETE" | "MERGE"))) => {
-                push(&mut out, op);
-                in_from_list = false;
-                expect_target = op == "UPDATE";
-            }
-            (_, Some("FROM" | "JOIN" | "INTO" | "USING")) => {
-                expect_target = true;
-                in_from_list = kw == Some("FROM");
-            }
-            (_, Some("ONLY" | "LATERAL")) => {}
-            (Tok::Word(..) | Tok::QuotedIdent(_), None) if expect_target => {
-                let (name, next) = qualified_name(sql, toks, i);
-                push(&mut out, &name);
-                expect_target = false;
-                i = next;
-                continue;
-            }
-            (Tok::Punct(b','), _) if in_from_list => expect_target = true,
-            (Tok::Punct(b'(' | b')'), _) => {
-                expect_target = false;
-                in_from_list = false;
-            }
-            (_, Some(_)) => {
-                expect_target = false;
-                if kw != Some("AS") {
-                    in_from_list = false;
-                }
-            }
-            _ => expect_target = false,
-        }
-        i += 1;
-    }
-    out
-}
-
-/// `schema.table` or `"Quoted"."Name"` as written (quotes kept, unquoted parts lower-cased).
-fn qualified_name(sql: &str, toks: &[Tok], mut i: usize) -> (String, usize) {
-    let mut name = String::new();
-    loop {
-        match toks.get(i) {
-            Some(Tok::Word(r, _)) => name.push_str(&sql[r.clone()].to_ascii_lowercase()),
-            Some(Tok::QuotedIdent(r)) => name.push_str(&sql[r.clone()]),
-            _ => break,
-        }
-        i += 1;
-        if toks.get(i) == Some(&Tok::Punct(b'.'))
-            && matches!(toks.get(i + 1), Some(Tok::Word(..) | Tok::QuotedIdent(_)))
-        {
-            name.push('.');
-            i += 1;
-        } else {
-            break;
-        }
-    }
-    (name, i)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keyword_table_finds_every_keyword_and_nothing_else() {
-        assert!(
-            KEYWORDS.windows(2).all(|w| w[0] < w[1]),
-            "sorted, hence no duplicates"
-        );
-        assert!(KEYWORDS.len() < usize::from(EMPTY));
-        for k in KEYWORDS {
-            assert_eq!(keyword(k.to_lowercase().as_bytes()), Some(*k));
-        }
-        for w in [
-            "users",
-            "id",
-            "selects",
-            "x",
-            "current_timestampz",
-            "naming",
-        ] {
-            assert_eq!(keyword(w.as_bytes()), None, "{w}");
-        }
-    }
 }

@@ -32,12 +32,12 @@ pub enum OtelError {
     #[error("unsupported OTEL_EXPORTER_OTLP_PROTOCOL `{0}` (use `grpc` or `http/protobuf`)")]
     UnsupportedProtocol(String),
     /// The exporter could not be built (bad endpoint, no Tokio runtime for gRPC).
-    #[error("cannot build the OTLP exporter: {0}")]
-    Exporter(String),
+    #[error("cannot build the OTLP exporter")]
+    Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
     /// A global `tracing` subscriber is already installed; add a `tracing_opentelemetry`
     /// layer to it instead.
-    #[error("a global tracing subscriber is already set: {0}")]
-    SubscriberAlreadySet(String),
+    #[error("a global tracing subscriber is already set")]
+    SubscriberAlreadySet(#[source] tracing_subscriber::util::TryInitError),
 }
 
 /// Configures OTLP export. Every setting defaults to the standard environment variable.
@@ -258,7 +258,7 @@ impl OtelBuilder {
             .with(otel_layer)
             .with(fmt_layer)
             .try_init()
-            .map_err(|e| OtelError::SubscriberAlreadySet(e.to_string()))?;
+            .map_err(OtelError::SubscriberAlreadySet)?;
         Ok(OtelGuard { providers, timeout })
     }
 
@@ -277,8 +277,7 @@ impl OtelBuilder {
             .endpoint
             .as_deref()
             .map(|e| e.trim_end_matches('/').to_owned());
-        let exporter_err =
-            |e: opentelemetry_otlp::ExporterBuildError| OtelError::Exporter(e.to_string());
+        let exporter_err = OtelError::Exporter;
         let (spans, metrics) = match protocol {
             Protocol::Grpc => {
                 let mut spans = opentelemetry_otlp::SpanExporter::builder()

@@ -9,9 +9,12 @@ use dashmap::DashSet;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableUpDownCounter};
 
-use super::{Server, attr, metric};
+use super::server::Server;
+use super::span::ErrorAttributes;
+use super::{attr, metric};
 use crate::detect::NPlusOne;
 use crate::fingerprint::Fingerprint;
+use crate::health::{PoolStats, StatsSource};
 use crate::report::Report;
 
 /// Bucket boundaries recommended by the semantic conventions for `db.client.operation.duration`.
@@ -57,33 +60,24 @@ pub(crate) struct PoolMetrics {
     use_time: Histogram<f64>,
     timeouts: Counter<u64>,
     summaries: Capped,
-    /// Attribute sets of successful operations per fingerprint, built once (capped).
-    ok_attributes: dashmap::DashMap<u64, std::sync::Arc<[KeyValue]>>,
     _observed: Vec<ObservableUpDownCounter<i64>>,
 }
 
-/// (size, idle, max, waiters) of a pool.
-pub(crate) type Gauges = (u32, u32, u32, u64);
 /// Values to observe, each with an optional `db.client.connection.state`.
 type Observations = Vec<(i64, Option<&'static str>)>;
 
-/// What the observable instruments read from the pool.
-pub(crate) trait PoolGauges: Send + Sync + 'static {
-    fn gauges(&self) -> Gauges;
-}
-
 impl PoolMetrics {
-    pub(crate) fn new<P: PoolGauges>(server: &Server, pool_name: &str, pool: Weak<P>) -> Self {
+    pub(crate) fn new(server: &Server, pool_name: &str, pool: Weak<dyn StatsSource>) -> Self {
         let meter = meter();
         let pool_kv = KeyValue::new(attr::DB_CLIENT_CONNECTION_POOL_NAME, pool_name.to_owned());
-        let observe = |name: &'static str, unit: &'static str, pick: fn(Gauges) -> Observations| {
+        let observe = |name: &'static str, unit: &'static str, pick: fn(PoolStats) -> Observations| {
             let (pool, pool_kv) = (pool.clone(), pool_kv.clone());
             meter
                 .i64_observable_up_down_counter(name)
                 .with_unit(unit)
                 .with_callback(move |obs| {
                     if let Some(p) = pool.upgrade() {
-                        for (value, state) in pick(p.gauges()) {
+                        for (value, state) in pick(p.stats()) {
                             match state {
                                 Some(s) => obs.observe(
                                     value,
@@ -103,22 +97,22 @@ impl PoolMetrics {
             observe(
                 metric::DB_CLIENT_CONNECTION_COUNT,
                 "{connection}",
-                |(size, idle, _, _)| {
+                |s| {
                     vec![
-                        (i64::from(idle), Some("idle")),
-                        (i64::from(size.saturating_sub(idle)), Some("used")),
+                        (i64::from(s.idle()), Some("idle")),
+                        (i64::from(s.in_use()), Some("used")),
                     ]
                 },
             ),
             observe(
                 metric::DB_CLIENT_CONNECTION_MAX,
                 "{connection}",
-                |(_, _, max, _)| vec![(i64::from(max), None)],
+                |s| vec![(i64::from(s.max_connections()), None)],
             ),
             observe(
                 metric::DB_CLIENT_CONNECTION_PENDING_REQUESTS,
                 "{request}",
-                |(_, _, _, waiters)| vec![(i64::try_from(waiters).unwrap_or(i64::MAX), None)],
+                |s| vec![(i64::try_from(s.waiters()).unwrap_or(i64::MAX), None)],
             ),
         ];
         PoolMetrics {
@@ -148,38 +142,20 @@ impl PoolMetrics {
                 .with_description("Connection attempts that timed out waiting for the pool.")
                 .build(),
             summaries: Capped::default(),
-            ok_attributes: dashmap::DashMap::new(),
             _observed: observed,
         }
     }
 
-    pub(crate) fn record_operation(
-        &self,
-        fp: &Fingerprint,
-        elapsed: Duration,
-        error: Option<&(String, Option<String>)>,
-    ) {
-        if error.is_some() {
-            let attrs = self.operation_attributes(fp, error);
-            self.duration.record(elapsed.as_secs_f64(), &attrs);
-            return;
-        }
-        if let Some(attrs) = self.ok_attributes.get(&fp.id()) {
-            self.duration.record(elapsed.as_secs_f64(), &attrs);
-            return;
-        }
-        let attrs: std::sync::Arc<[KeyValue]> = self.operation_attributes(fp, None).into();
-        if self.ok_attributes.len() < ATTRIBUTE_LIMIT.load(Ordering::Relaxed) {
-            self.ok_attributes
-                .insert(fp.id(), std::sync::Arc::clone(&attrs));
-        }
-        self.duration.record(elapsed.as_secs_f64(), &attrs);
+    pub(crate) fn record_duration(&self, secs: f64, attributes: &[KeyValue]) {
+        self.duration.record(secs, attributes);
     }
 
-    fn operation_attributes(
+    /// `db.client.operation.duration` attributes: the server's, the (capped) summary, and
+    /// the error's.
+    pub(crate) fn operation_attributes(
         &self,
         fp: &Fingerprint,
-        error: Option<&(String, Option<String>)>,
+        error: Option<&ErrorAttributes>,
     ) -> Vec<KeyValue> {
         let mut attrs = Vec::with_capacity(self.base.len() + 4);
         attrs.extend_from_slice(&self.base);

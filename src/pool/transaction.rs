@@ -6,7 +6,7 @@ use std::ops::{Deref, DerefMut};
 use sqlx::postgres::PgTransactionManager;
 use sqlx_core::transaction::TransactionManager;
 
-use crate::pool::{Connection, PoolConnection};
+use super::connection::{Connection, PoolConnection};
 
 /// An in-progress transaction or savepoint: `&mut *tx` is an instrumented `sqlx::Executor`.
 ///
@@ -51,10 +51,7 @@ impl MaybeOwned<'_> {
 }
 
 fn count_statement(conn: &Connection) {
-    let scope = conn.scope.clone().or_else(crate::scope::current);
-    conn.shared.with_state(scope.as_ref(), |state, _| {
-        state.totals.transaction_statements += 1
-    });
+    conn.with_state(|state| state.transaction_statement());
 }
 
 impl<'c> Transaction<'c> {

@@ -1,0 +1,283 @@
+//! Detection rules: N+1 (one fingerprint repeated inside one scope), query budgets, and one
+//! scope holding several connections at once.
+//!
+//! The rules run on the query's start path under the scope's lock and cost a few comparisons;
+//! everything expensive (a backtrace for the call site, formatting the warning) happens only
+//! when a rule fires, once per (scope, fingerprint).
+
+mod call_site;
+mod findings;
+
+use crate::fingerprint::Fingerprint;
+
+pub(crate) use self::call_site::{call_site, prewarm_symbols};
+pub use self::findings::{NPlusOne, NestedAcquire};
+pub(crate) use self::findings::{emit_n_plus_one, emit_nested, nested_acquire};
+
+/// What to do when a rule fires.
+///
+/// By default, [`Mode::Warn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Do not check.
+    Off,
+    /// Record it in the scope's report and emit a `tracing` WARN event.
+    #[default]
+    Warn,
+    /// Like `Warn`, and the query that crosses the threshold fails with
+    /// [`Error::NPlusOne`](crate::Error::NPlusOne) instead of running.
+    Error,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Allowlist {
+    pub(crate) fingerprints: Vec<u64>,
+    pub(crate) call_sites: Vec<String>,
+}
+
+impl Allowlist {
+    pub(crate) fn allows_fingerprint(&self, id: u64) -> bool {
+        self.fingerprints.contains(&id)
+    }
+
+    pub(crate) fn allows_site(&self, site: &str) -> bool {
+        self.call_sites.iter().any(|s| site.contains(s.as_str()))
+    }
+}
+
+/// Detection settings of a pool (scopes may override them).
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) n_plus_one_threshold: u32,
+    pub(crate) n_plus_one_mode: Mode,
+    pub(crate) n_plus_one_writes: bool,
+    pub(crate) query_budget: Option<u32>,
+    pub(crate) nested_acquire_mode: Mode,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            // Five lookups of the same shape in one request is where batching starts to pay
+            // and where real N+1s (one per list item) are already unmistakable.
+            n_plus_one_threshold: 5,
+            n_plus_one_mode: Mode::Warn,
+            // Repeated INSERT/UPDATE in a loop is usually a deliberate write path; opt in.
+            n_plus_one_writes: false,
+            query_budget: None,
+            nested_acquire_mode: Mode::Warn,
+        }
+    }
+}
+
+/// Settings a scope may override; `None` means "use the pool's".
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Overrides {
+    pub(crate) n_plus_one_threshold: Option<u32>,
+    pub(crate) n_plus_one_mode: Option<Mode>,
+    pub(crate) query_budget: Option<u32>,
+    pub(crate) allow: Allowlist,
+}
+
+/// The rules in force for one statement: the pool's settings under the scope's overrides.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rules<'a> {
+    pub(crate) settings: &'a Settings,
+    pub(crate) overrides: &'a Overrides,
+}
+
+/// What the scope has seen before the statement being admitted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seen {
+    /// Statements the scope has sent.
+    pub(crate) queries: u64,
+    /// Executions of this statement's fingerprint, this one included.
+    pub(crate) count: u64,
+    /// Whether an N+1 of this fingerprint was already reported in the scope.
+    pub(crate) reported: bool,
+    /// Whether the statement runs inside [`allow_repetition`](crate::allow_repetition).
+    pub(crate) allowed_repetition: bool,
+}
+
+/// The rules' decision on one statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Send it.
+    Run,
+    /// Refuse it before PostgreSQL sees it: the scope's query budget is spent.
+    OverBudget {
+        /// The budget in force.
+        budget: u32,
+    },
+    /// It crosses the N+1 threshold: find the call site, report it (unless already reported
+    /// or its call site is allowed), and in [`Mode::Error`] refuse it.
+    NPlusOne(Crossing),
+}
+
+/// A statement that crossed the N+1 threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Crossing {
+    pub(crate) count: u64,
+    pub(crate) threshold: u32,
+    pub(crate) mode: Mode,
+    /// Already reported in this scope: nothing new to record or emit.
+    pub(crate) reported: bool,
+}
+
+impl Crossing {
+    /// Whether the statement must not be sent.
+    pub(crate) fn refuses(&self) -> bool {
+        self.mode == Mode::Error
+    }
+}
+
+impl Rules<'_> {
+    /// The budget check comes before counting (a refused statement is not counted as a query);
+    /// `seen.count` already includes the statement for the N+1 check.
+    pub(crate) fn budget(&self, queries: u64) -> Option<u32> {
+        self.overrides
+            .query_budget
+            .or(self.settings.query_budget)
+            .filter(|budget| queries >= u64::from(*budget))
+    }
+
+    /// Decides on a statement with fingerprint `fp`.
+    pub(crate) fn admit(&self, fp: &Fingerprint, seen: Seen) -> Verdict {
+        if let Some(budget) = self.budget(seen.queries) {
+            return Verdict::OverBudget { budget };
+        }
+        let o = self.overrides;
+        let threshold = o
+            .n_plus_one_threshold
+            .unwrap_or(self.settings.n_plus_one_threshold);
+        let mode = o.n_plus_one_mode.unwrap_or(self.settings.n_plus_one_mode);
+        let checked = (self.settings.n_plus_one_writes || fp.operation() == "SELECT")
+            && !seen.allowed_repetition;
+        // In error mode every execution past the threshold is refused; otherwise only the
+        // crossing one is reported.
+        let crossing = if mode == Mode::Error {
+            seen.count > u64::from(threshold)
+        } else {
+            seen.count == u64::from(threshold) + 1
+        };
+        if mode == Mode::Off || !checked || !crossing || o.allow.allows_fingerprint(fp.id()) {
+            return Verdict::Run;
+        }
+        Verdict::NPlusOne(Crossing {
+            count: seen.count,
+            threshold,
+            mode,
+            reported: seen.reported,
+        })
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(queries: u64, count: u64) -> Seen {
+        Seen {
+            queries,
+            count,
+            reported: false,
+            allowed_repetition: false,
+        }
+    }
+
+    #[test]
+    fn n_plus_one_fires_once_on_the_crossing_execution_in_warn_mode() {
+        let settings = Settings::default();
+        let overrides = Overrides::default();
+        let rules = Rules {
+            settings: &settings,
+            overrides: &overrides,
+        };
+        let fp = crate::fingerprint("SELECT * FROM users WHERE id = $1");
+        let verdicts: Vec<bool> = (1..=8)
+            .map(|n| matches!(rules.admit(&fp, seen(n, n)), Verdict::NPlusOne(_)))
+            .collect();
+        assert_eq!(
+            verdicts,
+            [false, false, false, false, false, true, false, false]
+        );
+    }
+
+    #[test]
+    fn error_mode_refuses_every_execution_past_the_threshold() {
+        let settings = Settings {
+            n_plus_one_mode: Mode::Error,
+            n_plus_one_threshold: 2,
+            ..Settings::default()
+        };
+        let overrides = Overrides::default();
+        let rules = Rules {
+            settings: &settings,
+            overrides: &overrides,
+        };
+        let fp = crate::fingerprint("SELECT 1 FROM t WHERE a = $1");
+        for n in 3..6 {
+            let Verdict::NPlusOne(c) = rules.admit(&fp, seen(n, n)) else {
+                panic!("execution {n} must cross");
+            };
+            assert!(c.refuses());
+        }
+        assert_eq!(rules.admit(&fp, seen(2, 2)), Verdict::Run);
+    }
+
+    #[test]
+    fn budget_comes_first_and_scope_overrides_the_pool() {
+        let settings = Settings {
+            query_budget: Some(10),
+            ..Settings::default()
+        };
+        let overrides = Overrides {
+            query_budget: Some(3),
+            ..Overrides::default()
+        };
+        let rules = Rules {
+            settings: &settings,
+            overrides: &overrides,
+        };
+        let fp = crate::fingerprint("SELECT 1");
+        assert_eq!(rules.admit(&fp, seen(2, 1)), Verdict::Run);
+        assert_eq!(
+            rules.admit(&fp, seen(3, 1)),
+            Verdict::OverBudget { budget: 3 }
+        );
+    }
+
+    #[test]
+    fn writes_allowlists_and_deliberate_repetition_are_not_checked() {
+        let settings = Settings::default();
+        let fp = crate::fingerprint("SELECT * FROM users WHERE id = $1");
+        let overrides = Overrides {
+            allow: Allowlist {
+                fingerprints: vec![fp.id()],
+                call_sites: vec![],
+            },
+            ..Overrides::default()
+        };
+        let allowing = Rules {
+            settings: &settings,
+            overrides: &overrides,
+        };
+        assert_eq!(allowing.admit(&fp, seen(6, 6)), Verdict::Run);
+        let none = Overrides::default();
+        let rules = Rules {
+            settings: &settings,
+            overrides: &none,
+        };
+        let insert = crate::fingerprint("INSERT INTO t VALUES ($1)");
+        assert_eq!(rules.admit(&insert, seen(6, 6)), Verdict::Run);
+        let mut deliberate = seen(6, 6);
+        deliberate.allowed_repetition = true;
+        assert_eq!(rules.admit(&fp, deliberate), Verdict::Run);
+        assert!(matches!(
+            rules.admit(&fp, seen(6, 6)),
+            Verdict::NPlusOne(_)
+        ));
+    }
+}

@@ -1,0 +1,144 @@
+//! One pool's telemetry: the attributes its statements share, its instruments, and the one
+//! per-fingerprint attribute cache both spans and metrics read.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use opentelemetry::KeyValue;
+
+use super::metrics::PoolMetrics;
+use super::server::{Server, shared_str};
+use super::span::{StatementSpan, error_attributes};
+use super::attr;
+use crate::fingerprint::Fingerprint;
+use crate::health::StatsSource;
+use crate::report::Outcome;
+
+/// Distinct fingerprints whose attributes are kept. Real applications have hundreds to a few
+/// thousand statement shapes; past the cap (a flood of unique SQL) attributes are built per
+/// statement and not kept, so memory stays bounded.
+const CAPACITY: usize = 10_000;
+
+/// The attributes of one fingerprint, built on its first statement: the span name
+/// (`db.query.summary`), the statement-specific span attributes, the normalized
+/// `db.query.text`, and the full attribute set of a successful `db.client.operation.duration`
+/// measurement.
+pub(crate) struct FingerprintAttributes {
+    pub(super) name: Cow<'static, str>,
+    pub(super) attributes: Vec<KeyValue>,
+    pub(super) text: KeyValue,
+    ok_metric: Arc<[KeyValue]>,
+}
+
+impl FingerprintAttributes {
+    fn new(fp: &Fingerprint, metrics: &PoolMetrics) -> Self {
+        let summary = fp.summary();
+        // No `db.operation.name` / `db.collection.name`: the PostgreSQL conventions say they
+        // SHOULD NOT be extracted from the query text; the summary carries both.
+        let mut attributes = Vec::with_capacity(2);
+        if !summary.is_empty() {
+            attributes.push(KeyValue::new(attr::DB_QUERY_SUMMARY, shared_str(summary)));
+        }
+        attributes.push(KeyValue::new(attr::PGSCOPE_FINGERPRINT, fp.hex()));
+        FingerprintAttributes {
+            // Semantic conventions: the span name is `db.query.summary` when there is one, else
+            // the system.
+            name: if summary.is_empty() {
+                Cow::Borrowed("postgresql")
+            } else {
+                Cow::Owned(summary.to_owned())
+            },
+            attributes,
+            text: KeyValue::new(attr::DB_QUERY_TEXT, shared_str(fp.normalized())),
+            ok_metric: metrics.operation_attributes(fp, None).into(),
+        }
+    }
+}
+
+/// Spans and metrics of one pool.
+pub(crate) struct PoolTelemetry {
+    server: Server,
+    metrics: PoolMetrics,
+    fingerprints: DashMap<u64, Arc<FingerprintAttributes>>,
+    record_raw_sql: bool,
+    statement_spans: bool,
+}
+
+impl PoolTelemetry {
+    pub(crate) fn new(
+        server: Server,
+        pool_name: &str,
+        stats: Weak<dyn StatsSource>,
+        record_raw_sql: bool,
+        statement_spans: bool,
+    ) -> Self {
+        PoolTelemetry {
+            metrics: PoolMetrics::new(&server, pool_name, stats),
+            server,
+            fingerprints: DashMap::new(),
+            record_raw_sql,
+            statement_spans,
+        }
+    }
+
+    fn attributes(&self, fp: &Fingerprint) -> Arc<FingerprintAttributes> {
+        if let Some(found) = self.fingerprints.get(&fp.id()) {
+            return Arc::clone(&found);
+        }
+        let built = Arc::new(FingerprintAttributes::new(fp, &self.metrics));
+        if self.fingerprints.len() < CAPACITY {
+            self.fingerprints.insert(fp.id(), Arc::clone(&built));
+        }
+        built
+    }
+
+    /// Starts the statement's span (none when statement spans are off). `started`: when it
+    /// began, for a statement reported after it ended (observer mode); `None` is now.
+    pub(crate) fn start(
+        &self,
+        fp: &Fingerprint,
+        sql: &str,
+        started: Option<SystemTime>,
+    ) -> StatementSpan {
+        if !self.statement_spans {
+            return StatementSpan::none();
+        }
+        let own = self.attributes(fp);
+        StatementSpan::start(
+            &self.server.attributes,
+            &own,
+            self.record_raw_sql.then_some(sql),
+            started,
+        )
+    }
+
+    /// Ends the statement's span and records its duration.
+    pub(crate) fn finish(
+        &self,
+        span: &mut StatementSpan,
+        fp: &Fingerprint,
+        elapsed: Duration,
+        rows: u64,
+        outcome: Outcome<'_>,
+    ) {
+        let error = error_attributes(outcome);
+        span.end(rows, error.as_ref());
+        let secs = elapsed.as_secs_f64();
+        match &error {
+            None => self.metrics.record_duration(secs, &self.attributes(fp).ok_metric),
+            Some(_) => self
+                .metrics
+                .record_duration(secs, &self.metrics.operation_attributes(fp, error.as_ref())),
+        }
+    }
+
+    pub(crate) fn record_wait(&self, waited: Duration, timed_out: bool) {
+        self.metrics.record_wait(waited, timed_out);
+    }
+
+    pub(crate) fn record_use(&self, held: Duration) {
+        self.metrics.record_use(held);
+    }
+}

@@ -1,0 +1,181 @@
+//! Statement spans, scope summaries and N+1 span events.
+
+use std::sync::OnceLock;
+
+use opentelemetry::global::BoxedSpan;
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::pool::FingerprintAttributes;
+use super::{SCHEMA_URL, attr};
+use crate::detect::NPlusOne;
+use crate::report::{Outcome, Report};
+
+/// Instrumentation scope of pgscope's statement spans.
+fn instrumentation_scope() -> &'static InstrumentationScope {
+    static SCOPE: OnceLock<InstrumentationScope> = OnceLock::new();
+    SCOPE.get_or_init(|| {
+        InstrumentationScope::builder("pgscope")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .with_schema_url(SCHEMA_URL)
+            .build()
+    })
+}
+
+/// The CLIENT span of one statement, built with the OpenTelemetry API from the global tracer
+/// provider (as OpenTelemetry instrumentation libraries do), as a child of the current
+/// `tracing` span's OpenTelemetry context (or of the current OpenTelemetry context outside
+/// any `tracing` span). Non-recording, and nearly free, when no provider is installed or the
+/// sampler drops the trace.
+pub(crate) struct StatementSpan(Option<BoxedSpan>);
+
+impl StatementSpan {
+    /// No span (statement spans turned off for the pool).
+    pub(crate) fn none() -> Self {
+        StatementSpan(None)
+    }
+
+    pub(crate) fn start(
+        server: &[KeyValue],
+        own: &FingerprintAttributes,
+        raw_sql: Option<&str>,
+        start_time: Option<std::time::SystemTime>,
+    ) -> Self {
+        let current = tracing::Span::current();
+        let mut parent = if current.is_none() {
+            opentelemetry::Context::current()
+        } else {
+            current.context()
+        };
+        if !parent.has_active_span() {
+            // The current `tracing` span is not exported (filtered out of the OpenTelemetry
+            // layer): the nearest exported one is the active OpenTelemetry context.
+            parent = opentelemetry::Context::current();
+        }
+        let tracer = opentelemetry::global::tracer_with_scope(instrumentation_scope().clone());
+        let mut attributes = Vec::with_capacity(server.len() + own.attributes.len() + 3);
+        attributes.extend_from_slice(server);
+        attributes.extend_from_slice(&own.attributes);
+        attributes.push(match raw_sql {
+            Some(sql) => KeyValue::new(attr::DB_QUERY_TEXT, sql.to_owned()),
+            None => own.text.clone(),
+        });
+        let span = tracer
+            .span_builder(own.name.clone())
+            .with_kind(SpanKind::Client)
+            .with_attributes(attributes);
+        let span = match start_time {
+            Some(at) => span.with_start_time(at),
+            None => span,
+        }
+        .start_with_context(&tracer, &parent);
+        StatementSpan(Some(span))
+    }
+
+    /// Ends the span with the row count, and on failure `error.type`,
+    /// `db.response.status_code` and status Error.
+    pub(crate) fn end(&mut self, rows: u64, error: Option<&ErrorAttributes>) {
+        let Some(mut span) = self.0.take() else {
+            return;
+        };
+        if span.is_recording() {
+            span.set_attribute(KeyValue::new(
+                attr::DB_RESPONSE_RETURNED_ROWS,
+                i64::try_from(rows).unwrap_or(i64::MAX),
+            ));
+            if let Some((kind, code)) = error {
+                span.set_attribute(KeyValue::new(attr::ERROR_TYPE, kind.clone()));
+                if let Some(code) = code {
+                    span.set_attribute(KeyValue::new(attr::DB_RESPONSE_STATUS_CODE, code.clone()));
+                }
+                // The description is the error class, never the server's message (which can
+                // quote values).
+                span.set_status(Status::error(kind.clone()));
+            }
+        }
+        span.end();
+    }
+}
+
+/// `error.type` and, for database errors, `db.response.status_code` (the SQLSTATE).
+pub(crate) type ErrorAttributes = (String, Option<String>);
+
+/// The error attributes of a statement that did not succeed.
+pub(crate) fn error_attributes(outcome: Outcome<'_>) -> Option<ErrorAttributes> {
+    let error = match outcome {
+        Outcome::Ok => return None,
+        Outcome::Cancelled => return Some(("cancelled".to_owned(), None)),
+        Outcome::Failed(error) => error,
+    };
+    Some(match error {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => (code.to_string(), Some(code.to_string())),
+            None => ("_OTHER".to_owned(), None),
+        },
+        sqlx::Error::Io(_) => ("io".to_owned(), None),
+        sqlx::Error::Tls(_) => ("tls".to_owned(), None),
+        sqlx::Error::Protocol(_) => ("protocol".to_owned(), None),
+        sqlx::Error::PoolTimedOut => ("pool_timed_out".to_owned(), None),
+        sqlx::Error::PoolClosed => ("pool_closed".to_owned(), None),
+        sqlx::Error::Encode(_) => ("encode".to_owned(), None),
+        sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => ("decode".to_owned(), None),
+        _ => ("_OTHER".to_owned(), None),
+    })
+}
+
+/// Whether `span` is exported as an OpenTelemetry span (seen by a `tracing-opentelemetry`
+/// layer), so attributes set on it reach the trace.
+pub(crate) fn is_exported(span: &tracing::Span) -> bool {
+    !span.is_none() && span.context().span().span_context().is_valid()
+}
+
+/// Scope summary on the scope's span, and one span event per N+1 found.
+/// `named`: whether the span still needs the `pgscope.scope` attribute (a span pgscope opened
+/// got it as a field at creation; a request span the scope used did not).
+pub(crate) fn summarize_scope(span: &tracing::Span, report: &Report, named: bool) {
+    if !span.is_disabled() {
+        if !named {
+            span.set_attribute(attr::PGSCOPE_SCOPE, report.name().to_owned());
+        }
+        span.set_attribute(attr::PGSCOPE_QUERIES, report.queries() as i64);
+        span.set_attribute(
+            attr::PGSCOPE_DB_TIME_MS,
+            report.db_time().as_secs_f64() * 1000.0,
+        );
+        span.set_attribute(
+            attr::PGSCOPE_CONNECTION_HOLD_MS,
+            report.connection_hold_time().as_secs_f64() * 1000.0,
+        );
+        span.set_attribute(
+            attr::PGSCOPE_POOL_WAIT_MS,
+            report.pool_wait_time().as_secs_f64() * 1000.0,
+        );
+        span.set_attribute(attr::PGSCOPE_N_PLUS_ONE, report.n_plus_one().len() as i64);
+        for item in report.n_plus_one() {
+            span.add_event(attr::PGSCOPE_N_PLUS_ONE, n_plus_one_attributes(item));
+        }
+    }
+}
+
+fn n_plus_one_attributes(item: &NPlusOne) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        KeyValue::new(attr::PGSCOPE_FINGERPRINT, item.fingerprint().hex()),
+        KeyValue::new(
+            attr::DB_QUERY_TEXT,
+            item.fingerprint().normalized().to_owned(),
+        ),
+        KeyValue::new(attr::PGSCOPE_COUNT, item.count() as i64),
+        KeyValue::new(attr::PGSCOPE_THRESHOLD, i64::from(item.threshold())),
+        KeyValue::new(attr::CODE_LOCATION, item.call_site().to_owned()),
+        KeyValue::new(attr::PGSCOPE_ROUTE, item.scope().to_owned()),
+    ];
+    // The semantic-convention code attributes, when the call site is `file:line`.
+    if let Some((file, line)) = item.call_site().rsplit_once(':')
+        && let Ok(line) = line.parse::<i64>()
+    {
+        attributes.push(KeyValue::new(attr::CODE_FILE_PATH, file.to_owned()));
+        attributes.push(KeyValue::new(attr::CODE_LINE_NUMBER, line));
+    }
+    attributes
+}

@@ -1,0 +1,105 @@
+//! The pool's shared state: the sqlx pool, the fingerprint cache, the rules, the catch-all
+//! scope, health, telemetry and counters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::detect::Settings;
+use crate::fingerprint::FingerprintCache;
+use crate::health::{Health, PoolStats, StatsSource};
+use crate::scope::ScopeInner;
+use crate::telemetry::PoolTelemetry;
+
+pub(crate) struct PoolInner {
+    pub(crate) sqlx: PgPool,
+    pub(crate) cache: FingerprintCache,
+    pub(crate) settings: Settings,
+    /// Statements outside any scope, or after their scope ended.
+    pub(crate) unscoped: Arc<ScopeInner>,
+    pub(crate) name: String,
+    pub(crate) health: Arc<Health>,
+    pub(crate) telemetry: PoolTelemetry,
+    waiters: AtomicU64,
+    timeouts: AtomicU64,
+    acquires: AtomicU64,
+    next_guard_id: AtomicU64,
+}
+
+impl PoolInner {
+    pub(super) fn new(
+        sqlx: PgPool,
+        name: String,
+        cache_capacity: usize,
+        settings: Settings,
+        starvation_window: Duration,
+        telemetry: PoolTelemetry,
+    ) -> Self {
+        PoolInner {
+            sqlx,
+            cache: FingerprintCache::new(cache_capacity),
+            settings,
+            unscoped: ScopeInner::unscoped(),
+            name,
+            health: Arc::new(Health::new(starvation_window)),
+            telemetry,
+            waiters: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            acquires: AtomicU64::new(0),
+            next_guard_id: AtomicU64::new(0),
+        }
+    }
+
+    /// The one reading of the pool's state.
+    pub(crate) fn stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.sqlx.size(),
+            idle: u32::try_from(self.sqlx.num_idle()).unwrap_or(u32::MAX),
+            max: self.sqlx.options().get_max_connections(),
+            waiters: self.waiters.load(Ordering::Relaxed),
+            acquire_timeouts: self.timeouts.load(Ordering::Relaxed),
+            acquires: self.acquires.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(super) fn timed_out(&self) {
+        self.timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn acquired(&self) {
+        self.acquires.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An id for a guard the caller holds explicitly.
+    pub(super) fn next_guard_id(&self) -> u64 {
+        self.next_guard_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts the caller as waiting until the returned guard drops (even when the acquiring
+    /// future is dropped), and checks for starvation.
+    pub(super) fn wait(&self) -> Waiting<'_> {
+        if self.waiters.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.health.waiting_started();
+        }
+        self.health.check(&self.name, || self.stats());
+        Waiting(self)
+    }
+}
+
+impl StatsSource for PoolInner {
+    fn stats(&self) -> PoolStats {
+        PoolInner::stats(self)
+    }
+}
+
+pub(super) struct Waiting<'a>(&'a PoolInner);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.0.waiters.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.health.waiting_stopped();
+        }
+    }
+}

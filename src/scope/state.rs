@@ -1,0 +1,440 @@
+//! What a scope accumulates, and the one accounting API every other module calls.
+//!
+//! Each scope's state sits behind one short-held lock: queries of one request contend only
+//! with each other, never with other requests. Records for a scope that has already ended go
+//! to the pool's catch-all (unscoped) state, so nothing is lost: [`with_state`] is the one place
+//! that routing is decided.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::panic::Location;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::span;
+use crate::detect::{NPlusOne, NestedAcquire, Overrides, Rules, Seen, Settings, Verdict};
+use crate::fingerprint::Fingerprint;
+use crate::health::Health;
+use crate::report::{FingerprintStats, Outcome, Report, Totals};
+
+/// Per-scope fingerprint rows are capped so a scope that runs thousands of distinct statements
+/// (a migration, a fuzzer) cannot grow without bound; the rest is folded into one row.
+pub(crate) const MAX_ROWS_PER_SCOPE: usize = 512;
+
+pub(crate) struct ScopeInner {
+    pub(crate) name: Cow<'static, str>,
+    pub(crate) overrides: Overrides,
+    parent: Option<Arc<ScopeInner>>,
+    /// The scope's span: the span current when the scope started (a request span), or a new
+    /// `pgscope.scope` span when there was none or it already belonged to a scope. Attribution
+    /// never looks at its fields; it carries the scope so spans created inside the scope have
+    /// an ancestor that leads back to it, and receives the scope's summary.
+    pub(crate) span: tracing::Span,
+    /// Whether `span` was made for this scope (and must be entered around its future).
+    pub(crate) owns_span: bool,
+    state: Mutex<State>,
+}
+
+/// Everything a scope accumulates.
+#[derive(Default)]
+pub(crate) struct State {
+    /// The pool's catch-all for statements outside any scope: counted, never checked.
+    catch_all: bool,
+    closed: bool,
+    totals: Totals,
+    rows: HashMap<u64, FingerprintStats>,
+    overflow: Option<FingerprintStats>,
+    n_plus_one: Vec<NPlusOne>,
+    nested: Vec<NestedAcquire>,
+    /// Connections this scope holds right now (explicit acquires), with where each was acquired.
+    held: Vec<(u64, &'static Location<'static>)>,
+    /// Health of the pools this scope acquired from: told about its hold time when it ends.
+    pools: Vec<Arc<Health>>,
+}
+
+impl ScopeInner {
+    /// A scope; with `use_current_span`, it takes the current span as its own when it may.
+    pub(crate) fn new(
+        name: Cow<'static, str>,
+        overrides: Overrides,
+        parent: Option<Arc<ScopeInner>>,
+        use_current_span: bool,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|weak| {
+            let claimed = if use_current_span {
+                span::claim_current(weak)
+            } else {
+                None
+            };
+            let (span, owns_span) = match claimed {
+                Some(span) => (span, false),
+                None => {
+                    let span = tracing::info_span!(
+                        target: "pgscope", "pgscope.scope", pgscope.scope = %name
+                    );
+                    // A new span: always free to carry the scope.
+                    span::claim(&span, weak);
+                    (span, true)
+                }
+            };
+            ScopeInner {
+                name,
+                overrides,
+                parent,
+                span,
+                owns_span,
+                state: Mutex::new(State::default()),
+            }
+        })
+    }
+
+    /// A pool's catch-all scope for statements outside any scope; it never closes.
+    pub(crate) fn unscoped() -> Arc<Self> {
+        Arc::new(ScopeInner {
+            name: Cow::Borrowed("unscoped"),
+            overrides: Overrides::default(),
+            parent: None,
+            span: tracing::Span::none(),
+            owns_span: false,
+            state: Mutex::new(State {
+                catch_all: true,
+                ..State::default()
+            }),
+        })
+    }
+
+    /// The rules for statements of this scope under a pool's `settings`.
+    pub(crate) fn rules<'a>(&'a self, settings: &'a Settings) -> Rules<'a> {
+        Rules {
+            settings,
+            overrides: &self.overrides,
+        }
+    }
+
+    /// The report so far.
+    pub(crate) fn snapshot(&self) -> Report {
+        self.state.lock().report(&self.name)
+    }
+
+    /// Closes the scope and returns its final report; later records go to the unscoped state.
+    /// A nested scope's totals are added to its parent's; a top-level scope (a request) feeds
+    /// the starvation diagnosis of the pools it used.
+    pub(crate) fn close(&self) -> Report {
+        let mut state = self.state.lock();
+        state.closed = true;
+        let report = state.report(&self.name);
+        match &self.parent {
+            Some(parent) => {
+                let mut p = parent.state.lock();
+                if !p.closed {
+                    p.merge(&state);
+                }
+            }
+            None => {
+                let pools = std::mem::take(&mut state.pools);
+                drop(state);
+                for health in pools {
+                    health.record_request(&self.name, report.connection_hold_time());
+                }
+            }
+        }
+        report
+    }
+
+    /// Drops an explicitly acquired connection from the scope's held list (even after the
+    /// scope closed: the list belongs to the acquiring scope).
+    pub(crate) fn release_held(&self, id: u64) {
+        self.state.lock().held.retain(|(h, _)| *h != id);
+    }
+}
+
+/// Runs `f` on the state of `scope` if it is still open, else on `unscoped`'s, so a record that
+/// arrives after its scope ended is kept rather than lost.
+pub(crate) fn with_state<R>(
+    scope: Option<&Arc<ScopeInner>>,
+    unscoped: &ScopeInner,
+    f: impl FnOnce(&mut State) -> R,
+) -> R {
+    if let Some(scope) = scope {
+        let mut state = scope.state.lock();
+        if !state.closed {
+            return f(&mut state);
+        }
+    }
+    f(&mut unscoped.state.lock())
+}
+
+impl State {
+    /// The row for `fp`, created on first use; past the cap, the shared overflow row.
+    fn row(&mut self, fp: &Fingerprint) -> &mut FingerprintStats {
+        if !self.rows.contains_key(&fp.id()) && self.rows.len() >= MAX_ROWS_PER_SCOPE {
+            return self
+                .overflow
+                .get_or_insert_with(|| FingerprintStats::new(None));
+        }
+        self.rows
+            .entry(fp.id())
+            .or_insert_with(|| FingerprintStats::new(Some(fp.clone())))
+    }
+
+    /// Asks the rules about a statement and counts it unless it is refused by the budget
+    /// (counted as rejected instead). The catch-all state counts without checking.
+    pub(crate) fn admit(
+        &mut self,
+        fp: &Fingerprint,
+        rules: Rules<'_>,
+        allowed_repetition: bool,
+    ) -> Verdict {
+        if self.catch_all {
+            self.totals.queries += 1;
+            self.row(fp).count += 1;
+            return Verdict::Run;
+        }
+        if let Some(budget) = rules.budget(self.totals.queries) {
+            self.totals.rejected += 1;
+            return Verdict::OverBudget { budget };
+        }
+        self.totals.queries += 1;
+        let row = self.row(fp);
+        row.count += 1;
+        let count = row.count;
+        let reported = self
+            .n_plus_one
+            .iter()
+            .any(|n| n.fingerprint().id() == fp.id());
+        rules.admit(
+            fp,
+            Seen {
+                queries: self.totals.queries - 1,
+                count,
+                reported,
+                allowed_repetition,
+            },
+        )
+    }
+
+    /// An admitted statement was refused after all (N+1 in error mode): not sent, so it
+    /// counts as rejected, not as a query.
+    pub(crate) fn refuse(&mut self, fp: &Fingerprint) {
+        self.totals.queries -= 1;
+        self.totals.rejected += 1;
+        self.row(fp).count -= 1;
+    }
+
+    /// Records an N+1 finding, once per fingerprint; false when one was already recorded.
+    pub(crate) fn add_n_plus_one(&mut self, item: &NPlusOne) -> bool {
+        let id = item.fingerprint().id();
+        if self.n_plus_one.iter().any(|n| n.fingerprint().id() == id) {
+            return false;
+        }
+        self.n_plus_one.push(item.clone());
+        true
+    }
+
+    /// A statement ended.
+    pub(crate) fn finished(
+        &mut self,
+        fp: &Fingerprint,
+        elapsed: Duration,
+        rows: u64,
+        outcome: Outcome<'_>,
+    ) {
+        let failed = outcome.failed();
+        self.totals.db_time += elapsed;
+        self.totals.rows += rows;
+        self.totals.failed += u64::from(failed);
+        self.row(fp).record(elapsed, rows, failed);
+    }
+
+    /// `BEGIN`, `COMMIT`, `ROLLBACK` or a savepoint statement was sent.
+    pub(crate) fn transaction_statement(&mut self) {
+        self.totals.transaction_statements += 1;
+    }
+
+    /// Time spent waiting for a pool, whether or not a connection came of it.
+    pub(crate) fn waited(&mut self, waited: Duration) {
+        self.totals.pool_wait += waited;
+    }
+
+    /// A connection was acquired from the pool whose health is `health`; `explicit` is the
+    /// guard's id and call site when the caller holds it (`acquire`, `begin`). Returns where a
+    /// connection the scope already holds was acquired, when `check_nested` and there is one.
+    pub(crate) fn acquired(
+        &mut self,
+        health: &Arc<Health>,
+        explicit: Option<(u64, &'static Location<'static>)>,
+        check_nested: bool,
+    ) -> Option<&'static Location<'static>> {
+        self.totals.acquires += 1;
+        if self.catch_all {
+            return None;
+        }
+        let held_at = self
+            .held
+            .first()
+            .map(|(_, at)| *at)
+            .filter(|_| check_nested);
+        if !self.pools.iter().any(|p| Arc::ptr_eq(p, health)) {
+            self.pools.push(Arc::clone(health));
+        }
+        // Only guards the caller holds explicitly can be held while waiting for another
+        // connection; the transient connection of a query on `&Pool` is not tracked.
+        if let Some(guard) = explicit {
+            self.held.push(guard);
+        }
+        self.totals.max_held = self.totals.max_held.max(self.held.len() as u64);
+        held_at
+    }
+
+    /// Records a nested acquire, once per pair of call sites; false when already recorded.
+    pub(crate) fn add_nested(&mut self, item: &NestedAcquire) -> bool {
+        if self
+            .nested
+            .iter()
+            .any(|n| n.held_at() == item.held_at() && n.acquired_at() == item.acquired_at())
+        {
+            return false;
+        }
+        self.nested.push(item.clone());
+        true
+    }
+
+    /// A connection went back to the pool after being held for `held`.
+    pub(crate) fn released(&mut self, held: Duration) {
+        self.totals.hold_time += held;
+    }
+
+    /// Adds a nested scope's state.
+    fn merge(&mut self, child: &State) {
+        self.totals.merge(&child.totals);
+        for row in child.rows.values().chain(child.overflow.iter()) {
+            match &row.fingerprint {
+                Some(fp) => self.row(fp).merge(row),
+                None => self
+                    .overflow
+                    .get_or_insert_with(|| FingerprintStats::new(None))
+                    .merge(row),
+            }
+        }
+        self.n_plus_one.extend(child.n_plus_one.iter().cloned());
+        self.nested.extend(child.nested.iter().cloned());
+        for health in &child.pools {
+            if !self.pools.iter().any(|p| Arc::ptr_eq(p, health)) {
+                self.pools.push(Arc::clone(health));
+            }
+        }
+    }
+
+    /// The report of this state: rows most executed first (ties: most time first), N+1
+    /// findings with their final counts.
+    fn report(&self, name: &str) -> Report {
+        let mut fingerprints: Vec<FingerprintStats> = self
+            .rows
+            .values()
+            .chain(self.overflow.iter())
+            .cloned()
+            .collect();
+        fingerprints.sort_by(|a, b| {
+            b.count()
+                .cmp(&a.count())
+                .then(b.total_time().cmp(&a.total_time()))
+        });
+        let mut n_plus_one = self.n_plus_one.clone();
+        for item in &mut n_plus_one {
+            if let Some(row) = self.rows.get(&item.fingerprint().id()) {
+                item.count = row.count;
+            }
+        }
+        Report::new(
+            name.to_owned(),
+            self.totals,
+            fingerprints,
+            n_plus_one,
+            self.nested.clone(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings::default()
+    }
+
+    fn run(state: &mut State, sql: &str, times: usize) {
+        let settings = settings();
+        let overrides = Overrides::default();
+        let rules = Rules {
+            settings: &settings,
+            overrides: &overrides,
+        };
+        let fp = crate::fingerprint(sql);
+        for _ in 0..times {
+            if state.admit(&fp, rules, false) == Verdict::Run {
+                state.finished(&fp, Duration::from_millis(1), 1, Outcome::Ok);
+            }
+        }
+    }
+
+    #[test]
+    fn rows_past_the_cap_fold_into_one_overflow_row() {
+        let mut state = State::default();
+        for i in 0..MAX_ROWS_PER_SCOPE + 10 {
+            run(&mut state, &format!("SELECT c{i} FROM t"), 1);
+        }
+        let report = state.report("flood");
+        assert_eq!(report.queries(), (MAX_ROWS_PER_SCOPE + 10) as u64);
+        assert_eq!(report.fingerprints().len(), MAX_ROWS_PER_SCOPE + 1);
+        let overflow = report
+            .fingerprints()
+            .iter()
+            .find(|r| r.fingerprint().is_none())
+            .expect("overflow row");
+        assert_eq!(overflow.count(), 10);
+        assert_eq!(overflow.normalized(), "(other statements)");
+    }
+
+    #[test]
+    fn merge_adds_totals_and_rows_and_keeps_the_max_held() {
+        let mut parent = State::default();
+        let mut child = State::default();
+        run(&mut parent, "SELECT 1", 2);
+        run(&mut child, "SELECT 1", 3);
+        run(&mut child, "SELECT 2 FROM t", 1);
+        child.totals.max_held = 2;
+        parent.totals.max_held = 1;
+        parent.merge(&child);
+        let report = parent.report("p");
+        assert_eq!(report.queries(), 6);
+        assert_eq!(report.fingerprints()[0].count(), 5);
+        assert_eq!(report.fingerprints()[0].rows(), 5);
+        assert_eq!(report.max_connections_held(), 2);
+        assert_eq!(report.db_time(), Duration::from_millis(6));
+    }
+
+    #[test]
+    fn catch_all_counts_but_never_checks() {
+        let mut state = State {
+            catch_all: true,
+            ..State::default()
+        };
+        let settings = Settings {
+            query_budget: Some(1),
+            ..settings()
+        };
+        let overrides = Overrides::default();
+        let rules = Rules {
+            settings: &settings,
+            overrides: &overrides,
+        };
+        let fp = crate::fingerprint("SELECT * FROM users WHERE id = $1");
+        for _ in 0..10 {
+            assert_eq!(state.admit(&fp, rules, false), Verdict::Run);
+        }
+        assert_eq!(state.report("unscoped").queries(), 10);
+    }
+}

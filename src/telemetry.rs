@@ -1,0 +1,192 @@
+//! The seam between the core and OpenTelemetry. Every call the core makes to telemetry goes
+//! through this file; without the `otel` feature each body is empty and each type is zero-sized,
+//! so the core's files carry no `cfg` and cost nothing when the feature is off.
+
+use std::sync::Weak;
+use std::time::{Duration, SystemTime};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::detect::NPlusOne;
+use crate::fingerprint::Fingerprint;
+use crate::health::StatsSource;
+use crate::report::{Outcome, Report};
+
+/// A pool's telemetry settings (they only matter with the `otel` feature).
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// Put raw SQL (literal values included) in `db.query.text`.
+    pub(crate) record_raw_sql: bool,
+    /// One CLIENT span per statement.
+    pub(crate) statement_spans: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            // Literal values are personal data until proven otherwise.
+            record_raw_sql: false,
+            statement_spans: true,
+        }
+    }
+}
+
+/// Spans and metrics of one pool.
+pub(crate) struct PoolTelemetry {
+    #[cfg(feature = "otel")]
+    inner: crate::otel::PoolTelemetry,
+}
+
+/// The span of one statement in flight.
+pub(crate) struct StatementSpan {
+    #[cfg(feature = "otel")]
+    inner: crate::otel::StatementSpan,
+}
+
+impl PoolTelemetry {
+    pub(crate) fn new(
+        options: &Options,
+        connect: &PgConnectOptions,
+        pool_name: &str,
+        stats: Weak<dyn StatsSource>,
+    ) -> Self {
+        #[cfg(feature = "otel")]
+        {
+            let server = crate::otel::Server::new(
+                connect.get_host(),
+                connect.get_port(),
+                connect.get_database().unwrap_or(connect.get_username()),
+                crate::otel::connect_schema(connect.get_options(), connect.get_username())
+                    .as_deref(),
+            );
+            PoolTelemetry {
+                inner: crate::otel::PoolTelemetry::new(
+                    server,
+                    pool_name,
+                    stats,
+                    options.record_raw_sql,
+                    options.statement_spans,
+                ),
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = (options, connect, pool_name, stats);
+            PoolTelemetry {}
+        }
+    }
+
+    /// A statement starts (`started`: when it began, for one reported after it ended).
+    pub(crate) fn start(
+        &self,
+        fp: &Fingerprint,
+        sql: &str,
+        started: Option<SystemTime>,
+    ) -> StatementSpan {
+        #[cfg(feature = "otel")]
+        return StatementSpan {
+            inner: self.inner.start(fp, sql, started),
+        };
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = (fp, sql, started);
+            StatementSpan {}
+        }
+    }
+
+    /// A statement ends: its span ends and its duration is recorded.
+    pub(crate) fn finish(
+        &self,
+        span: &mut StatementSpan,
+        fp: &Fingerprint,
+        elapsed: Duration,
+        rows: u64,
+        outcome: Outcome<'_>,
+    ) {
+        #[cfg(feature = "otel")]
+        self.inner.finish(&mut span.inner, fp, elapsed, rows, outcome);
+        #[cfg(not(feature = "otel"))]
+        let _ = (span, fp, elapsed, rows, outcome);
+    }
+
+    /// An acquire ended after waiting `waited`.
+    pub(crate) fn waited(&self, waited: Duration, timed_out: bool) {
+        #[cfg(feature = "otel")]
+        self.inner.record_wait(waited, timed_out);
+        #[cfg(not(feature = "otel"))]
+        let _ = (waited, timed_out);
+    }
+
+    /// A connection went back to the pool after being held for `held`.
+    pub(crate) fn released(&self, held: Duration) {
+        #[cfg(feature = "otel")]
+        self.inner.record_use(held);
+        #[cfg(not(feature = "otel"))]
+        let _ = held;
+    }
+}
+
+/// The pool options sqlx builds with: with `otel`, plus the hook that measures
+/// `db.client.connection.create_time` for every connection the pool opens.
+pub(crate) fn connect_hook(
+    options: PgPoolOptions,
+    pool_name: &str,
+    acquire_timeout: Duration,
+) -> PgPoolOptions {
+    #[cfg(feature = "otel")]
+    {
+        let hook = crate::otel::CreateTime::new(pool_name, acquire_timeout);
+        options.after_connect(move |conn, _meta| {
+            let hook = hook.clone();
+            Box::pin(async move {
+                hook.measure(conn).await;
+                Ok(())
+            })
+        })
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = (pool_name, acquire_timeout);
+        options
+    }
+}
+
+/// A scope ended: its summary goes on its span (`named`: the span still needs the scope's
+/// name), and into the per-route metrics.
+pub(crate) fn scope_ended(span: &tracing::Span, report: &Report, named: bool) {
+    #[cfg(feature = "otel")]
+    {
+        crate::otel::summarize_scope(span, report, named);
+        crate::otel::record_scope(report);
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, report, named);
+}
+
+/// An N+1 was found.
+pub(crate) fn n_plus_one(item: &NPlusOne) {
+    #[cfg(feature = "otel")]
+    crate::otel::record_n_plus_one(item);
+    #[cfg(not(feature = "otel"))]
+    let _ = item;
+}
+
+/// A statement was refused by the query budget of scope `route`.
+pub(crate) fn budget_exceeded(route: &str) {
+    #[cfg(feature = "otel")]
+    crate::otel::record_budget_exceeded(route);
+    #[cfg(not(feature = "otel"))]
+    let _ = route;
+}
+
+/// Whether attributes set on `span` reach the exported trace. Without the `otel` feature
+/// nothing is exported, and any span may carry a scope.
+pub(crate) fn is_exported(span: &tracing::Span) -> bool {
+    #[cfg(feature = "otel")]
+    return crate::otel::is_exported(span);
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = span;
+        true
+    }
+}
