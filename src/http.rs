@@ -31,7 +31,7 @@ use std::task::{Context, Poll};
 use axum::extract::MatchedPath;
 use http::{HeaderValue, Request, Response};
 
-use crate::Scope;
+use crate::scope::Scope;
 use crate::report::Report;
 
 /// Tower layer that runs every request in its own pgscope scope.

@@ -10,7 +10,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableUpDownCounter};
 
 use super::server::Server;
-use super::span::ErrorAttributes;
+use super::semconv::ErrorAttributes;
 use super::{attr, metric};
 use crate::detect::NPlusOne;
 use crate::fingerprint::Fingerprint;

@@ -1,17 +1,15 @@
 //! One pool's telemetry: the attributes its statements share, its instruments, and the one
 //! per-fingerprint attribute cache both spans and metrics read.
 
-use std::borrow::Cow;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
-use opentelemetry::KeyValue;
 
 use super::metrics::PoolMetrics;
-use super::server::{Server, shared_str};
-use super::span::{StatementSpan, error_attributes};
-use super::attr;
+use super::semconv::error_attributes;
+use super::server::Server;
+use super::span::{FingerprintAttributes, StatementSpan};
 use crate::fingerprint::Fingerprint;
 use crate::health::StatsSource;
 use crate::report::Outcome;
@@ -20,42 +18,6 @@ use crate::report::Outcome;
 /// thousand statement shapes; past the cap (a flood of unique SQL) attributes are built per
 /// statement and not kept, so memory stays bounded.
 const CAPACITY: usize = 10_000;
-
-/// The attributes of one fingerprint, built on its first statement: the span name
-/// (`db.query.summary`), the statement-specific span attributes, the normalized
-/// `db.query.text`, and the full attribute set of a successful `db.client.operation.duration`
-/// measurement.
-pub(crate) struct FingerprintAttributes {
-    pub(super) name: Cow<'static, str>,
-    pub(super) attributes: Vec<KeyValue>,
-    pub(super) text: KeyValue,
-    ok_metric: Arc<[KeyValue]>,
-}
-
-impl FingerprintAttributes {
-    fn new(fp: &Fingerprint, metrics: &PoolMetrics) -> Self {
-        let summary = fp.summary();
-        // No `db.operation.name` / `db.collection.name`: the PostgreSQL conventions say they
-        // SHOULD NOT be extracted from the query text; the summary carries both.
-        let mut attributes = Vec::with_capacity(2);
-        if !summary.is_empty() {
-            attributes.push(KeyValue::new(attr::DB_QUERY_SUMMARY, shared_str(summary)));
-        }
-        attributes.push(KeyValue::new(attr::PGSCOPE_FINGERPRINT, fp.hex()));
-        FingerprintAttributes {
-            // Semantic conventions: the span name is `db.query.summary` when there is one, else
-            // the system.
-            name: if summary.is_empty() {
-                Cow::Borrowed("postgresql")
-            } else {
-                Cow::Owned(summary.to_owned())
-            },
-            attributes,
-            text: KeyValue::new(attr::DB_QUERY_TEXT, shared_str(fp.normalized())),
-            ok_metric: metrics.operation_attributes(fp, None).into(),
-        }
-    }
-}
 
 /// Spans and metrics of one pool.
 pub(crate) struct PoolTelemetry {
@@ -87,7 +49,8 @@ impl PoolTelemetry {
         if let Some(found) = self.fingerprints.get(&fp.id()) {
             return Arc::clone(&found);
         }
-        let built = Arc::new(FingerprintAttributes::new(fp, &self.metrics));
+        let ok_metric = self.metrics.operation_attributes(fp, None).into();
+        let built = Arc::new(FingerprintAttributes::new(fp, ok_metric));
         if self.fingerprints.len() < CAPACITY {
             self.fingerprints.insert(fp.id(), Arc::clone(&built));
         }

@@ -1,4 +1,7 @@
-//! Names from the OpenTelemetry semantic conventions (and pgscope's own), as constants.
+//! Names from the OpenTelemetry semantic conventions (and pgscope's own), as constants, and
+//! how a failed statement maps onto `error.type`.
+
+use crate::report::Outcome;
 
 /// Semantic conventions version pgscope follows.
 pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.44.0";
@@ -81,5 +84,32 @@ pub mod attr {
     pub const CODE_FILE_PATH: &str = "code.file.path";
     /// Line of the call site (semantic conventions).
     pub const CODE_LINE_NUMBER: &str = "code.line.number";
+}
+
+
+/// `error.type` and, for database errors, `db.response.status_code` (the SQLSTATE).
+pub(crate) type ErrorAttributes = (String, Option<String>);
+
+/// The error attributes of a statement that did not succeed.
+pub(crate) fn error_attributes(outcome: Outcome<'_>) -> Option<ErrorAttributes> {
+    let error = match outcome {
+        Outcome::Ok => return None,
+        Outcome::Cancelled => return Some(("cancelled".to_owned(), None)),
+        Outcome::Failed(error) => error,
+    };
+    Some(match error {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => (code.to_string(), Some(code.to_string())),
+            None => ("_OTHER".to_owned(), None),
+        },
+        sqlx::Error::Io(_) => ("io".to_owned(), None),
+        sqlx::Error::Tls(_) => ("tls".to_owned(), None),
+        sqlx::Error::Protocol(_) => ("protocol".to_owned(), None),
+        sqlx::Error::PoolTimedOut => ("pool_timed_out".to_owned(), None),
+        sqlx::Error::PoolClosed => ("pool_closed".to_owned(), None),
+        sqlx::Error::Encode(_) => ("encode".to_owned(), None),
+        sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => ("decode".to_owned(), None),
+        _ => ("_OTHER".to_owned(), None),
+    })
 }
 

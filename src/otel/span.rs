@@ -1,16 +1,55 @@
 //! Statement spans, scope summaries and N+1 span events.
 
-use std::sync::OnceLock;
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 
 use opentelemetry::global::BoxedSpan;
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::pool::FingerprintAttributes;
+use super::semconv::ErrorAttributes;
+use super::server::shared_str;
 use super::{SCHEMA_URL, attr};
 use crate::detect::NPlusOne;
-use crate::report::{Outcome, Report};
+use crate::fingerprint::Fingerprint;
+use crate::report::Report;
+
+/// The attributes of one fingerprint, built on its first statement: the span name
+/// (`db.query.summary`), the statement-specific span attributes, the normalized
+/// `db.query.text`, and the full attribute set of a successful `db.client.operation.duration`
+/// measurement.
+pub(crate) struct FingerprintAttributes {
+    pub(super) name: Cow<'static, str>,
+    pub(super) attributes: Vec<KeyValue>,
+    pub(super) text: KeyValue,
+    pub(super) ok_metric: Arc<[KeyValue]>,
+}
+
+impl FingerprintAttributes {
+    pub(super) fn new(fp: &Fingerprint, ok_metric: Arc<[KeyValue]>) -> Self {
+        let summary = fp.summary();
+        // No `db.operation.name` / `db.collection.name`: the PostgreSQL conventions say they
+        // SHOULD NOT be extracted from the query text; the summary carries both.
+        let mut attributes = Vec::with_capacity(2);
+        if !summary.is_empty() {
+            attributes.push(KeyValue::new(attr::DB_QUERY_SUMMARY, shared_str(summary)));
+        }
+        attributes.push(KeyValue::new(attr::PGSCOPE_FINGERPRINT, fp.hex()));
+        FingerprintAttributes {
+            // Semantic conventions: the span name is `db.query.summary` when there is one, else
+            // the system.
+            name: if summary.is_empty() {
+                Cow::Borrowed("postgresql")
+            } else {
+                Cow::Owned(summary.to_owned())
+            },
+            attributes,
+            text: KeyValue::new(attr::DB_QUERY_TEXT, shared_str(fp.normalized())),
+            ok_metric,
+        }
+    }
+}
 
 /// Instrumentation scope of pgscope's statement spans.
 fn instrumentation_scope() -> &'static InstrumentationScope {
@@ -96,32 +135,6 @@ impl StatementSpan {
         }
         span.end();
     }
-}
-
-/// `error.type` and, for database errors, `db.response.status_code` (the SQLSTATE).
-pub(crate) type ErrorAttributes = (String, Option<String>);
-
-/// The error attributes of a statement that did not succeed.
-pub(crate) fn error_attributes(outcome: Outcome<'_>) -> Option<ErrorAttributes> {
-    let error = match outcome {
-        Outcome::Ok => return None,
-        Outcome::Cancelled => return Some(("cancelled".to_owned(), None)),
-        Outcome::Failed(error) => error,
-    };
-    Some(match error {
-        sqlx::Error::Database(db) => match db.code() {
-            Some(code) => (code.to_string(), Some(code.to_string())),
-            None => ("_OTHER".to_owned(), None),
-        },
-        sqlx::Error::Io(_) => ("io".to_owned(), None),
-        sqlx::Error::Tls(_) => ("tls".to_owned(), None),
-        sqlx::Error::Protocol(_) => ("protocol".to_owned(), None),
-        sqlx::Error::PoolTimedOut => ("pool_timed_out".to_owned(), None),
-        sqlx::Error::PoolClosed => ("pool_closed".to_owned(), None),
-        sqlx::Error::Encode(_) => ("encode".to_owned(), None),
-        sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => ("decode".to_owned(), None),
-        _ => ("_OTHER".to_owned(), None),
-    })
 }
 
 /// Whether `span` is exported as an OpenTelemetry span (seen by a `tracing-opentelemetry`

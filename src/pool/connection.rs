@@ -98,11 +98,6 @@ impl Connection {
         &mut self.raw
     }
 
-    /// Starts a transaction (or a savepoint, inside one) on this connection.
-    pub async fn begin(&mut self) -> Result<crate::Transaction<'_>, sqlx::Error> {
-        crate::Transaction::begin_borrowed(self).await
-    }
-
     /// How long this connection has been held.
     pub fn held_for(&self) -> Duration {
         self.acquired_at.elapsed()

@@ -50,6 +50,13 @@ impl MaybeOwned<'_> {
     }
 }
 
+impl Connection {
+    /// Starts a transaction (or a savepoint, inside one) on this connection.
+    pub async fn begin(&mut self) -> Result<Transaction<'_>, sqlx::Error> {
+        Transaction::begin_borrowed(self).await
+    }
+}
+
 fn count_statement(conn: &Connection) {
     conn.with_state(|state| state.transaction_statement());
 }
@@ -68,7 +75,7 @@ impl<'c> Transaction<'c> {
         Transaction::begin_on(MaybeOwned::Owned(conn)).await
     }
 
-    pub(crate) async fn begin_borrowed(
+    async fn begin_borrowed(
         conn: &'c mut Connection,
     ) -> Result<Transaction<'c>, sqlx::Error> {
         Transaction::begin_on(MaybeOwned::Borrowed(conn)).await
