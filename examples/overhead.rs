@@ -281,7 +281,7 @@ async fn otel_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) {
     let pool = |spans: bool| {
         pgscope::PoolOptions::new()
             .max_connections(16)
-            .statement_spans(spans)
+            .query_spans(spans)
             .connect(url)
     };
     let spans = pool(true).await.expect("pgscope pool");

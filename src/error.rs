@@ -21,6 +21,7 @@ pub enum Error {
     #[error(
         "query budget of {budget} statements exceeded in scope `{scope}`; the statement was not sent"
     )]
+    #[non_exhaustive]
     QueryBudgetExceeded {
         /// The scope (route) whose budget ran out.
         scope: String,
@@ -32,6 +33,7 @@ pub enum Error {
     #[error(
         "N+1 query refused in scope `{scope}`: `{statement}` would run {count} times (threshold {threshold})"
     )]
+    #[non_exhaustive]
     NPlusOne {
         /// The scope (route).
         scope: String,

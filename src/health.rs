@@ -208,7 +208,7 @@ impl Health {
 
     pub(crate) fn diagnose(&self, pool: &str, stats: PoolStats) -> Diagnosis {
         let epoch = self.epoch();
-        let mut routes: Vec<RouteLoad> = self
+        let mut scopes: Vec<ScopeLoad> = self
             .routes
             .iter()
             .filter_map(|e| {
@@ -222,21 +222,21 @@ impl Health {
                     Some(1) => w.current,
                     _ => return None,
                 };
-                (load.requests > 0).then(|| RouteLoad {
-                    route: e.key().to_string(),
+                (load.requests > 0).then(|| ScopeLoad {
+                    scope: e.key().to_string(),
                     hold: load.hold,
                     requests: load.requests,
                 })
             })
             .collect();
-        routes.sort_by_key(|r| std::cmp::Reverse(r.hold));
+        scopes.sort_by_key(|r| std::cmp::Reverse(r.hold));
         Diagnosis {
             pool: pool.to_owned(),
             max_connections: stats.max,
             waiters: stats.waiters,
             starving_for: self.starving_for(),
             window: self.window,
-            routes,
+            scopes,
         }
     }
 }
@@ -244,16 +244,29 @@ impl Health {
 /// Connection hold time of one route over the last one to two windows.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct RouteLoad {
-    route: String,
+pub struct ScopeLoad {
+    scope: String,
     hold: Duration,
     requests: u64,
 }
 
-impl RouteLoad {
-    /// The scope (route) name.
+/// The old name of [`ScopeLoad`].
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed to `ScopeLoad`: pgscope calls them scopes"
+)]
+pub type RouteLoad = ScopeLoad;
+
+impl ScopeLoad {
+    /// The scope's name (for a request: its route, e.g. `GET /api/feed`).
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// The old name of [`scope`](Self::scope).
+    #[deprecated(since = "0.2.0", note = "renamed to `scope`")]
     pub fn route(&self) -> &str {
-        &self.route
+        &self.scope
     }
     /// Total connection hold time of its requests.
     pub fn hold_time(&self) -> Duration {
@@ -279,13 +292,19 @@ pub struct Diagnosis {
     waiters: u64,
     starving_for: Option<Duration>,
     window: Duration,
-    routes: Vec<RouteLoad>,
+    scopes: Vec<ScopeLoad>,
 }
 
 impl Diagnosis {
-    /// Routes by total hold time, largest first.
-    pub fn routes(&self) -> &[RouteLoad] {
-        &self.routes
+    /// Scopes by total hold time, largest first.
+    pub fn scopes(&self) -> &[ScopeLoad] {
+        &self.scopes
+    }
+
+    /// The old name of [`scopes`](Self::scopes).
+    #[deprecated(since = "0.2.0", note = "renamed to `scopes`")]
+    pub fn routes(&self) -> &[ScopeLoad] {
+        &self.scopes
     }
     /// Tasks waiting for a connection now.
     pub fn waiters(&self) -> u64 {
@@ -301,8 +320,8 @@ impl Diagnosis {
     }
     /// Mean connection hold time per request over all routes.
     pub fn mean_hold_time(&self) -> Option<Duration> {
-        let requests: u64 = self.routes.iter().map(|r| r.requests).sum();
-        let hold: Duration = self.routes.iter().map(|r| r.hold).sum();
+        let requests: u64 = self.scopes.iter().map(|r| r.requests).sum();
+        let hold: Duration = self.scopes.iter().map(|r| r.hold).sum();
         (requests > 0).then(|| hold / u32::try_from(requests).unwrap_or(u32::MAX))
     }
     /// `max_connections / mean hold time`: requests per second the pool can serve before
@@ -314,13 +333,13 @@ impl Diagnosis {
     }
 
     fn top_routes_summary(&self, n: usize) -> String {
-        self.routes
+        self.scopes
             .iter()
             .take(n)
             .map(|r| {
                 format!(
                     "{} ({:.0} ms held over {} requests)",
-                    r.route,
+                    r.scope,
                     r.hold.as_secs_f64() * 1000.0,
                     r.requests
                 )
@@ -342,7 +361,7 @@ impl fmt::Display for Diagnosis {
                 c
             )?;
         }
-        if !self.routes.is_empty() {
+        if !self.scopes.is_empty() {
             write!(f, "; top holders: {}", self.top_routes_summary(3))?;
         }
         Ok(())

@@ -41,6 +41,31 @@
 //! `pgscope::n_plus_one`) and in [`Report::n_plus_one`]; in [`Mode::Error`] the crossing
 //! statement fails instead. A [query budget](PoolOptions::query_budget) refuses statements past
 //! a per-scope limit before they reach PostgreSQL.
+//!
+//! ## Web frameworks
+//! [`http::ScopeLayer`] (feature `tower`, or `axum`) is a tower layer that runs each request in
+//! a scope named by its route (axum's matched path, or the gRPC method for tonic), logs a
+//! summary, can add a `Server-Timing` header, and hands each report to an `on_report` hook. Put
+//! it inside tower-http's `TraceLayer` and the request span carries the scope's summary.
+//! Other frameworks wrap their handler future in [`Scope::capture`] and can use
+//! [`Report::server_timing`].
+//!
+//! ## OpenTelemetry
+//! With feature `otel`, every query is a CLIENT span following the database semantic
+//! conventions, each scope's summary and N+1 findings land on the request's span, and pools
+//! export `db.client.*` metrics; [`otel::init`] sets up OTLP export from the standard
+//! `OTEL_*` environment variables. Literal values never leave the process unless
+//! [`PoolOptions::record_raw_sql`] opts in.
+//!
+//! ## Feature flags
+//! | feature | what it adds |
+//! |---|---|
+//! | (none) | the pool, scopes, reports, fingerprints, N+1 / budget / pool-health rules |
+//! | `tower` | [`http::ScopeLayer`]: one scope per request for any tower service (tonic, …) |
+//! | `axum` | `tower`, with scopes named by axum's `MatchedPath` |
+//! | `otel` | [`otel`]: spans, metrics and OTLP setup |
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
@@ -49,8 +74,8 @@ mod error;
 mod executor;
 mod fingerprint;
 mod health;
-#[cfg(feature = "axum")]
-#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod http;
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
@@ -64,12 +89,16 @@ mod testing;
 pub use self::detect::{Mode, NPlusOne, NestedAcquire};
 pub use self::error::{Error, Result};
 pub use self::fingerprint::{Fingerprint, FingerprintCache, fingerprint};
-pub use self::health::{Diagnosis, PoolStats, RouteLoad};
+#[allow(deprecated)]
+pub use self::health::RouteLoad;
+pub use self::health::{Diagnosis, PoolStats, ScopeLoad};
 pub use self::pool::{Connection, Pool, PoolConnection, PoolOptions, Transaction};
 pub use self::report::{FingerprintStats, Report};
 #[allow(deprecated)]
 pub use self::scope::batch;
-pub use self::scope::{Scope, allow_repetition, capture, capture_named, current_report, spawn};
+pub use self::scope::{
+    Capture, Scope, allow_repetition, capture, capture_named, current_report, spawn,
+};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

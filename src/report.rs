@@ -59,6 +59,23 @@ impl Totals {
 /// ([`capture`](crate::capture)) or on demand ([`Pool::unscoped_report`](crate::Pool::unscoped_report)).
 ///
 /// `Display` renders a table, the same one the `assert_*` methods print when they fail.
+///
+/// # Examples
+/// ```no_run
+/// # async fn f(pool: pgscope::Pool) -> Result<(), sqlx::Error> {
+/// let (rows, report) = pgscope::capture_named("nightly export", async {
+///     sqlx::query("SELECT * FROM orders WHERE created_at > now() - interval '1 day'")
+///         .fetch_all(&pool)
+///         .await
+/// })
+/// .await;
+/// rows?;
+/// println!("{report}"); // one line of totals, then one row per statement fingerprint
+/// assert_eq!(report.queries(), 1);
+/// assert!(report.n_plus_one().is_empty());
+/// println!("{:?} in the database, {:?} holding connections", report.db_time(), report.connection_hold_time());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Report {
     name: String,
@@ -176,7 +193,7 @@ impl Report {
     /// Statements sent to PostgreSQL inside the scope, failed ones included. Transaction
     /// control sent by [`Pool::begin`](crate::Pool::begin) and
     /// [`Transaction::commit`](crate::Transaction::commit) is counted separately in
-    /// [`transaction_statements`](Self::transaction_statements).
+    /// [`transaction_queries`](Self::transaction_queries).
     pub fn queries(&self) -> u64 {
         self.totals.queries
     }
@@ -193,8 +210,14 @@ impl Report {
     }
 
     /// `BEGIN`, `COMMIT`, `ROLLBACK` and savepoint statements issued by pgscope transactions.
-    pub fn transaction_statements(&self) -> u64 {
+    pub fn transaction_queries(&self) -> u64 {
         self.totals.transaction_statements
+    }
+
+    /// The old name of [`transaction_queries`](Self::transaction_queries).
+    #[deprecated(since = "0.2.0", note = "renamed to `transaction_queries`")]
+    pub fn transaction_statements(&self) -> u64 {
+        self.transaction_queries()
     }
 
     /// Rows returned (or affected) by all statements.
@@ -241,6 +264,24 @@ impl Report {
     /// Times the scope acquired a connection while already holding one.
     pub fn nested_acquires(&self) -> &[NestedAcquire] {
         &self.nested
+    }
+
+    /// The value of a `Server-Timing` response header for this report,
+    /// `db;dur=12.3;desc="21 queries"`: the browser's network panel shows it beside the
+    /// request. Use it from any framework.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn f(report: pgscope::Report) {
+    /// let header = ("server-timing", report.server_timing());
+    /// # }
+    /// ```
+    pub fn server_timing(&self) -> String {
+        format!(
+            "db;dur={:.1};desc=\"{}\"",
+            ms(self.totals.db_time),
+            plural(self.queries(), "query", "queries")
+        )
     }
 
     /// Asserts the scope sent exactly `expected` statements.
@@ -297,6 +338,11 @@ impl Report {
     }
 }
 
+/// `1 query`, `2 queries`.
+pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -306,9 +352,9 @@ impl fmt::Display for Report {
         let t = &self.totals;
         writeln!(
             f,
-            "pgscope report `{}`: {} queries ({} failed, {} rejected), db {:.2} ms, connections held {:.2} ms, pool wait {:.2} ms",
+            "pgscope report `{}`: {} ({} failed, {} rejected), db {:.2} ms, connections held {:.2} ms, pool wait {:.2} ms",
             self.name,
-            t.queries,
+            plural(t.queries, "query", "queries"),
             t.failed,
             t.rejected,
             ms(t.db_time),

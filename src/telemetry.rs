@@ -104,7 +104,8 @@ impl PoolTelemetry {
         outcome: Outcome<'_>,
     ) {
         #[cfg(feature = "otel")]
-        self.inner.finish(&mut span.inner, fp, elapsed, rows, outcome);
+        self.inner
+            .finish(&mut span.inner, fp, elapsed, rows, outcome);
         #[cfg(not(feature = "otel"))]
         let _ = (span, fp, elapsed, rows, outcome);
     }

@@ -63,7 +63,7 @@ async fn counts_are_exact_across_256_concurrent_scopes_on_a_pool_of_8() {
             let expected = direct + spawned + in_tx;
             assert_eq!(report.queries(), expected, "scope-{i}\n{report}");
             assert_eq!(
-                report.transaction_statements(),
+                report.transaction_queries(),
                 if in_tx > 0 { 2 } else { 0 },
                 "scope-{i}"
             );
@@ -324,7 +324,7 @@ async fn unchanged_sqlx_code_runs_against_the_pool() {
     })
     .await;
     assert_eq!(report.queries(), 8, "{report}");
-    assert_eq!(report.transaction_statements(), 2);
+    assert_eq!(report.transaction_queries(), 2);
     let counts = report
         .fingerprints()
         .iter()
@@ -428,7 +428,7 @@ async fn savepoints_nest_inside_transactions_and_roll_back_independently() {
     .await;
     assert_eq!(report.queries(), 3);
     // BEGIN, SAVEPOINT, ROLLBACK TO, SAVEPOINT, RELEASE, COMMIT
-    assert_eq!(report.transaction_statements(), 6);
+    assert_eq!(report.transaction_queries(), 6);
     assert_eq!(
         common::scalar(&opts, "SELECT coalesce(sum(n), 0)::bigint FROM t").await,
         4

@@ -433,13 +433,13 @@ async fn a_starved_pool_names_the_routes_holding_it_and_its_capacity() {
         "one WARN per starving window"
     );
     let d = pool2.diagnose();
-    let top = &d.routes()[0];
-    assert_eq!(top.route(), "GET /api/feed", "{d}");
+    let top = &d.scopes()[0];
+    assert_eq!(top.scope(), "GET /api/feed", "{d}");
     assert!(top.mean_hold_time() >= Duration::from_millis(50), "{d}");
     let health = d
-        .routes()
+        .scopes()
         .iter()
-        .find(|r| r.route() == "GET /health")
+        .find(|r| r.scope() == "GET /health")
         .expect("health route");
     assert!(health.mean_hold_time() < top.mean_hold_time() / 5, "{d}");
     // capacity = max_connections / mean hold per request, from the same numbers

@@ -70,7 +70,7 @@ async fn compile_time_checked_macros_run_through_pgscope_and_are_counted() {
     })
     .await;
     report.assert_queries(6);
-    assert_eq!(report.transaction_statements(), 2, "BEGIN and COMMIT");
+    assert_eq!(report.transaction_queries(), 2, "BEGIN and COMMIT");
     let echo = report
         .fingerprints()
         .iter()

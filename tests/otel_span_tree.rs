@@ -86,7 +86,7 @@ fn check_statement_under_a_plain_opentelemetry_context(spans: &[Span]) {
 /// `statement_spans(false)`: no statement span, the scope's summary still exported.
 async fn run_statement_spans_off(opts: sqlx::postgres::PgConnectOptions) {
     let quiet = pgscope::PoolOptions::new()
-        .statement_spans(false)
+        .query_spans(false)
         .connect_with(opts)
         .await
         .expect("connect");

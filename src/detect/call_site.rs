@@ -131,4 +131,3 @@ fn resolve_site(frames: &[backtrace::Frame]) -> String {
     }
     "<unknown>".to_owned()
 }
-

@@ -7,6 +7,22 @@ use super::call_site::{call_site, location};
 use crate::fingerprint::Fingerprint;
 
 /// One N+1 finding: a statement repeated past the threshold inside one scope.
+///
+/// # Examples
+/// ```no_run
+/// # async fn f(pool: pgscope::Pool) {
+/// let (_, report) = pgscope::capture_named("GET /api/feed", async {
+///     for id in 1..=10_i64 {
+///         let _ = sqlx::query("SELECT name FROM users WHERE id = $1").bind(id).fetch_optional(&pool).await;
+///     }
+/// })
+/// .await;
+/// for n in report.n_plus_one() {
+///     // `SELECT name FROM users WHERE id = $1` ran 10 times in GET /api/feed, from src/feed.rs:42
+///     println!("`{}` ran {} times in {}, from {}", n.fingerprint().normalized(), n.count(), n.scope(), n.call_site());
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NPlusOne {

@@ -17,6 +17,17 @@ pub(crate) use self::findings::{emit_n_plus_one, emit_nested, nested_acquire};
 /// What to do when a rule fires.
 ///
 /// By default, [`Mode::Warn`].
+///
+/// # Examples
+/// ```no_run
+/// # async fn f() -> Result<(), sqlx::Error> {
+/// // In CI: an N+1 fails the query (and so the test) instead of only warning.
+/// let pool = pgscope::PoolOptions::new()
+///     .n_plus_one_mode(pgscope::Mode::Error)
+///     .connect("postgres://postgres@127.0.0.1/test")
+///     .await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Mode {
@@ -173,7 +184,6 @@ impl Rules<'_> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,9 +285,6 @@ mod tests {
         let mut deliberate = seen(6, 6);
         deliberate.allowed_repetition = true;
         assert_eq!(rules.admit(&fp, deliberate), Verdict::Run);
-        assert!(matches!(
-            rules.admit(&fp, seen(6, 6)),
-            Verdict::NPlusOne(_)
-        ));
+        assert!(matches!(rules.admit(&fp, seen(6, 6)), Verdict::NPlusOne(_)));
     }
 }

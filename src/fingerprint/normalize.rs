@@ -292,7 +292,8 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
                 match inner {
                     // `"users"` names the same relation as `users`.
                     Some(name)
-                        if is_plain_lower_ident(name) && super::keywords::keyword(name.as_bytes()).is_none() =>
+                        if is_plain_lower_ident(name)
+                            && super::keywords::keyword(name.as_bytes()).is_none() =>
                     {
                         r.push(Last::Ident, None, name)
                     }

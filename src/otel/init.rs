@@ -163,7 +163,7 @@ impl OtelBuilder {
 
     /// `EnvFilter` directives for which `tracing` spans and events are exported. By default,
     /// `info,sqlx=off` (sqlx's own events carry raw SQL). Statement spans do not go through
-    /// `tracing`: see [`PoolOptions::statement_spans`](crate::PoolOptions::statement_spans) and
+    /// `tracing`: see [`PoolOptions::query_spans`](crate::PoolOptions::query_spans) and
     /// [`trace_sample_ratio`](Self::trace_sample_ratio).
     pub fn export_filter(mut self, directives: impl Into<String>) -> Self {
         self.export_filter = directives.into();
@@ -224,7 +224,16 @@ impl OtelBuilder {
     pub fn init(self) -> OtelGuard {
         match self.try_init() {
             Ok(guard) => guard,
-            Err(e) => panic!("pgscope::otel::init failed: {e}"),
+            Err(e) => {
+                let mut message = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(cause) = source {
+                    message.push_str(": ");
+                    message.push_str(&cause.to_string());
+                    source = cause.source();
+                }
+                panic!("pgscope::otel::init failed: {message}")
+            }
         }
     }
 
@@ -399,6 +408,15 @@ impl Drop for OtelGuard {
 ///
 /// # Panics
 /// When the configuration is invalid; see [`try_init`].
+///
+/// # Examples
+/// ```no_run
+/// # #[tokio::main] async fn main() -> Result<(), sqlx::Error> {
+/// // OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_SERVICE_NAME, …
+/// let _otel = pgscope::otel::init(); // keep the guard: dropping it flushes and shuts down
+/// let pool = pgscope::Pool::connect("postgres://localhost/app").await?; // after init
+/// # Ok(()) }
+/// ```
 pub fn init() -> OtelGuard {
     OtelBuilder::new().init()
 }

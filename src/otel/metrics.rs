@@ -9,8 +9,8 @@ use dashmap::DashSet;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableUpDownCounter};
 
-use super::server::Server;
 use super::semconv::ErrorAttributes;
+use super::server::Server;
 use super::{attr, metric};
 use crate::detect::NPlusOne;
 use crate::fingerprint::Fingerprint;
@@ -70,45 +70,40 @@ impl PoolMetrics {
     pub(crate) fn new(server: &Server, pool_name: &str, pool: Weak<dyn StatsSource>) -> Self {
         let meter = meter();
         let pool_kv = KeyValue::new(attr::DB_CLIENT_CONNECTION_POOL_NAME, pool_name.to_owned());
-        let observe = |name: &'static str, unit: &'static str, pick: fn(PoolStats) -> Observations| {
-            let (pool, pool_kv) = (pool.clone(), pool_kv.clone());
-            meter
-                .i64_observable_up_down_counter(name)
-                .with_unit(unit)
-                .with_callback(move |obs| {
-                    if let Some(p) = pool.upgrade() {
-                        for (value, state) in pick(p.stats()) {
-                            match state {
-                                Some(s) => obs.observe(
-                                    value,
-                                    &[
-                                        pool_kv.clone(),
-                                        KeyValue::new(attr::DB_CLIENT_CONNECTION_STATE, s),
-                                    ],
-                                ),
-                                None => obs.observe(value, std::slice::from_ref(&pool_kv)),
+        let observe =
+            |name: &'static str, unit: &'static str, pick: fn(PoolStats) -> Observations| {
+                let (pool, pool_kv) = (pool.clone(), pool_kv.clone());
+                meter
+                    .i64_observable_up_down_counter(name)
+                    .with_unit(unit)
+                    .with_callback(move |obs| {
+                        if let Some(p) = pool.upgrade() {
+                            for (value, state) in pick(p.stats()) {
+                                match state {
+                                    Some(s) => obs.observe(
+                                        value,
+                                        &[
+                                            pool_kv.clone(),
+                                            KeyValue::new(attr::DB_CLIENT_CONNECTION_STATE, s),
+                                        ],
+                                    ),
+                                    None => obs.observe(value, std::slice::from_ref(&pool_kv)),
+                                }
                             }
                         }
-                    }
-                })
-                .build()
-        };
+                    })
+                    .build()
+            };
         let observed = vec![
-            observe(
-                metric::DB_CLIENT_CONNECTION_COUNT,
-                "{connection}",
-                |s| {
-                    vec![
-                        (i64::from(s.idle()), Some("idle")),
-                        (i64::from(s.in_use()), Some("used")),
-                    ]
-                },
-            ),
-            observe(
-                metric::DB_CLIENT_CONNECTION_MAX,
-                "{connection}",
-                |s| vec![(i64::from(s.max_connections()), None)],
-            ),
+            observe(metric::DB_CLIENT_CONNECTION_COUNT, "{connection}", |s| {
+                vec![
+                    (i64::from(s.idle()), Some("idle")),
+                    (i64::from(s.in_use()), Some("used")),
+                ]
+            }),
+            observe(metric::DB_CLIENT_CONNECTION_MAX, "{connection}", |s| {
+                vec![(i64::from(s.max_connections()), None)]
+            }),
             observe(
                 metric::DB_CLIENT_CONNECTION_PENDING_REQUESTS,
                 "{request}",

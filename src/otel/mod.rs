@@ -10,7 +10,7 @@
 //!   OpenTelemetry context outside any `tracing` span. Building them directly rather than as
 //!   `tracing` spans costs about a third as much per statement; they follow the provider's
 //!   sampler (`OTEL_TRACES_SAMPLER`, [`OtelBuilder::trace_sample_ratio`]), and an unsampled
-//!   statement costs almost nothing. [`PoolOptions::statement_spans`](crate::PoolOptions::statement_spans)
+//!   statement costs almost nothing. [`PoolOptions::query_spans`](crate::PoolOptions::query_spans)
 //!   turns them off for a pool.
 //! - **Scope spans** (`pgscope.scope`) are `tracing` spans (a `tracing_opentelemetry` layer
 //!   exports them). They get `pgscope.queries`, `pgscope.db_time_ms`,
@@ -48,7 +48,9 @@ pub use self::init::{OtelBuilder, OtelError, OtelGuard, Protocol, init, try_init
 pub use self::metrics::set_attribute_limit;
 pub use self::semconv::{SCHEMA_URL, attr, metric};
 
-pub(crate) use self::metrics::{CreateTime, record_budget_exceeded, record_n_plus_one, record_scope};
+pub(crate) use self::metrics::{
+    CreateTime, record_budget_exceeded, record_n_plus_one, record_scope,
+};
 pub(crate) use self::pool::PoolTelemetry;
 pub(crate) use self::server::{Server, connect_schema};
 pub(crate) use self::span::{StatementSpan, is_exported, summarize_scope};

@@ -90,7 +90,9 @@ impl PoolTelemetry {
         span.end(rows, error.as_ref());
         let secs = elapsed.as_secs_f64();
         match &error {
-            None => self.metrics.record_duration(secs, &self.attributes(fp).ok_metric),
+            None => self
+                .metrics
+                .record_duration(secs, &self.attributes(fp).ok_metric),
             Some(_) => self
                 .metrics
                 .record_duration(secs, &self.metrics.operation_attributes(fp, error.as_ref())),

@@ -86,7 +86,6 @@ pub mod attr {
     pub const CODE_LINE_NUMBER: &str = "code.line.number";
 }
 
-
 /// `error.type` and, for database errors, `db.response.status_code` (the SQLSTATE).
 pub(crate) type ErrorAttributes = (String, Option<String>);
 
@@ -112,4 +111,3 @@ pub(crate) fn error_attributes(outcome: Outcome<'_>) -> Option<ErrorAttributes> 
         _ => ("_OTHER".to_owned(), None),
     })
 }
-

@@ -33,9 +33,7 @@ pub(crate) async fn acquire_in(
                 pool.timed_out();
             }
             pool.telemetry.waited(waited, timed_out);
-            scope::with_state(scope.as_ref(), &pool.unscoped, |state| {
-                state.waited(waited)
-            });
+            scope::with_state(scope.as_ref(), &pool.unscoped, |state| state.waited(waited));
             return Err(err);
         }
     };
@@ -50,9 +48,7 @@ pub(crate) async fn acquire_in(
     });
     if let (Some(held_at), Some(scope)) = (held_at, &scope) {
         let item = detect::nested_acquire(&scope.name, held_at, site);
-        let new = scope::with_state(Some(scope), &pool.unscoped, |state| {
-            state.add_nested(&item)
-        });
+        let new = scope::with_state(Some(scope), &pool.unscoped, |state| state.add_nested(&item));
         if new {
             detect::emit_nested(&item);
         }

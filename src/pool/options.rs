@@ -251,19 +251,25 @@ impl PoolOptions {
     /// ```no_run
     /// # async fn f() -> Result<(), sqlx::Error> {
     /// let pool = pgscope::PoolOptions::new()
-    ///     .statement_spans(false) // a hot batch pool: scope summaries and metrics only
+    ///     .query_spans(false) // a hot batch pool: scope summaries and metrics only
     ///     .connect("postgres://localhost/app")
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub fn statement_spans(mut self, enabled: bool) -> Self {
+    pub fn query_spans(mut self, enabled: bool) -> Self {
         self.telemetry.statement_spans = enabled;
         self
     }
 
-    /// Whether statement spans are exported.
-    pub fn get_statement_spans(&self) -> bool {
+    /// Whether query spans are exported.
+    pub fn get_query_spans(&self) -> bool {
         self.telemetry.statement_spans
+    }
+
+    /// The old name of [`query_spans`](Self::query_spans).
+    #[deprecated(since = "0.2.0", note = "renamed to `query_spans`")]
+    pub fn statement_spans(self, enabled: bool) -> Self {
+        self.query_spans(enabled)
     }
 
     /// A name for the pool in metrics (`db.client.connection.pool.name`). By default,

@@ -75,9 +75,7 @@ impl<'c> Transaction<'c> {
         Transaction::begin_on(MaybeOwned::Owned(conn)).await
     }
 
-    async fn begin_borrowed(
-        conn: &'c mut Connection,
-    ) -> Result<Transaction<'c>, sqlx::Error> {
+    async fn begin_borrowed(conn: &'c mut Connection) -> Result<Transaction<'c>, sqlx::Error> {
         Transaction::begin_on(MaybeOwned::Borrowed(conn)).await
     }
 

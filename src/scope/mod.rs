@@ -5,6 +5,7 @@
 //! new task, and a `tracing` span created inside a scope remembers it, so a future
 //! `.instrument(span)`-ed into any task still counts for the request that created the span.
 
+mod capture;
 mod span;
 mod state;
 
@@ -17,10 +18,10 @@ use tracing::Instrument;
 use crate::detect::{Mode, Overrides};
 use crate::report::Report;
 
-pub(crate) use self::state::{ScopeInner, State, with_state};
+pub use self::capture::Capture;
+pub(crate) use self::state::{CURRENT, ScopeInner, State, current, with_state};
 
 tokio::task_local! {
-    static CURRENT: Arc<ScopeInner>;
     static REPETITION: ();
 }
 
@@ -53,13 +54,6 @@ pub async fn allow_repetition<F: Future>(fut: F) -> F::Output {
 pub async fn batch<F: Future>(fut: F) -> F::Output {
     allow_repetition(fut).await
 }
-
-/// The scope queries started here count for: the task-local one, else the nearest enclosing
-/// `tracing` span that was created inside a scope.
-pub(crate) fn current() -> Option<Arc<ScopeInner>> {
-    CURRENT.try_with(Arc::clone).ok().or_else(span::find)
-}
-
 
 /// A scope to run a future in, with optional per-scope settings.
 ///
@@ -165,24 +159,8 @@ impl Scope {
     /// Runs `fut` inside this scope and returns its output with the scope's [`Report`].
     ///
     /// Dropping the returned future cancels the work; connections it held go back to the pool.
-    pub async fn capture<F: Future>(self, fut: F) -> (F::Output, Report) {
-        let scope = ScopeInner::new(
-            self.name,
-            self.overrides,
-            current(),
-            self.use_current_span,
-        );
-        let fut = CURRENT.scope(Arc::clone(&scope), fut);
-        let output = if scope.owns_span {
-            fut.instrument(scope.span.clone()).await
-        } else {
-            // The span is the caller's current span: already entered around this future.
-            fut.await
-        };
-        let report = scope.close();
-        span::detach(&scope.span, &scope);
-        crate::telemetry::scope_ended(&scope.span, &report, scope.owns_span);
-        (output, report)
+    pub fn capture<F: Future>(self, fut: F) -> Capture<F> {
+        Capture::new(self.name, self.overrides, self.use_current_span, fut)
     }
 }
 
@@ -198,21 +176,42 @@ impl Scope {
 /// assert_eq!(report.queries(), 1);
 /// # }
 /// ```
-pub async fn capture<F: Future>(fut: F) -> (F::Output, Report) {
-    Scope::new("anonymous").capture(fut).await
+pub fn capture<F: Future>(fut: F) -> Capture<F> {
+    Scope::new("anonymous").capture(fut)
 }
 
 /// Runs `fut` in a new scope called `name` (a route such as `GET /api/feed`, a job, a test).
-pub async fn capture_named<F: Future>(
-    name: impl Into<Cow<'static, str>>,
-    fut: F,
-) -> (F::Output, Report) {
-    Scope::new(name).capture(fut).await
+///
+/// # Examples
+/// ```no_run
+/// # async fn f(pool: pgscope::Pool) {
+/// let (_, report) = pgscope::capture_named("job: send digests", async {
+///     sqlx::query("SELECT id FROM users WHERE wants_digest").fetch_all(&pool).await
+/// })
+/// .await;
+/// assert_eq!(report.name(), "job: send digests");
+/// # }
+/// ```
+pub fn capture_named<F: Future>(name: impl Into<Cow<'static, str>>, fut: F) -> Capture<F> {
+    Scope::new(name).capture(fut)
 }
 
 /// `tokio::spawn` that keeps the current scope: queries in the new task count for it.
 ///
 /// Outside any scope it is exactly `tokio::spawn`.
+///
+/// # Examples
+/// ```no_run
+/// # async fn f(pool: pgscope::Pool) {
+/// let (_, report) = pgscope::capture(async {
+///     let p = pool.clone();
+///     let audit = pgscope::spawn(async move { sqlx::query("SELECT 1").execute(&p).await });
+///     let _ = audit.await;
+/// })
+/// .await;
+/// report.assert_queries(1); // the spawned task's query counts here
+/// # }
+/// ```
 ///
 /// # Panics
 /// Like `tokio::spawn`, when called outside a Tokio runtime.
@@ -231,6 +230,16 @@ where
 }
 
 /// The report of the scope the caller runs in so far, or `None` outside any scope.
+///
+/// # Examples
+/// ```no_run
+/// # async fn handler(pool: pgscope::Pool) -> Result<(), sqlx::Error> {
+/// sqlx::query("SELECT 1").execute(&pool).await?;
+/// if let Some(report) = pgscope::current_report() {
+///     tracing::debug!(queries = report.queries(), "so far in {}", report.name());
+/// }
+/// # Ok(()) }
+/// ```
 pub fn current_report() -> Option<Report> {
     current().map(|s| s.snapshot())
 }

@@ -23,6 +23,17 @@ use crate::report::{FingerprintStats, Outcome, Report, Totals};
 /// (a migration, a fuzzer) cannot grow without bound; the rest is folded into one row.
 pub(crate) const MAX_ROWS_PER_SCOPE: usize = 512;
 
+tokio::task_local! {
+    /// The scope of the running task: found in one pointer copy on every query.
+    pub(crate) static CURRENT: Arc<ScopeInner>;
+}
+
+/// The scope queries started here count for: the task-local one, else the nearest enclosing
+/// `tracing` span that was created inside a scope.
+pub(crate) fn current() -> Option<Arc<ScopeInner>> {
+    CURRENT.try_with(Arc::clone).ok().or_else(span::find)
+}
+
 pub(crate) struct ScopeInner {
     pub(crate) name: Cow<'static, str>,
     pub(crate) overrides: Overrides,

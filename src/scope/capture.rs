@@ -1,0 +1,112 @@
+//! [`Capture`]: the future that runs work inside a scope.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use super::span;
+use super::state::{CURRENT, ScopeInner, current};
+use crate::detect::Overrides;
+use crate::report::Report;
+
+pin_project! {
+    /// The future returned by [`Scope::capture`], [`capture`](crate::capture) and
+    /// [`capture_named`](crate::capture_named): runs the inner future in the scope and yields
+    /// its output with the scope's [`Report`].
+    ///
+    /// The scope starts at the first poll (so [`Scope::use_current_span`] sees the span the
+    /// future is polled in) and ends when the inner future completes. Dropped before that (a
+    /// cancelled request), the scope still ends: its summary is recorded and statements still
+    /// in flight count as unscoped.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Capture<F> {
+        #[pin]
+        fut: F,
+        pending: Option<Pending>,
+        running: Option<Arc<ScopeInner>>,
+    }
+
+    impl<F> PinnedDrop for Capture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(scope) = this.project().running.take() {
+                end(&scope);
+            }
+        }
+    }
+}
+
+/// The scope to start at the first poll.
+struct Pending {
+    name: Cow<'static, str>,
+    overrides: Overrides,
+    use_current_span: bool,
+}
+
+impl<F> Capture<F> {
+    pub(super) fn new(
+        name: Cow<'static, str>,
+        overrides: Overrides,
+        use_current_span: bool,
+        fut: F,
+    ) -> Self {
+        Capture {
+            fut,
+            pending: Some(Pending {
+                name,
+                overrides,
+                use_current_span,
+            }),
+            running: None,
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for Capture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture")
+            .field("scope", &self.running.as_ref().map(|s| &s.name))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Ends the scope: its final report, the span released, the summary recorded.
+fn end(scope: &Arc<ScopeInner>) -> Report {
+    let report = scope.close();
+    span::detach(&scope.span, scope);
+    crate::telemetry::scope_ended(&scope.span, &report, scope.owns_span);
+    report
+}
+
+impl<F: Future> Future for Capture<F> {
+    type Output = (F::Output, Report);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(pending) = this.pending.take() {
+            *this.running = Some(ScopeInner::new(
+                pending.name,
+                pending.overrides,
+                current(),
+                pending.use_current_span,
+            ));
+        }
+        let Some(scope) = this.running.as_ref() else {
+            panic!("`Capture` polled after completion");
+        };
+        // A span the scope opened is entered around each poll; a span it took over is the
+        // caller's, already entered.
+        let _entered = scope.owns_span.then(|| scope.span.enter());
+        let fut = this.fut;
+        let output = match CURRENT.sync_scope(Arc::clone(scope), || fut.poll(cx)) {
+            Poll::Ready(output) => output,
+            Poll::Pending => return Poll::Pending,
+        };
+        drop(_entered);
+        let scope = this.running.take().expect("set above");
+        Poll::Ready((output, end(&scope)))
+    }
+}
