@@ -27,7 +27,7 @@ use crate::detect::{self, Crossing, NPlusOne, Verdict};
 use crate::error::Error;
 use crate::fingerprint::Fingerprint;
 use crate::pool::{Connection, Pool, PoolInner, acquire_in};
-use crate::report::Outcome;
+use crate::report::{Execution, Outcome};
 use crate::scope::{self, ScopeInner};
 use crate::telemetry::{self, StatementSpan};
 
@@ -139,19 +139,20 @@ impl<'c> Query<'c> {
             return;
         }
         self.done = true;
-        let elapsed = self.start.elapsed();
-        let rows = if self.returned > 0 {
-            self.returned
-        } else {
-            self.affected
+        let run = Execution {
+            elapsed: self.start.elapsed(),
+            rows: if self.returned > 0 {
+                self.returned
+            } else {
+                self.affected
+            },
+            outcome,
         };
         let fp = &self.fingerprint;
         scope::with_state(self.scope.as_ref(), &self.pool.unscoped, |state| {
-            state.finished(fp, elapsed, rows, outcome)
+            state.finished(fp, &run)
         });
-        self.pool
-            .telemetry
-            .finish(&mut self.span, fp, elapsed, rows, outcome);
+        self.pool.telemetry.finish(&mut self.span, fp, &run);
     }
 }
 

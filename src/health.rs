@@ -367,3 +367,81 @@ impl fmt::Display for Diagnosis {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(max: u32, waiters: u64) -> PoolStats {
+        PoolStats {
+            size: max,
+            idle: 0,
+            max,
+            waiters,
+            acquire_timeouts: 0,
+            acquires: 0,
+        }
+    }
+
+    #[test]
+    fn diagnosis_ranks_scopes_by_hold_and_computes_capacity() {
+        let health = Health::new(Duration::from_secs(60));
+        for _ in 0..4 {
+            health.record_request("GET /api/feed", Duration::from_millis(20));
+        }
+        health.record_request("GET /health", Duration::from_millis(1));
+        let d = health.diagnose("db", stats(10, 3));
+        let names: Vec<&str> = d.scopes().iter().map(ScopeLoad::scope).collect();
+        assert_eq!(names, ["GET /api/feed", "GET /health"]);
+        assert_eq!(d.scopes()[0].requests(), 4);
+        assert_eq!(d.scopes()[0].mean_hold_time(), Duration::from_millis(20));
+        assert_eq!(d.waiters(), 3);
+        // 81 ms over 5 requests: 16.2 ms each; 10 connections serve 10 / 16.2 ms = 617/s.
+        let capacity = d.capacity_per_second().expect("capacity");
+        assert!((capacity - 10.0 / 0.0162).abs() < 1.0, "{capacity}");
+        assert!(!d.is_starving());
+    }
+
+    #[test]
+    fn loads_older_than_two_windows_are_forgotten() {
+        let health = Health::new(Duration::from_millis(20));
+        health.record_request("GET /old", Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(70));
+        health.record_request("GET /new", Duration::from_millis(5));
+        let d = health.diagnose("db", stats(2, 0));
+        let names: Vec<&str> = d.scopes().iter().map(ScopeLoad::scope).collect();
+        assert_eq!(names, ["GET /new"]);
+    }
+
+    #[test]
+    fn scope_names_past_the_cap_share_one_row() {
+        let health = Health::new(Duration::from_secs(60));
+        for i in 0..MAX_ROUTES + 50 {
+            health.record_request(&format!("GET /r/{i}"), Duration::from_millis(1));
+        }
+        let d = health.diagnose("db", stats(2, 0));
+        assert_eq!(d.scopes().len(), MAX_ROUTES + 1);
+        let other = d
+            .scopes()
+            .iter()
+            .find(|s| s.scope() == OTHER)
+            .expect("other");
+        assert_eq!(other.requests(), 50);
+    }
+
+    #[test]
+    fn starvation_is_measured_from_the_first_waiter() {
+        let health = Health::new(Duration::from_millis(10));
+        assert!(health.starving_for().is_none());
+        health.waiting_started();
+        std::thread::sleep(Duration::from_millis(15));
+        health.waiting_started(); // a second waiter does not reset the clock
+        assert!(health.starving_for().expect("starving") >= Duration::from_millis(15));
+        health.check("db", || stats(2, 2));
+        assert_eq!(health.warnings(), 1);
+        health.check("db", || stats(2, 2));
+        assert_eq!(health.warnings(), 1, "one warning per window");
+        health.waiting_stopped();
+        assert!(health.starving_for().is_none());
+    }
+}

@@ -24,6 +24,15 @@ impl Outcome<'_> {
     }
 }
 
+/// One statement that ended: how long it took, the rows it returned (or affected), and how
+/// it ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Execution<'a> {
+    pub(crate) elapsed: Duration,
+    pub(crate) rows: u64,
+    pub(crate) outcome: Outcome<'a>,
+}
+
 /// The running totals of a scope.
 #[derive(Default, Clone, Copy, Debug)]
 pub(crate) struct Totals {
@@ -394,5 +403,77 @@ impl fmt::Display for Report {
             writeln!(f, "  WARNING {item}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(queries: u64) -> Report {
+        let fp = crate::fingerprint("SELECT name FROM users WHERE id = 7");
+        let mut row = FingerprintStats::new(Some(fp.clone()));
+        row.count = queries;
+        row.record(Duration::from_micros(1500), 1, false);
+        let totals = Totals {
+            queries,
+            db_time: Duration::from_micros(1500),
+            hold_time: Duration::from_millis(3),
+            ..Totals::default()
+        };
+        let n_plus_one = NPlusOne {
+            scope: "GET /api/feed".into(),
+            fingerprint: fp,
+            count: queries,
+            threshold: 5,
+            call_site: "src/feed.rs:42".into(),
+        };
+        Report::new(
+            "GET /api/feed".into(),
+            totals,
+            vec![row],
+            vec![n_plus_one],
+            vec![],
+        )
+    }
+
+    #[test]
+    fn display_renders_totals_rows_and_findings() {
+        let text = report(20).to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "pgscope report `GET /api/feed`: 20 queries (0 failed, 0 rejected), db 1.50 ms, \
+             connections held 3.00 ms, pool wait 0.00 ms"
+        );
+        assert!(lines[1].contains("count") && lines[1].ends_with("statement"));
+        assert!(lines[2].trim_start().starts_with("20"));
+        assert!(lines[2].ends_with("SELECT name FROM users WHERE id = $1"));
+        assert!(lines[3].contains("N+1 in GET /api/feed: 20x"));
+        assert!(lines[3].contains("from src/feed.rs:42"));
+        assert_eq!(lines.len(), 4);
+    }
+
+    #[test]
+    fn one_query_is_singular() {
+        assert!(
+            report(1)
+                .to_string()
+                .starts_with("pgscope report `GET /api/feed`: 1 query (")
+        );
+        assert_eq!(report(1).server_timing(), "db;dur=1.5;desc=\"1 query\"");
+        assert_eq!(report(3).server_timing(), "db;dur=1.5;desc=\"3 queries\"");
+    }
+
+    #[test]
+    fn long_statements_are_cut_in_the_table_on_a_char_boundary() {
+        let sql = format!("SELECT '{}' AS é{}", "x", "é".repeat(200));
+        let fp = crate::fingerprint(&sql);
+        let mut row = FingerprintStats::new(Some(fp));
+        row.count = 1;
+        let r = Report::new("s".into(), Totals::default(), vec![row], vec![], vec![]);
+        let text = r.to_string();
+        let line = text.lines().nth(2).expect("row");
+        assert!(line.ends_with('…'), "{line}");
     }
 }

@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::detect::NPlusOne;
 use crate::fingerprint::Fingerprint;
 use crate::health::StatsSource;
-use crate::report::{Outcome, Report};
+use crate::report::{Execution, Report};
 
 /// A pool's telemetry settings (they only matter with the `otel` feature).
 #[derive(Debug, Clone)]
@@ -95,19 +95,11 @@ impl PoolTelemetry {
     }
 
     /// A statement ends: its span ends and its duration is recorded.
-    pub(crate) fn finish(
-        &self,
-        span: &mut StatementSpan,
-        fp: &Fingerprint,
-        elapsed: Duration,
-        rows: u64,
-        outcome: Outcome<'_>,
-    ) {
+    pub(crate) fn finish(&self, span: &mut StatementSpan, fp: &Fingerprint, run: &Execution<'_>) {
         #[cfg(feature = "otel")]
-        self.inner
-            .finish(&mut span.inner, fp, elapsed, rows, outcome);
+        self.inner.finish(&mut span.inner, fp, run);
         #[cfg(not(feature = "otel"))]
-        let _ = (span, fp, elapsed, rows, outcome);
+        let _ = (span, fp, run);
     }
 
     /// An acquire ended after waiting `waited`.

@@ -263,13 +263,7 @@ async fn statements_inside_a_marked_batch_count_but_are_not_flagged() {
 async fn writes_are_not_checked_unless_enabled() {
     let pool = feed_pool("np1_writes", PoolOptions::new()).await;
     let insert_ten = |pool: Pool| async move {
-        for n in 0..10 {
-            sqlx::query("INSERT INTO events (n) VALUES ($1)")
-                .bind(n)
-                .execute(&pool)
-                .await
-                .expect("insert");
-        }
+        common::repeat(&pool, "INSERT INTO events (n) VALUES ($1)", 10).await
     };
     let ((), report) = pgscope::capture(insert_ten(pool.clone())).await;
     assert!(report.n_plus_one().is_empty());

@@ -31,11 +31,7 @@ async fn start(pool: &pgscope::Pool, mode: Mode, tiers: Tiers, ns: &str) -> Runn
     };
     app::invalidate(&state).await.expect("clean cache");
     let router = app::router(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
+    let base = common::serve(router).await;
     Running {
         base,
         state,

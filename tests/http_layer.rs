@@ -7,42 +7,15 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use pgscope::Pool;
 use pgscope::http::ScopeLayer;
-use std::sync::{Arc, Mutex, OnceLock};
-use tracing_subscriber::layer::SubscriberExt;
 
 /// The `pgscope::http` summary lines logged so far, as "field=value" strings.
-fn http_log() -> &'static Arc<Mutex<Vec<String>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        struct Capture(Arc<Mutex<Vec<String>>>);
-        struct Fields(String);
-        impl tracing::field::Visit for Fields {
-            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-                self.0.push_str(&format!("{}={:?} ", f.name(), v));
-            }
-        }
-        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
-            fn on_event(
-                &self,
-                e: &tracing::Event<'_>,
-                _: tracing_subscriber::layer::Context<'_, S>,
-            ) {
-                if e.metadata().target() == "pgscope::http"
-                    && *e.metadata().level() == tracing::Level::DEBUG
-                {
-                    let mut f = Fields(String::new());
-                    e.record(&mut f);
-                    self.0.lock().expect("lock").push(f.0);
-                }
-            }
-        }
-        let log = Arc::new(Mutex::new(Vec::new()));
-        tracing::subscriber::set_global_default(
-            tracing_subscriber::registry().with(Capture(log.clone())),
-        )
-        .expect("global subscriber");
-        log
-    })
+fn http_log() -> Vec<String> {
+    common::events::Events::global()
+        .of_target("pgscope::http")
+        .into_iter()
+        .filter(|r| r.level == tracing::Level::DEBUG)
+        .map(|r| r.debug)
+        .collect()
 }
 
 async fn user(State(pool): State<Pool>, Path(id): Path<i64>) -> String {
@@ -71,22 +44,12 @@ async fn start(pool: Pool, layer: ScopeLayer) -> String {
         })
         .layer(layer)
         .with_state(pool);
-    serve(app).await
-}
-
-/// Serves `app` on an ephemeral loopback port; returns its base URL.
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-    format!("http://{addr}")
+    common::serve(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_request_gets_a_scope_named_by_its_matched_route_and_a_server_timing_header() {
-    let log = http_log();
+    common::events::Events::global();
     let pool = Pool::connect_with(common::schema("http_layer").await)
         .await
         .expect("connect");
@@ -135,7 +98,7 @@ async fn each_request_gets_a_scope_named_by_its_matched_route_and_a_server_timin
     // Everything ran inside request scopes.
     assert_eq!(pool.unscoped_report().queries(), 0);
     // One DEBUG summary line per request.
-    let lines = log.lock().expect("lock").clone();
+    let lines = http_log();
     let users: Vec<_> = lines
         .iter()
         .filter(|l| l.contains("route=\"GET /users/{id}\""))
@@ -172,7 +135,7 @@ async fn the_layer_budget_refuses_queries_past_it_and_headers_are_off_by_default
         )
         .layer(ScopeLayer::new().query_budget(4))
         .with_state(pool);
-    let base = serve(app).await;
+    let base = common::serve(app).await;
     let resp = reqwest::get(format!("{base}/amplify"))
         .await
         .expect("request");

@@ -45,15 +45,11 @@ async fn an_application_with_its_own_opentelemetry_setup_gets_pgscope_spans_and_
     let request = tracing::info_span!("POST /api/orders");
     let ((), report) = pgscope::Scope::new("POST /api/orders")
         .use_current_span()
-        .capture(async {
-            for i in 0..2 {
-                sqlx::query("SELECT $1::int AS own_setup_marker")
-                    .bind(i)
-                    .fetch_one(&pool)
-                    .await
-                    .expect("query");
-            }
-        })
+        .capture(common::repeat(
+            &pool,
+            "SELECT $1::int AS own_setup_marker",
+            2,
+        ))
         .instrument(request)
         .await;
     report.assert_queries(2);

@@ -236,12 +236,8 @@ async fn run_trace_layer_outside_scope_layer(pool: &pgscope::Pool) {
             ),
         )
         .with_state(pool.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let web = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-    let body = reqwest::get(format!("http://{web}/items/7"))
+    let web = common::serve(app).await;
+    let body = reqwest::get(format!("{web}/items/7"))
         .await
         .expect("request")
         .text()

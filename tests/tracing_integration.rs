@@ -3,54 +3,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use common::events::Events;
+use tracing::Instrument;
 
-use tracing::field::{Field, Visit};
-use tracing::{Event, Instrument, Subscriber};
-use tracing_subscriber::Layer;
-use tracing_subscriber::layer::{Context, SubscriberExt};
-
-/// (target, level, fields) of every event.
-type EventRecord = (String, String, Vec<(String, String)>);
-
-#[derive(Default, Clone)]
-struct Captured(Arc<Mutex<Vec<EventRecord>>>);
-
-struct Fields(Vec<(String, String)>);
-
-impl Visit for Fields {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.push((field.name().to_owned(), format!("{value:?}")));
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.push((field.name().to_owned(), value.to_owned()));
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.push((field.name().to_owned(), value.to_string()));
-    }
-}
-
-impl<S: Subscriber> Layer<S> for Captured {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let mut fields = Fields(Vec::new());
-        event.record(&mut fields);
-        let meta = event.metadata();
-        self.0.lock().expect("lock").push((
-            meta.target().to_owned(),
-            meta.level().to_string(),
-            fields.0,
-        ));
-    }
-}
-
-fn captured() -> &'static Captured {
-    static CAPTURED: OnceLock<Captured> = OnceLock::new();
-    CAPTURED.get_or_init(|| {
-        let captured = Captured::default();
-        let subscriber = tracing_subscriber::registry().with(captured.clone());
-        tracing::subscriber::set_global_default(subscriber).expect("global subscriber");
-        captured
-    })
+fn captured() -> &'static Events {
+    Events::global()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,12 +58,13 @@ async fn n_plus_one_emits_one_warn_event_with_route_statement_count_and_call_sit
         }
     })
     .await;
-    let events = captured.0.lock().expect("lock").clone();
-    let ours: Vec<_> = events
-        .iter()
-        .filter(|(target, _, fields)| {
-            target == "pgscope::n_plus_one"
-                && fields.iter().any(|(_, v)| v.contains("unique_np1_marker"))
+    let ours: Vec<_> = captured
+        .of_target("pgscope::n_plus_one")
+        .into_iter()
+        .filter(|r| {
+            r.fields
+                .iter()
+                .any(|(_, v)| v.contains("unique_np1_marker"))
         })
         .collect();
     assert_eq!(
@@ -114,15 +72,8 @@ async fn n_plus_one_emits_one_warn_event_with_route_statement_count_and_call_sit
         1,
         "exactly one warning per (scope, fingerprint): {ours:?}"
     );
-    let (_, level, fields) = ours[0];
-    assert_eq!(level, "WARN");
-    let get = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
+    assert_eq!(ours[0].level, tracing::Level::WARN);
+    let get = |name: &str| ours[0].field(name).unwrap_or_default().to_owned();
     assert_eq!(get("scope"), "GET /api/feed");
     assert_eq!(get("statement"), "SELECT $1::int + $2 AS unique_np1_marker");
     assert_eq!(get("count"), "6");

@@ -131,3 +131,40 @@ fn resolve_site(frames: &[backtrace::Frame]) -> String {
     }
     "<unknown>".to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machinery_is_judged_by_the_implementing_type() {
+        for symbol in [
+            "pgscope::executor::Query::start",
+            "<&mut pgscope::Connection as sqlx_core::executor::Executor>::fetch_many",
+            "<core::pin::Pin<P> as core::future::future::Future>::poll",
+            "tokio::runtime::task::harness::Harness<T,S>::poll",
+            "<dyn tracing::Subscriber>::enter",
+            "__rust_begin_short_backtrace",
+        ] {
+            assert!(is_machinery(symbol), "{symbol}");
+        }
+        for symbol in [
+            "my_app::routes::feed::{{closure}}",
+            "<my_app::Repo as my_app::Store>::load",
+            "detection::naive_feed::{{closure}}",
+            // A user crate whose name starts like a skipped one is still the user's.
+            "tokio_app::handler",
+        ] {
+            assert!(!is_machinery(symbol), "{symbol}");
+        }
+    }
+
+    #[test]
+    fn paths_under_the_working_directory_are_shown_relative() {
+        let cwd = std::env::current_dir().expect("cwd");
+        let inside = cwd.join("src/feed.rs");
+        assert_eq!(relative(inside.to_str().expect("utf-8")), "src/feed.rs");
+        assert_eq!(relative("./src/feed.rs"), "src/feed.rs");
+        assert_eq!(relative("/elsewhere/lib.rs"), "/elsewhere/lib.rs");
+    }
+}

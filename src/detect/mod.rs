@@ -143,7 +143,15 @@ impl Crossing {
     }
 }
 
-impl Rules<'_> {
+impl<'a> Rules<'a> {
+    /// The pool's `settings` under a scope's `overrides`.
+    pub(crate) fn new(settings: &'a Settings, overrides: &'a Overrides) -> Self {
+        Rules {
+            settings,
+            overrides,
+        }
+    }
+
     /// The budget check comes before counting (a refused statement is not counted as a query);
     /// `seen.count` already includes the statement for the N+1 check.
     pub(crate) fn budget(&self, queries: u64) -> Option<u32> {
@@ -201,10 +209,7 @@ mod tests {
     fn n_plus_one_fires_once_on_the_crossing_execution_in_warn_mode() {
         let settings = Settings::default();
         let overrides = Overrides::default();
-        let rules = Rules {
-            settings: &settings,
-            overrides: &overrides,
-        };
+        let rules = Rules::new(&settings, &overrides);
         let fp = crate::fingerprint("SELECT * FROM users WHERE id = $1");
         let verdicts: Vec<bool> = (1..=8)
             .map(|n| matches!(rules.admit(&fp, seen(n, n)), Verdict::NPlusOne(_)))
@@ -223,10 +228,7 @@ mod tests {
             ..Settings::default()
         };
         let overrides = Overrides::default();
-        let rules = Rules {
-            settings: &settings,
-            overrides: &overrides,
-        };
+        let rules = Rules::new(&settings, &overrides);
         let fp = crate::fingerprint("SELECT 1 FROM t WHERE a = $1");
         for n in 3..6 {
             let Verdict::NPlusOne(c) = rules.admit(&fp, seen(n, n)) else {
@@ -247,10 +249,7 @@ mod tests {
             query_budget: Some(3),
             ..Overrides::default()
         };
-        let rules = Rules {
-            settings: &settings,
-            overrides: &overrides,
-        };
+        let rules = Rules::new(&settings, &overrides);
         let fp = crate::fingerprint("SELECT 1");
         assert_eq!(rules.admit(&fp, seen(2, 1)), Verdict::Run);
         assert_eq!(
@@ -270,16 +269,10 @@ mod tests {
             },
             ..Overrides::default()
         };
-        let allowing = Rules {
-            settings: &settings,
-            overrides: &overrides,
-        };
+        let allowing = Rules::new(&settings, &overrides);
         assert_eq!(allowing.admit(&fp, seen(6, 6)), Verdict::Run);
         let none = Overrides::default();
-        let rules = Rules {
-            settings: &settings,
-            overrides: &none,
-        };
+        let rules = Rules::new(&settings, &none);
         let insert = crate::fingerprint("INSERT INTO t VALUES ($1)");
         assert_eq!(rules.admit(&insert, seen(6, 6)), Verdict::Run);
         let mut deliberate = seen(6, 6);

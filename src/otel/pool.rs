@@ -12,7 +12,7 @@ use super::server::Server;
 use super::span::{FingerprintAttributes, StatementSpan};
 use crate::fingerprint::Fingerprint;
 use crate::health::StatsSource;
-use crate::report::Outcome;
+use crate::report::Execution;
 
 /// Distinct fingerprints whose attributes are kept. Real applications have hundreds to a few
 /// thousand statement shapes; past the cap (a flood of unique SQL) attributes are built per
@@ -78,17 +78,10 @@ impl PoolTelemetry {
     }
 
     /// Ends the statement's span and records its duration.
-    pub(crate) fn finish(
-        &self,
-        span: &mut StatementSpan,
-        fp: &Fingerprint,
-        elapsed: Duration,
-        rows: u64,
-        outcome: Outcome<'_>,
-    ) {
-        let error = error_attributes(outcome);
-        span.end(rows, error.as_ref());
-        let secs = elapsed.as_secs_f64();
+    pub(crate) fn finish(&self, span: &mut StatementSpan, fp: &Fingerprint, run: &Execution<'_>) {
+        let error = error_attributes(run.outcome);
+        span.end(run.rows, error.as_ref());
+        let secs = run.elapsed.as_secs_f64();
         match &error {
             None => self
                 .metrics

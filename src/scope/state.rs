@@ -17,7 +17,7 @@ use super::span;
 use crate::detect::{NPlusOne, NestedAcquire, Overrides, Rules, Seen, Settings, Verdict};
 use crate::fingerprint::Fingerprint;
 use crate::health::Health;
-use crate::report::{FingerprintStats, Outcome, Report, Totals};
+use crate::report::{Execution, FingerprintStats, Report, Totals};
 
 /// Per-scope fingerprint rows are capped so a scope that runs thousands of distinct statements
 /// (a migration, a fuzzer) cannot grow without bound; the rest is folded into one row.
@@ -118,10 +118,7 @@ impl ScopeInner {
 
     /// The rules for statements of this scope under a pool's `settings`.
     pub(crate) fn rules<'a>(&'a self, settings: &'a Settings) -> Rules<'a> {
-        Rules {
-            settings,
-            overrides: &self.overrides,
-        }
+        Rules::new(settings, &self.overrides)
     }
 
     /// The report so far.
@@ -245,18 +242,12 @@ impl State {
     }
 
     /// A statement ended.
-    pub(crate) fn finished(
-        &mut self,
-        fp: &Fingerprint,
-        elapsed: Duration,
-        rows: u64,
-        outcome: Outcome<'_>,
-    ) {
-        let failed = outcome.failed();
-        self.totals.db_time += elapsed;
-        self.totals.rows += rows;
+    pub(crate) fn finished(&mut self, fp: &Fingerprint, run: &Execution<'_>) {
+        let failed = run.outcome.failed();
+        self.totals.db_time += run.elapsed;
+        self.totals.rows += run.rows;
         self.totals.failed += u64::from(failed);
-        self.row(fp).record(elapsed, rows, failed);
+        self.row(fp).record(run.elapsed, run.rows, failed);
     }
 
     /// `BEGIN`, `COMMIT`, `ROLLBACK` or a savepoint statement was sent.
@@ -379,14 +370,16 @@ mod tests {
     fn run(state: &mut State, sql: &str, times: usize) {
         let settings = settings();
         let overrides = Overrides::default();
-        let rules = Rules {
-            settings: &settings,
-            overrides: &overrides,
-        };
+        let rules = Rules::new(&settings, &overrides);
         let fp = crate::fingerprint(sql);
         for _ in 0..times {
             if state.admit(&fp, rules, false) == Verdict::Run {
-                state.finished(&fp, Duration::from_millis(1), 1, Outcome::Ok);
+                let run = Execution {
+                    elapsed: Duration::from_millis(1),
+                    rows: 1,
+                    outcome: crate::report::Outcome::Ok,
+                };
+                state.finished(&fp, &run);
             }
         }
     }
@@ -438,10 +431,7 @@ mod tests {
             ..settings()
         };
         let overrides = Overrides::default();
-        let rules = Rules {
-            settings: &settings,
-            overrides: &overrides,
-        };
+        let rules = Rules::new(&settings, &overrides);
         let fp = crate::fingerprint("SELECT * FROM users WHERE id = $1");
         for _ in 0..10 {
             assert_eq!(state.admit(&fp, rules, false), Verdict::Run);

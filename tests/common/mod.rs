@@ -6,6 +6,8 @@
 //! recreated), selected through `search_path`, so tests run in parallel without interfering.
 #![allow(dead_code)]
 
+pub mod events;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::str::FromStr;
@@ -211,4 +213,25 @@ pub async fn scalar(opts: &PgConnectOptions, sql: &str) -> i64 {
         .fetch_one(&mut conn)
         .await
         .expect("scalar")
+}
+
+/// Serves `app` on a free local port; returns its base URL (`http://127.0.0.1:PORT`).
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    format!("http://{addr}")
+}
+
+/// Runs `sql` `n` times on `pool`, binding 0, 1, … as `$1`: the shape of an N+1.
+pub async fn repeat(pool: &pgscope::Pool, sql: &'static str, n: i64) {
+    for i in 0..n {
+        sqlx::query(sql)
+            .bind(i)
+            .execute(pool)
+            .await
+            .expect("repeated statement");
+    }
 }
