@@ -46,6 +46,7 @@ pub enum Error {
     },
 }
 
+#[cfg(feature = "pool")]
 impl Error {
     /// The pgscope error inside a [`sqlx::Error`] returned by a pgscope pool, if it is one.
     ///

@@ -10,6 +10,7 @@
 //! 5. runs it on the sqlx connection, wrapped so that rows, errors, the end, or a drop before
 //!    the end are recorded exactly once, as one [`Outcome`].
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,13 +24,14 @@ use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
 use sqlx::{Either, Execute, Executor, Postgres, SqlStr};
 
-use crate::detect::{self, Crossing, NPlusOne, Verdict};
+use crate::detect::Verdict;
 use crate::error::Error;
 use crate::fingerprint::Fingerprint;
 use crate::pool::{Connection, Pool, PoolInner, acquire_in};
-use crate::report::{Execution, Outcome};
+use crate::report::{ErrorClass, Execution, Outcome};
 use crate::scope::{self, ScopeInner};
 use crate::telemetry::{self, StatementSpan};
+use crate::wrapped::{self, Wrapped};
 
 /// A statement taken apart so its text can be read before sqlx consumes it.
 struct Parts {
@@ -84,6 +86,8 @@ pub(crate) struct Query<'c> {
     returned: u64,
     affected: u64,
     done: bool,
+    /// An observer layer saw sqlx's event for this statement.
+    logged: bool,
     span: StatementSpan,
 }
 
@@ -116,7 +120,15 @@ impl<'c> Query<'c> {
                 .into_sqlx());
             }
             Verdict::NPlusOne(crossing) => {
-                n_plus_one(pool, scope.as_ref(), owner, &fingerprint, crossing)?;
+                if !scope::n_plus_one(scope.as_ref(), &pool.unscoped, &fingerprint, crossing) {
+                    return Err(Error::NPlusOne {
+                        scope: owner.name.to_string(),
+                        statement: fingerprint.normalized().to_owned(),
+                        count: crossing.count,
+                        threshold: crossing.threshold,
+                    }
+                    .into_sqlx());
+                }
             }
         }
         let span = pool.telemetry.start(&fingerprint, sql, None);
@@ -129,6 +141,7 @@ impl<'c> Query<'c> {
             returned: 0,
             affected: 0,
             done: false,
+            logged: false,
             span,
         })
     }
@@ -139,6 +152,9 @@ impl<'c> Query<'c> {
             return;
         }
         self.done = true;
+        if matches!(outcome, Outcome::Ok) && !self.logged && wrapped::observer_installed() {
+            wrapped::unlogged_statement();
+        }
         let run = Execution {
             elapsed: self.start.elapsed(),
             rows: if self.returned > 0 {
@@ -156,53 +172,29 @@ impl<'c> Query<'c> {
     }
 }
 
-/// The slow path of a statement crossing the N+1 threshold, taken once per (scope,
-/// fingerprint) in warn mode: find the call site, record, warn; in error mode also refuse
-/// the statement.
-#[cold]
-fn n_plus_one(
-    pool: &PoolInner,
-    scope: Option<&Arc<ScopeInner>>,
-    owner: &ScopeInner,
-    fingerprint: &Fingerprint,
-    crossing: Crossing,
-) -> Result<(), sqlx::Error> {
-    let refuses = crossing.refuses();
-    let item = if crossing.reported {
-        None
-    } else {
-        let call_site = detect::call_site();
-        if owner.overrides.allow.allows_site(&call_site) {
-            return Ok(());
-        }
-        Some(NPlusOne {
-            scope: owner.name.to_string(),
-            fingerprint: fingerprint.clone(),
-            count: crossing.count,
-            threshold: crossing.threshold,
-            call_site,
-        })
+/// The class of a sqlx error, for reports and `error.type`.
+fn classify(error: &sqlx::Error) -> ErrorClass {
+    let kind = |k: &'static str| ErrorClass {
+        kind: Cow::Borrowed(k),
+        sqlstate: None,
     };
-    let new = scope::with_state(scope, &pool.unscoped, |state| {
-        if refuses {
-            state.refuse(fingerprint);
-        }
-        item.as_ref().is_some_and(|item| state.add_n_plus_one(item))
-    });
-    if let Some(item) = item.filter(|_| new) {
-        detect::emit_n_plus_one(&item);
-        telemetry::n_plus_one(&item);
+    match error {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => ErrorClass {
+                kind: Cow::Owned(code.to_string()),
+                sqlstate: Some(code.into_owned()),
+            },
+            None => kind("_OTHER"),
+        },
+        sqlx::Error::Io(_) => kind("io"),
+        sqlx::Error::Tls(_) => kind("tls"),
+        sqlx::Error::Protocol(_) => kind("protocol"),
+        sqlx::Error::PoolTimedOut => kind("pool_timed_out"),
+        sqlx::Error::PoolClosed => kind("pool_closed"),
+        sqlx::Error::Encode(_) => kind("encode"),
+        sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => kind("decode"),
+        _ => kind("_OTHER"),
     }
-    if refuses {
-        return Err(Error::NPlusOne {
-            scope: owner.name.to_string(),
-            statement: fingerprint.normalized().to_owned(),
-            count: crossing.count,
-            threshold: crossing.threshold,
-        }
-        .into_sqlx());
-    }
-    Ok(())
 }
 
 impl Drop for Query<'_> {
@@ -218,21 +210,24 @@ impl Drop for Query<'_> {
 
 type Item = Result<Either<PgQueryResult, PgRow>, sqlx::Error>;
 
-struct Observed<'e> {
-    inner: BoxStream<'e, Item>,
+/// The rows of one statement, counted as they pass. The sqlx stream is polled under the
+/// wrapper's mark, so an observer layer does not count the statement a second time.
+struct Counted<'e> {
+    inner: Wrapped<BoxStream<'e, Item>>,
     query: Query<'e>,
 }
 
-impl Stream for Observed<'_> {
+impl Stream for Counted<'_> {
     type Item = Item;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
         let this = &mut *self;
         let next = ready!(this.inner.poll_next_unpin(cx));
+        this.query.logged |= this.inner.seen;
         match &next {
             Some(Ok(Either::Right(_))) => this.query.returned += 1,
             Some(Ok(Either::Left(result))) => this.query.affected += result.rows_affected(),
-            Some(Err(e)) => this.query.finish(Outcome::Failed(e)),
+            Some(Err(e)) => this.query.finish(Outcome::Failed(&classify(e))),
             None => this.query.finish(Outcome::Ok),
         }
         Poll::Ready(next)
@@ -254,7 +249,10 @@ impl<'c> Executor<'c> for &'c mut Connection {
             Err(e) => return futures_util::stream::once(async move { Err(e) }).boxed(),
         };
         let inner = (&mut *self.raw).fetch_many(parts);
-        Box::pin(Observed { inner, query })
+        Box::pin(Counted {
+            inner: Wrapped::new(inner),
+            query,
+        })
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(
@@ -271,10 +269,12 @@ impl<'c> Executor<'c> for &'c mut Connection {
         let raw = &mut *self.raw;
         Box::pin(async move {
             let mut query = started?;
-            let result = raw.fetch_optional(parts).await;
+            let mut fetch = Wrapped::new(raw.fetch_optional(parts));
+            let result = (&mut fetch).await;
+            query.logged = fetch.seen;
             match &result {
                 Ok(row) => query.returned = u64::from(row.is_some()),
-                Err(e) => query.finish(Outcome::Failed(e)),
+                Err(e) => query.finish(Outcome::Failed(&classify(e))),
             }
             query.finish(Outcome::Ok);
             result

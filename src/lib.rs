@@ -65,26 +65,40 @@
 //! | `axum` | `tower`, with scopes named by axum's `MatchedPath` |
 //! | `otel` | [`otel`]: spans, metrics and OTLP setup |
 #![forbid(unsafe_code)]
+// Builds with only one way in leave part of the shared core unused: observer-only builds the
+// wrapper's accounting (hold time, pool wait, refusals), wrapper-only builds the observer's
+// hooks.
+#![cfg_attr(
+    not(all(feature = "pool", feature = "observe")),
+    allow(dead_code, unused_imports)
+)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod detect;
 mod error;
+#[cfg(feature = "pool")]
 mod executor;
 mod fingerprint;
 mod health;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod http;
+#[cfg(feature = "observe")]
+#[cfg_attr(docsrs, doc(cfg(feature = "observe")))]
+pub mod observe;
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub mod otel;
+#[cfg(feature = "pool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
 mod pool;
 mod report;
 mod scope;
 mod telemetry;
 mod testing;
+mod wrapped;
 
 pub use self::detect::{Mode, NPlusOne, NestedAcquire};
 pub use self::error::{Error, Result};
@@ -92,6 +106,11 @@ pub use self::fingerprint::{Fingerprint, FingerprintCache, fingerprint};
 #[allow(deprecated)]
 pub use self::health::RouteLoad;
 pub use self::health::{Diagnosis, PoolStats, ScopeLoad};
+#[cfg(feature = "observe")]
+#[cfg_attr(docsrs, doc(cfg(feature = "observe")))]
+pub use self::observe::{NotObserved, Observer, observe, verify_observed};
+#[cfg(feature = "pool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
 pub use self::pool::{Connection, Pool, PoolConnection, PoolOptions, Transaction};
 pub use self::report::{FingerprintStats, Report};
 #[allow(deprecated)]

@@ -12,7 +12,7 @@ pub(crate) enum Outcome<'a> {
     /// It ran to the end.
     Ok,
     /// PostgreSQL or the connection returned an error (its class is exported with `otel`).
-    Failed(#[cfg_attr(not(feature = "otel"), allow(dead_code))] &'a sqlx::Error),
+    Failed(#[cfg_attr(not(feature = "otel"), allow(dead_code))] &'a ErrorClass),
     /// Its future was dropped before it finished (a cancelled request).
     Cancelled,
 }
@@ -22,6 +22,15 @@ impl Outcome<'_> {
     pub(crate) fn failed(&self) -> bool {
         !matches!(self, Outcome::Ok)
     }
+}
+
+/// The class of a failure, as exported in `error.type`: the SQLSTATE for database errors
+/// (also `db.response.status_code`), else a short name (`io`, `protocol`, …). Never the
+/// server's message, which can quote values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ErrorClass {
+    pub(crate) kind: std::borrow::Cow<'static, str>,
+    pub(crate) sqlstate: Option<String>,
 }
 
 /// One statement that ended: how long it took, the rows it returned (or affected), and how

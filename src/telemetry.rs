@@ -5,8 +5,6 @@
 use std::sync::Weak;
 use std::time::{Duration, SystemTime};
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-
 use crate::detect::NPlusOne;
 use crate::fingerprint::Fingerprint;
 use crate::health::StatsSource;
@@ -31,6 +29,18 @@ impl Default for Options {
     }
 }
 
+/// Where a pool's statements run, as given at connect time.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "otel"), allow(dead_code))]
+pub(crate) struct ServerInfo {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) database: String,
+    pub(crate) user: String,
+    /// The connection's startup `options` (`-c search_path=…`), if any.
+    pub(crate) options: Option<String>,
+}
+
 /// Spans and metrics of one pool.
 pub(crate) struct PoolTelemetry {
     #[cfg(feature = "otel")]
@@ -44,21 +54,25 @@ pub(crate) struct StatementSpan {
 }
 
 impl PoolTelemetry {
+    /// `server`: `None` when unknown (statements seen by the observer); `stats`: the pool's
+    /// reading for the connection gauges, `None` without a pool.
     pub(crate) fn new(
         options: &Options,
-        connect: &PgConnectOptions,
+        server: Option<&ServerInfo>,
         pool_name: &str,
-        stats: Weak<dyn StatsSource>,
+        stats: Option<Weak<dyn StatsSource>>,
     ) -> Self {
         #[cfg(feature = "otel")]
         {
-            let server = crate::otel::Server::new(
-                connect.get_host(),
-                connect.get_port(),
-                connect.get_database().unwrap_or(connect.get_username()),
-                crate::otel::connect_schema(connect.get_options(), connect.get_username())
-                    .as_deref(),
-            );
+            let server = match server {
+                Some(s) => crate::otel::Server::new(
+                    &s.host,
+                    s.port,
+                    &s.database,
+                    crate::otel::connect_schema(s.options.as_deref(), &s.user).as_deref(),
+                ),
+                None => crate::otel::Server::unknown(),
+            };
             PoolTelemetry {
                 inner: crate::otel::PoolTelemetry::new(
                     server,
@@ -71,7 +85,7 @@ impl PoolTelemetry {
         }
         #[cfg(not(feature = "otel"))]
         {
-            let _ = (options, connect, pool_name, stats);
+            let _ = (options, server, pool_name, stats);
             PoolTelemetry {}
         }
     }
@@ -121,18 +135,19 @@ impl PoolTelemetry {
 
 /// The pool options sqlx builds with: with `otel`, plus the hook that measures
 /// `db.client.connection.create_time` for every connection the pool opens.
+#[cfg(feature = "pool")]
 pub(crate) fn connect_hook(
-    options: PgPoolOptions,
+    options: sqlx::postgres::PgPoolOptions,
     pool_name: &str,
     acquire_timeout: Duration,
-) -> PgPoolOptions {
+) -> sqlx::postgres::PgPoolOptions {
     #[cfg(feature = "otel")]
     {
         let hook = crate::otel::CreateTime::new(pool_name, acquire_timeout);
         options.after_connect(move |conn, _meta| {
             let hook = hook.clone();
             Box::pin(async move {
-                hook.measure(conn).await;
+                crate::wrapped::Wrapped::new(std::pin::pin!(hook.measure(conn))).await;
                 Ok(())
             })
         })

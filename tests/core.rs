@@ -20,77 +20,10 @@ async fn pool(name: &str, max: u32) -> (Pool, sqlx::postgres::PgConnectOptions) 
     (pool, opts)
 }
 
-async fn bump<'e>(e: impl PgExecutor<'e>) {
-    sqlx::query_scalar::<_, i64>("SELECT nextval('ctr')")
-        .fetch_one(e)
-        .await
-        .expect("nextval");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn counts_are_exact_across_256_concurrent_scopes_on_a_pool_of_8() {
     let (pool, opts) = pool("exact_counts", 8).await;
-    common::setup(&opts, "CREATE SEQUENCE ctr").await;
-
-    let mut handles = Vec::new();
-    for i in 0..256u64 {
-        let pool = pool.clone();
-        handles.push(tokio::spawn(async move {
-            let direct = i % 5;
-            let spawned = i % 3;
-            let in_tx = i % 4;
-            let (_, report) = pgscope::capture_named(format!("scope-{i}"), async {
-                for _ in 0..direct {
-                    bump(&pool).await;
-                }
-                let mut tasks = Vec::new();
-                for _ in 0..spawned {
-                    let pool = pool.clone();
-                    tasks.push(pgscope::spawn(async move { bump(&pool).await }));
-                }
-                for t in tasks {
-                    t.await.expect("task");
-                }
-                if in_tx > 0 {
-                    let mut tx = pool.begin().await.expect("begin");
-                    for _ in 0..in_tx {
-                        bump(&mut *tx).await;
-                    }
-                    tx.commit().await.expect("commit");
-                }
-            })
-            .await;
-            let expected = direct + spawned + in_tx;
-            assert_eq!(report.queries(), expected, "scope-{i}\n{report}");
-            assert_eq!(
-                report.transaction_queries(),
-                if in_tx > 0 { 2 } else { 0 },
-                "scope-{i}"
-            );
-            expected
-        }));
-    }
-    // Unscoped traffic at the same time must not leak into any scope.
-    let unscoped_pool = pool.clone();
-    let unscoped = tokio::spawn(async move {
-        for _ in 0..40 {
-            bump(&unscoped_pool).await;
-        }
-    });
-    let mut total = 0;
-    for h in handles {
-        total += h.await.expect("scope task");
-    }
-    unscoped.await.expect("unscoped");
-
-    let unscoped = pool.unscoped_report();
-    assert_eq!(unscoped.queries(), 40, "{unscoped}");
-    let received = common::scalar(&opts, "SELECT last_value FROM ctr").await as u64;
-    assert_eq!(
-        total + unscoped.queries(),
-        received,
-        "reports must add up to what PostgreSQL executed"
-    );
+    common::assert_exact_counts(&pool, &opts).await;
 }
 
 #[tokio::test]

@@ -96,6 +96,9 @@ pub(crate) struct Overrides {
 pub(crate) struct Rules<'a> {
     pub(crate) settings: &'a Settings,
     pub(crate) overrides: &'a Overrides,
+    /// False for statements that already ran (seen by the observer): nothing can be refused,
+    /// so budgets do not apply and [`Mode::Error`] acts as [`Mode::Warn`].
+    enforce: bool,
 }
 
 /// What the scope has seen before the statement being admitted.
@@ -149,12 +152,25 @@ impl<'a> Rules<'a> {
         Rules {
             settings,
             overrides,
+            enforce: true,
+        }
+    }
+
+    /// Rules for a statement that already ran (the observer's): see [`Rules::enforce`].
+    pub(crate) fn observed(settings: &'a Settings, overrides: &'a Overrides) -> Self {
+        Rules {
+            settings,
+            overrides,
+            enforce: false,
         }
     }
 
     /// The budget check comes before counting (a refused statement is not counted as a query);
     /// `seen.count` already includes the statement for the N+1 check.
     pub(crate) fn budget(&self, queries: u64) -> Option<u32> {
+        if !self.enforce {
+            return None;
+        }
         self.overrides
             .query_budget
             .or(self.settings.query_budget)
@@ -170,7 +186,10 @@ impl<'a> Rules<'a> {
         let threshold = o
             .n_plus_one_threshold
             .unwrap_or(self.settings.n_plus_one_threshold);
-        let mode = o.n_plus_one_mode.unwrap_or(self.settings.n_plus_one_mode);
+        let mode = match o.n_plus_one_mode.unwrap_or(self.settings.n_plus_one_mode) {
+            Mode::Error if !self.enforce => Mode::Warn,
+            mode => mode,
+        };
         let checked = (self.settings.n_plus_one_writes || fp.operation() == "SELECT")
             && !seen.allowed_repetition;
         // In error mode every execution past the threshold is refused; otherwise only the
@@ -237,6 +256,24 @@ mod tests {
             assert!(c.refuses());
         }
         assert_eq!(rules.admit(&fp, seen(2, 2)), Verdict::Run);
+    }
+
+    #[test]
+    fn statements_that_already_ran_are_never_refused() {
+        let settings = Settings {
+            n_plus_one_mode: Mode::Error,
+            query_budget: Some(1),
+            ..Settings::default()
+        };
+        let overrides = Overrides::default();
+        let rules = Rules::observed(&settings, &overrides);
+        let fp = crate::fingerprint("SELECT * FROM users WHERE id = $1");
+        assert_eq!(rules.admit(&fp, seen(5, 5)), Verdict::Run);
+        let Verdict::NPlusOne(c) = rules.admit(&fp, seen(6, 6)) else {
+            panic!("the N+1 is still found");
+        };
+        assert!(!c.refuses());
+        assert_eq!(rules.admit(&fp, seen(7, 7)), Verdict::Run, "reported once");
     }
 
     #[test]

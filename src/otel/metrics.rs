@@ -67,49 +67,68 @@ pub(crate) struct PoolMetrics {
 type Observations = Vec<(i64, Option<&'static str>)>;
 
 impl PoolMetrics {
-    pub(crate) fn new(server: &Server, pool_name: &str, pool: Weak<dyn StatsSource>) -> Self {
+    /// Without `pool` (statements seen by the observer), no connection gauges.
+    pub(crate) fn new(
+        server: &Server,
+        pool_name: &str,
+        pool: Option<Weak<dyn StatsSource>>,
+    ) -> Self {
         let meter = meter();
         let pool_kv = KeyValue::new(attr::DB_CLIENT_CONNECTION_POOL_NAME, pool_name.to_owned());
-        let observe =
-            |name: &'static str, unit: &'static str, pick: fn(PoolStats) -> Observations| {
-                let (pool, pool_kv) = (pool.clone(), pool_kv.clone());
-                meter
-                    .i64_observable_up_down_counter(name)
-                    .with_unit(unit)
-                    .with_callback(move |obs| {
-                        if let Some(p) = pool.upgrade() {
-                            for (value, state) in pick(p.stats()) {
-                                match state {
-                                    Some(s) => obs.observe(
-                                        value,
-                                        &[
-                                            pool_kv.clone(),
-                                            KeyValue::new(attr::DB_CLIENT_CONNECTION_STATE, s),
-                                        ],
-                                    ),
-                                    None => obs.observe(value, std::slice::from_ref(&pool_kv)),
-                                }
+        let observe = |pool: &Weak<dyn StatsSource>,
+                       name: &'static str,
+                       unit: &'static str,
+                       pick: fn(PoolStats) -> Observations| {
+            let (pool, pool_kv) = (pool.clone(), pool_kv.clone());
+            meter
+                .i64_observable_up_down_counter(name)
+                .with_unit(unit)
+                .with_callback(move |obs| {
+                    if let Some(p) = pool.upgrade() {
+                        for (value, state) in pick(p.stats()) {
+                            match state {
+                                Some(s) => obs.observe(
+                                    value,
+                                    &[
+                                        pool_kv.clone(),
+                                        KeyValue::new(attr::DB_CLIENT_CONNECTION_STATE, s),
+                                    ],
+                                ),
+                                None => obs.observe(value, std::slice::from_ref(&pool_kv)),
                             }
                         }
-                    })
-                    .build()
-            };
-        let observed = vec![
-            observe(metric::DB_CLIENT_CONNECTION_COUNT, "{connection}", |s| {
-                vec![
-                    (i64::from(s.idle()), Some("idle")),
-                    (i64::from(s.in_use()), Some("used")),
-                ]
-            }),
-            observe(metric::DB_CLIENT_CONNECTION_MAX, "{connection}", |s| {
-                vec![(i64::from(s.max_connections()), None)]
-            }),
-            observe(
-                metric::DB_CLIENT_CONNECTION_PENDING_REQUESTS,
-                "{request}",
-                |s| vec![(i64::try_from(s.waiters()).unwrap_or(i64::MAX), None)],
-            ),
-        ];
+                    }
+                })
+                .build()
+        };
+        let observed = match &pool {
+            None => Vec::new(),
+            Some(pool) => vec![
+                observe(
+                    pool,
+                    metric::DB_CLIENT_CONNECTION_COUNT,
+                    "{connection}",
+                    |s| {
+                        vec![
+                            (i64::from(s.idle()), Some("idle")),
+                            (i64::from(s.in_use()), Some("used")),
+                        ]
+                    },
+                ),
+                observe(
+                    pool,
+                    metric::DB_CLIENT_CONNECTION_MAX,
+                    "{connection}",
+                    |s| vec![(i64::from(s.max_connections()), None)],
+                ),
+                observe(
+                    pool,
+                    metric::DB_CLIENT_CONNECTION_PENDING_REQUESTS,
+                    "{request}",
+                    |s| vec![(i64::try_from(s.waiters()).unwrap_or(i64::MAX), None)],
+                ),
+            ],
+        };
         PoolMetrics {
             base: server.attributes.clone(),
             pool: pool_kv,
@@ -188,6 +207,7 @@ impl PoolMetrics {
 /// round trip, roughly cancelling out. Values above the pool's acquire timeout (a backend that
 /// is older than the connection: a transaction-mode pooler such as PgBouncer in between) are
 /// dropped rather than recorded.
+#[cfg(feature = "pool")]
 #[derive(Clone)]
 pub(crate) struct CreateTime {
     histogram: Histogram<f64>,
@@ -195,9 +215,11 @@ pub(crate) struct CreateTime {
     bound: Duration,
 }
 
+#[cfg(feature = "pool")]
 const BACKEND_AGE: &str = "SELECT EXTRACT(EPOCH FROM clock_timestamp() - backend_start)::float8 \
      FROM pg_stat_activity WHERE pid = pg_backend_pid()";
 
+#[cfg(feature = "pool")]
 impl CreateTime {
     pub(crate) fn new(pool_name: &str, bound: Duration) -> Self {
         CreateTime {

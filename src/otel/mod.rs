@@ -48,9 +48,9 @@ pub use self::init::{OtelBuilder, OtelError, OtelGuard, Protocol, init, try_init
 pub use self::metrics::set_attribute_limit;
 pub use self::semconv::{SCHEMA_URL, attr, metric};
 
-pub(crate) use self::metrics::{
-    CreateTime, record_budget_exceeded, record_n_plus_one, record_scope,
-};
+#[cfg(feature = "pool")]
+pub(crate) use self::metrics::CreateTime;
+pub(crate) use self::metrics::{record_budget_exceeded, record_n_plus_one, record_scope};
 pub(crate) use self::pool::PoolTelemetry;
 pub(crate) use self::server::{Server, connect_schema};
 pub(crate) use self::span::{StatementSpan, is_exported, summarize_scope};

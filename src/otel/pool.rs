@@ -32,7 +32,7 @@ impl PoolTelemetry {
     pub(crate) fn new(
         server: Server,
         pool_name: &str,
-        stats: Weak<dyn StatsSource>,
+        stats: Option<Weak<dyn StatsSource>>,
         record_raw_sql: bool,
         statement_spans: bool,
     ) -> Self {

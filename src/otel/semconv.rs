@@ -91,23 +91,9 @@ pub(crate) type ErrorAttributes = (String, Option<String>);
 
 /// The error attributes of a statement that did not succeed.
 pub(crate) fn error_attributes(outcome: Outcome<'_>) -> Option<ErrorAttributes> {
-    let error = match outcome {
-        Outcome::Ok => return None,
-        Outcome::Cancelled => return Some(("cancelled".to_owned(), None)),
-        Outcome::Failed(error) => error,
-    };
-    Some(match error {
-        sqlx::Error::Database(db) => match db.code() {
-            Some(code) => (code.to_string(), Some(code.to_string())),
-            None => ("_OTHER".to_owned(), None),
-        },
-        sqlx::Error::Io(_) => ("io".to_owned(), None),
-        sqlx::Error::Tls(_) => ("tls".to_owned(), None),
-        sqlx::Error::Protocol(_) => ("protocol".to_owned(), None),
-        sqlx::Error::PoolTimedOut => ("pool_timed_out".to_owned(), None),
-        sqlx::Error::PoolClosed => ("pool_closed".to_owned(), None),
-        sqlx::Error::Encode(_) => ("encode".to_owned(), None),
-        sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => ("decode".to_owned(), None),
-        _ => ("_OTHER".to_owned(), None),
-    })
+    match outcome {
+        Outcome::Ok => None,
+        Outcome::Cancelled => Some(("cancelled".to_owned(), None)),
+        Outcome::Failed(class) => Some((class.kind.to_string(), class.sqlstate.clone())),
+    }
 }

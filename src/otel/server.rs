@@ -14,6 +14,14 @@ pub(crate) struct Server {
 }
 
 impl Server {
+    /// A server known only as PostgreSQL (statements seen by the observer, which does not
+    /// know the connection they ran on).
+    pub(crate) fn unknown() -> Self {
+        Server {
+            attributes: vec![KeyValue::new(attr::DB_SYSTEM_NAME, "postgresql")],
+        }
+    }
+
     /// `schema` is the first `search_path` entry given at connect time, if any.
     pub(crate) fn new(address: &str, port: u16, database: &str, schema: Option<&str>) -> Self {
         // Semantic conventions: `{database}|{schema}`, or the one that is known.
@@ -79,7 +87,7 @@ pub(super) fn shared_str(s: &str) -> opentelemetry::StringValue {
     opentelemetry::StringValue::from(std::sync::Arc::<str>::from(s))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "pool"))]
 mod tests {
     use super::*;
 

@@ -351,12 +351,19 @@ impl PoolOptions {
         let name = self.pool_name(&sqlx.connect_options());
         Pool(Arc::new_cyclic(|weak: &std::sync::Weak<PoolInner>| {
             let stats: std::sync::Weak<dyn crate::health::StatsSource> = weak.clone();
-            let telemetry = telemetry::PoolTelemetry::new(
-                &self.telemetry,
-                &sqlx.connect_options(),
-                &name,
-                stats,
-            );
+            let connect = sqlx.connect_options();
+            let server = telemetry::ServerInfo {
+                host: connect.get_host().to_owned(),
+                port: connect.get_port(),
+                database: connect
+                    .get_database()
+                    .unwrap_or(connect.get_username())
+                    .to_owned(),
+                user: connect.get_username().to_owned(),
+                options: connect.get_options().map(str::to_owned),
+            };
+            let telemetry =
+                telemetry::PoolTelemetry::new(&self.telemetry, Some(&server), &name, Some(stats));
             PoolInner::new(
                 sqlx,
                 name,

@@ -7,6 +7,7 @@ use sqlx::postgres::PgTransactionManager;
 use sqlx_core::transaction::TransactionManager;
 
 use super::connection::{Connection, PoolConnection};
+use crate::wrapped::Wrapped;
 
 /// An in-progress transaction or savepoint: `&mut *tx` is an instrumented `sqlx::Executor`.
 ///
@@ -65,7 +66,11 @@ impl<'c> Transaction<'c> {
     async fn begin_on(mut conn: MaybeOwned<'c>) -> Result<Self, sqlx::Error> {
         let c = conn.get();
         count_statement(c);
-        PgTransactionManager::begin(c.as_sqlx_mut(), None).await?;
+        Wrapped::new(std::pin::pin!(PgTransactionManager::begin(
+            c.as_sqlx_mut(),
+            None
+        )))
+        .await?;
         Ok(Transaction { conn, open: true })
     }
 
@@ -93,9 +98,15 @@ impl<'c> Transaction<'c> {
         let c = self.conn.get();
         count_statement(c);
         if commit {
-            PgTransactionManager::commit(c.as_sqlx_mut()).await?;
+            Wrapped::new(std::pin::pin!(PgTransactionManager::commit(
+                c.as_sqlx_mut()
+            )))
+            .await?;
         } else {
-            PgTransactionManager::rollback(c.as_sqlx_mut()).await?;
+            Wrapped::new(std::pin::pin!(PgTransactionManager::rollback(
+                c.as_sqlx_mut()
+            )))
+            .await?;
         }
         self.open = false;
         Ok(())

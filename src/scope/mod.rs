@@ -6,6 +6,7 @@
 //! `.instrument(span)`-ed into any task still counts for the request that created the span.
 
 mod capture;
+mod finding;
 mod span;
 mod state;
 
@@ -19,6 +20,7 @@ use crate::detect::{Mode, Overrides};
 use crate::report::Report;
 
 pub use self::capture::Capture;
+pub(crate) use self::finding::{deferring, n_plus_one};
 pub(crate) use self::state::{CURRENT, ScopeInner, State, current, with_state};
 
 tokio::task_local! {
