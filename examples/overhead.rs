@@ -4,8 +4,9 @@
 //! cargo run --release --example overhead [-- --seconds 0.5 --rounds 5]
 //! ```
 //! For each workload (`SELECT 1`, a 10-row query) and concurrency (1, 16), rounds alternate
-//! between a raw `sqlx::PgPool` and a `pgscope::Pool` (each worker inside a scope, N+1 detection
-//! on), so drift in the machine's load hits both sides alike. Prints queries/second and ratio.
+//! between a raw `sqlx::PgPool`, a `pgscope::Pool` (each worker inside a scope, N+1 detection
+//! on), and a raw `sqlx::PgPool` seen by pgscope's observer layer (each worker inside a scope),
+//! so drift in the machine's load hits every side alike. Prints queries/second and ratio.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -72,6 +73,33 @@ enum Side {
     Raw,
     Scoped,
     ScopePerQuery,
+    /// A raw pool, its workers in scopes, under a subscriber with pgscope's observer layer.
+    Observed,
+    /// A raw pool under a subscriber whose only layer enables `sqlx::query` events and ignores
+    /// them: what sqlx's own statement event costs, the floor of any observer.
+    SqlxEvents,
+}
+
+/// The subscriber of the `SqlxEvents` side.
+fn events_only() -> &'static tracing::Dispatch {
+    static DISPATCH: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    DISPATCH.get_or_init(|| {
+        use tracing_subscriber::prelude::*;
+        struct Ignore;
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Ignore {}
+        let filter = tracing_subscriber::filter::Targets::new()
+            .with_target("sqlx::query", tracing::Level::TRACE);
+        tracing::Dispatch::new(tracing_subscriber::registry().with(Ignore.with_filter(filter)))
+    })
+}
+
+/// The subscriber of the `Observed` side: a registry with the observer layer only.
+fn observer() -> &'static tracing::Dispatch {
+    static DISPATCH: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    DISPATCH.get_or_init(|| {
+        use tracing_subscriber::prelude::*;
+        tracing::Dispatch::new(tracing_subscriber::registry().with(pgscope::observe()))
+    })
 }
 
 /// Runs one cell and returns (queries, client CPU spent).
@@ -92,11 +120,16 @@ async fn run(
         // With tracing on, each worker is a traced request on both sides (a span per worker,
         // as a `TraceLayer` gives every request); pgscope's scope uses that span.
         let request = tracing::info_span!("request");
-        handles.push(tokio::spawn(tracing::Instrument::instrument(
+        let dispatch = match side {
+            Side::Observed => observer().clone(),
+            Side::SqlxEvents => events_only().clone(),
+            _ => tracing::dispatcher::get_default(Clone::clone),
+        };
+        let worker = tracing::Instrument::instrument(
             async move {
                 let mut n = 0u64;
                 match side {
-                    Side::Raw => {
+                    Side::Raw | Side::SqlxEvents => {
                         while !stop.load(Ordering::Relaxed) {
                             sqlx::query(w.sql())
                                 .fetch_all(&raw)
@@ -119,6 +152,18 @@ async fn run(
                             })
                             .await;
                     }
+                    Side::Observed => {
+                        let ((), _report) = pgscope::capture_named("bench", async {
+                            while !stop.load(Ordering::Relaxed) {
+                                sqlx::query(w.sql())
+                                    .fetch_all(&raw)
+                                    .await
+                                    .expect("observed query");
+                                n += 1;
+                            }
+                        })
+                        .await;
+                    }
                     Side::ScopePerQuery => {
                         while !stop.load(Ordering::Relaxed) {
                             let scope = pgscope::Scope::new("bench").use_current_span();
@@ -132,7 +177,10 @@ async fn run(
                 done.fetch_add(n, Ordering::Relaxed);
             },
             request,
-        )));
+        );
+        handles.push(tokio::spawn(
+            tracing::instrument::WithSubscriber::with_subscriber(worker, dispatch),
+        ));
     }
     tokio::time::sleep(dur).await;
     stop.store(true, Ordering::Relaxed);
@@ -185,7 +233,7 @@ async fn main() {
         .expect("pgscope pool");
     let dur = Duration::from_secs_f64(seconds);
     // Warm both pools up to 16 connections and the statement caches.
-    for side in [Side::Raw, Side::Scoped] {
+    for side in [Side::Raw, Side::Scoped, Side::Observed] {
         for w in [Workload::SelectOne, Workload::TenRows] {
             run(side, &raw, &pg, w, 16, Duration::from_millis(200)).await;
         }
@@ -194,9 +242,9 @@ async fn main() {
         "pgscope overhead: {rounds} interleaved rounds of {seconds} s per cell, pool of 16, release build"
     );
     println!(
-        "| workload | concurrency | raw sqlx q/s | pgscope q/s (scope per worker) | ratio | pgscope q/s (scope per query) | ratio | client CPU µs/query raw / per worker / per query |"
+        "| workload | concurrency | raw sqlx q/s | pgscope q/s (scope per worker) | ratio | pgscope q/s (scope per query) | ratio | raw sqlx + observer q/s | ratio | client CPU µs/query raw / per worker / per query / observer / sqlx events only |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let started = Instant::now();
     // `--otel-only` skips the plain comparison (for profiling the export path).
     let otel_only = std::env::args().any(|a| a == "--otel-only");
@@ -207,15 +255,20 @@ async fn main() {
     };
     for w in plain {
         for workers in [1usize, 16] {
-            let mut totals = [0u64; 3];
-            let mut cpu = [Duration::ZERO; 3];
+            let mut totals = [0u64; 5];
+            let mut cpu = [Duration::ZERO; 5];
             for round in 0..rounds {
                 // alternate the order each round
-                let order = if round % 2 == 0 {
-                    [Side::Raw, Side::Scoped, Side::ScopePerQuery]
-                } else {
-                    [Side::ScopePerQuery, Side::Scoped, Side::Raw]
-                };
+                let mut order = [
+                    Side::Raw,
+                    Side::Scoped,
+                    Side::ScopePerQuery,
+                    Side::Observed,
+                    Side::SqlxEvents,
+                ];
+                if round % 2 == 1 {
+                    order.reverse();
+                }
                 for side in order {
                     let (n, used) = run(side, &raw, &pg, w, workers, dur).await;
                     totals[side as usize] += n;
@@ -226,7 +279,7 @@ async fn main() {
             let qps = |n: u64| n as f64 / secs;
             let per = |i: usize| cpu[i].as_secs_f64() * 1e6 / totals[i].max(1) as f64;
             println!(
-                "| {} | {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.3} | {:.1} / {:.1} / {:.1} |",
+                "| {} | {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.3} | {:.0} | {:.3} | {:.1} / {:.1} / {:.1} / {:.1} / {:.1} |",
                 w.name(),
                 workers,
                 qps(totals[0]),
@@ -234,9 +287,13 @@ async fn main() {
                 totals[1] as f64 / totals[0] as f64,
                 qps(totals[2]),
                 totals[2] as f64 / totals[0] as f64,
+                qps(totals[3]),
+                totals[3] as f64 / totals[0] as f64,
                 per(0),
                 per(1),
                 per(2),
+                per(3),
+                per(4),
             );
         }
     }

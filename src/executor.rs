@@ -131,7 +131,7 @@ impl<'c> Query<'c> {
                 }
             }
         }
-        let span = pool.telemetry.start(&fingerprint, sql, None);
+        let span = pool.telemetry.start(&fingerprint, sql);
         Ok(Query {
             pool: Arc::clone(pool),
             interrupted,

@@ -11,8 +11,12 @@
 //! duration metric). Statements run through [`Pool`](crate::Pool) are counted once: the wrapper
 //! marks its own statements and the layer skips them.
 //!
-//! The layer filters for itself (`sqlx::query` at every level, `pgscope` spans at INFO), so
-//! the application's other layers keep their own filters: give your fmt/JSON layer a
+//! Statements count for the scope of the task that ran them, as with the wrapper; work moved
+//! to another task with `.instrument(span)` counts for the scope when the span was created
+//! inside it and some layer enables `pgscope` spans (target `pgscope`, INFO).
+//!
+//! The layer filters for itself (`sqlx::query` at every level), so the application's other
+//! layers keep their own filters: give your fmt/JSON layer a
 //! per-layer filter (`.with_filter(EnvFilter::from_default_env())`) and statement events stay
 //! out of its output. A *global* filter that hides `sqlx::query` (an `EnvFilter` added with
 //! `.with(filter)` at `info`) hides it from this layer too: pgscope warns once, with the fix,
@@ -24,7 +28,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -33,7 +37,7 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::detect::{Rules, Settings, Verdict};
-use crate::fingerprint::FingerprintCache;
+use crate::fingerprint::{Fingerprint, FingerprintCache};
 use crate::report::{Execution, Outcome, Report};
 use crate::scope::{self, ScopeInner};
 use crate::telemetry::{self, PoolTelemetry};
@@ -119,15 +123,17 @@ impl Observer {
         self
     }
 
-    /// The layer, with its own filter: `sqlx::query` events at every level and pgscope's
-    /// scope spans, whatever the subscriber's other layers filter.
+    /// The layer, with its own filter: `sqlx::query` events at every level, whatever the
+    /// subscriber's other layers filter.
     pub fn layer<S>(self) -> impl Layer<S> + Send + Sync + 'static
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let filter = Targets::new()
-            .with_target(SQLX_TARGET, LevelFilter::TRACE)
-            .with_target("pgscope", LevelFilter::INFO);
+        // Statement events only. Scope spans stay as cheap as the application's filters make
+        // them: enabling them here would create and enter a span on every poll of every scope
+        // (measured: +5-9 % client CPU per statement), for attribution the task-local already
+        // gives in all but `.instrument(span)`-into-another-task cases.
+        let filter = Targets::new().with_target(SQLX_TARGET, LevelFilter::TRACE);
         ObserverLayer {
             inner: Arc::new(Inner {
                 settings: self.settings,
@@ -181,66 +187,98 @@ impl<S: Subscriber> Layer<S> for ObserverLayer {
         if event.metadata().target() != SQLX_TARGET || wrapped::claim_event() {
             return;
         }
-        let mut fields = Fields::default();
+        let mut fields = Fields::new(&shared().cache, self.inner.options.record_raw_sql);
         event.record(&mut fields);
-        if let Some(sql) = fields.sql() {
-            scope::deferring(|| self.inner.statement(sql, fields.elapsed(), fields.rows()));
+        if let Some(fp) = fields.fingerprint() {
+            let raw = fields.raw.as_deref().unwrap_or_default();
+            scope::deferring(|| {
+                self.inner
+                    .statement(&fp, raw, fields.elapsed(), fields.rows())
+            });
         }
     }
 }
 
 impl Inner {
     /// One statement that ran: the wrapper's life of a query, after the fact.
-    fn statement(&self, sql: &str, elapsed: Duration, rows: u64) {
+    /// `raw`: the statement's text when raw SQL is exported, else empty.
+    fn statement(&self, fp: &Fingerprint, raw: &str, elapsed: Duration, rows: u64) {
         let shared = shared();
-        let fp = shared.cache.get(sql);
         let scope = scope::current();
         let owner = scope.as_deref().unwrap_or(&shared.unscoped);
         let rules = Rules::observed(&self.settings, &owner.overrides);
-        let verdict = scope::with_state(scope.as_ref(), &shared.unscoped, |state| {
-            state.admit(&fp, rules, scope::in_allowed_repetition())
-        });
-        if let Verdict::NPlusOne(crossing) = verdict {
-            // Never refused: the statement already ran.
-            scope::n_plus_one(scope.as_ref(), &shared.unscoped, &fp, crossing);
-        }
         let run = Execution {
             elapsed,
             rows,
             outcome: Outcome::Ok,
         };
-        scope::with_state(scope.as_ref(), &shared.unscoped, |state| {
-            state.finished(&fp, &run)
+        // Admitted and finished at once: it already ran.
+        let verdict = scope::with_state(scope.as_ref(), &shared.unscoped, |state| {
+            let verdict = state.admit(fp, rules, scope::in_allowed_repetition());
+            state.finished(fp, &run);
+            verdict
         });
+        if let Verdict::NPlusOne(crossing) = verdict {
+            // Never refused: the statement already ran.
+            scope::n_plus_one(scope.as_ref(), &shared.unscoped, fp, crossing);
+        }
         let telemetry = self
             .telemetry
             .get_or_init(|| PoolTelemetry::new(&self.options, None, "observed", None));
-        let mut span = telemetry.start(&fp, sql, SystemTime::now().checked_sub(elapsed));
-        telemetry.finish(&mut span, &fp, &run);
+        let mut span = telemetry.start_ended(fp, raw, elapsed);
+        telemetry.finish(&mut span, fp, &run);
     }
 }
 
-/// The fields of one `sqlx::query` event.
-#[derive(Default)]
-struct Fields {
+/// The fields of one `sqlx::query` event. The statement is fingerprinted as it is visited
+/// (a cache hit, no copy of the text).
+struct Fields<'a> {
+    cache: &'a FingerprintCache,
+    /// Keep the text (raw SQL export is on).
+    keep_raw: bool,
     summary: String,
-    statement: String,
+    statement: Option<Fingerprint>,
+    raw: Option<String>,
     rows_affected: u64,
     rows_returned: u64,
     elapsed_secs: Option<f64>,
 }
 
-impl Fields {
+impl<'a> Fields<'a> {
+    fn new(cache: &'a FingerprintCache, keep_raw: bool) -> Self {
+        Fields {
+            cache,
+            keep_raw,
+            summary: String::new(),
+            statement: None,
+            raw: None,
+            rows_affected: 0,
+            rows_returned: 0,
+            elapsed_secs: None,
+        }
+    }
+
+    fn sql(&mut self, sql: &str) -> Option<Fingerprint> {
+        let sql = sql.trim();
+        if sql.is_empty() {
+            return None;
+        }
+        if self.keep_raw {
+            self.raw = Some(sql.to_owned());
+        }
+        Some(self.cache.get(sql))
+    }
+
     /// The statement: `db.statement` (`"\n\n<SQL>\n"`) when sqlx gave it, else `summary`,
     /// which is then the whole statement (short statements, `COMMIT`).
-    fn sql(&self) -> Option<&str> {
-        let statement = self.statement.trim();
-        let sql = if statement.is_empty() {
-            self.summary.trim()
-        } else {
-            statement
-        };
-        (!sql.is_empty()).then_some(sql)
+    fn fingerprint(&mut self) -> Option<Fingerprint> {
+        match self.statement.take() {
+            Some(fp) => Some(fp),
+            None => {
+                let summary = std::mem::take(&mut self.summary);
+                self.sql(&summary)
+            }
+        }
     }
 
     fn elapsed(&self) -> Duration {
@@ -259,11 +297,11 @@ impl Fields {
     }
 }
 
-impl Visit for Fields {
+impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         match field.name() {
             "summary" => value.clone_into(&mut self.summary),
-            "db.statement" => value.clone_into(&mut self.statement),
+            "db.statement" => self.statement = self.sql(value),
             _ => {}
         }
     }
@@ -357,32 +395,34 @@ mod tests {
 
     #[test]
     fn the_statement_is_db_statement_when_given_else_the_summary() {
-        let mut f = Fields {
-            summary: "SELECT id, name FROM …".into(),
-            statement: "\n\nSELECT id, name FROM users WHERE id = $1\n".into(),
-            ..Fields::default()
-        };
-        assert_eq!(f.sql(), Some("SELECT id, name FROM users WHERE id = $1"));
-        f.statement.clear();
-        f.summary = "COMMIT".into();
-        assert_eq!(f.sql(), Some("COMMIT"));
-        f.summary.clear();
-        assert_eq!(f.sql(), None);
+        let cache = FingerprintCache::new(16);
+        let mut f = Fields::new(&cache, true);
+        f.summary = "SELECT id, name FROM …".into();
+        f.statement = f.sql("\n\nSELECT id, name FROM users WHERE id = $1\n");
+        let fp = f.fingerprint().expect("statement");
+        assert_eq!(fp.normalized(), "SELECT id, name FROM users WHERE id = $1");
+        assert_eq!(
+            f.raw.as_deref(),
+            Some("SELECT id, name FROM users WHERE id = $1")
+        );
+        let mut short = Fields::new(&cache, false);
+        short.summary = "COMMIT".into();
+        assert_eq!(short.fingerprint().expect("summary").normalized(), "COMMIT");
+        assert_eq!(short.raw, None, "raw text is kept only when exported");
+        assert!(Fields::new(&cache, false).fingerprint().is_none());
     }
 
     #[test]
     fn rows_and_elapsed_follow_the_wrapper() {
-        let f = Fields {
-            rows_affected: 3,
-            elapsed_secs: Some(0.25),
-            ..Fields::default()
-        };
+        let cache = FingerprintCache::new(16);
+        let mut f = Fields::new(&cache, false);
+        f.rows_affected = 3;
+        f.elapsed_secs = Some(0.25);
         assert_eq!(f.rows(), 3);
         assert_eq!(f.elapsed(), Duration::from_millis(250));
-        let bad = Fields {
-            elapsed_secs: Some(f64::NAN),
-            ..Fields::default()
-        };
-        assert_eq!(bad.elapsed(), Duration::ZERO);
+        f.rows_returned = 2;
+        assert_eq!(f.rows(), 2);
+        f.elapsed_secs = Some(f64::NAN);
+        assert_eq!(f.elapsed(), Duration::ZERO);
     }
 }

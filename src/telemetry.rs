@@ -3,7 +3,7 @@
 //! so the core's files carry no `cfg` and cost nothing when the feature is off.
 
 use std::sync::Weak;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::detect::NPlusOne;
 use crate::fingerprint::Fingerprint;
@@ -90,20 +90,36 @@ impl PoolTelemetry {
         }
     }
 
-    /// A statement starts (`started`: when it began, for one reported after it ended).
-    pub(crate) fn start(
-        &self,
-        fp: &Fingerprint,
-        sql: &str,
-        started: Option<SystemTime>,
-    ) -> StatementSpan {
+    /// A statement starts.
+    pub(crate) fn start(&self, fp: &Fingerprint, sql: &str) -> StatementSpan {
         #[cfg(feature = "otel")]
         return StatementSpan {
-            inner: self.inner.start(fp, sql, started),
+            inner: self.inner.start(fp, sql, None),
         };
         #[cfg(not(feature = "otel"))]
         {
-            let _ = (fp, sql, started);
+            let _ = (fp, sql);
+            StatementSpan {}
+        }
+    }
+
+    /// A statement that has just ended after `elapsed` (seen by the observer): its span starts
+    /// back-dated.
+    pub(crate) fn start_ended(
+        &self,
+        fp: &Fingerprint,
+        sql: &str,
+        elapsed: Duration,
+    ) -> StatementSpan {
+        #[cfg(feature = "otel")]
+        return StatementSpan {
+            inner: self
+                .inner
+                .start(fp, sql, std::time::SystemTime::now().checked_sub(elapsed)),
+        };
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = (fp, sql, elapsed);
             StatementSpan {}
         }
     }

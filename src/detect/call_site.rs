@@ -27,6 +27,8 @@ const SKIP_SYMBOLS: &[&str] = &[
     "tower::",
     "axum::",
     "hyper::",
+    "sea_orm::",
+    "sea_query::",
     "__rust",
 ];
 
