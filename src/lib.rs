@@ -111,13 +111,17 @@ pub use self::health::{Diagnosis, PoolStats, ScopeLoad};
 pub use self::observe::{NotObserved, Observer, observe, verify_observed};
 #[cfg(feature = "pool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
-pub use self::pool::{Connection, Pool, PoolConnection, PoolOptions, Transaction};
+pub use self::pool::{Connection, Pool, PoolConnection, PoolOptions, RawConnection, Transaction};
 pub use self::report::{FingerprintStats, Report};
 #[allow(deprecated)]
 pub use self::scope::batch;
 pub use self::scope::{
     Capture, Scope, allow_repetition, capture, capture_named, current_report, spawn,
 };
+
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+pub use pgscope_macros::test;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -5,6 +5,7 @@
 mod connection;
 mod inner;
 mod options;
+mod raw;
 mod transaction;
 
 use std::fmt;
@@ -23,6 +24,7 @@ pub(crate) use self::connection::acquire_in;
 pub use self::connection::{Connection, PoolConnection};
 pub(crate) use self::inner::PoolInner;
 pub use self::options::PoolOptions;
+pub use self::raw::RawConnection;
 pub use self::transaction::Transaction;
 
 /// A PostgreSQL connection pool that attributes every statement to the current scope.
