@@ -101,6 +101,9 @@ impl<'c> Query<'c> {
         sql: &str,
     ) -> Result<Query<'c>, sqlx::Error> {
         let fingerprint = pool.cache.get(sql);
+        if scope.is_none() {
+            pool.unscoped_statement();
+        }
         let owner = scope.as_deref().unwrap_or(&pool.unscoped);
         let verdict = scope::with_state(scope.as_ref(), &pool.unscoped, |state| {
             state.admit(

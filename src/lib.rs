@@ -118,6 +118,7 @@ pub use self::scope::batch;
 pub use self::scope::{
     Capture, Scope, allow_repetition, capture, capture_named, current_report, spawn,
 };
+pub use self::testing::Recorder;
 
 #[cfg(feature = "macros")]
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]

@@ -205,6 +205,16 @@ impl Inner {
     fn statement(&self, fp: &Fingerprint, raw: &str, elapsed: Duration, rows: u64) {
         let shared = shared();
         let scope = scope::current();
+        if scope.is_none() {
+            static HINTED: std::sync::Once = std::sync::Once::new();
+            // Not from inside this event's dispatch (see `scope::deferring`): from a thread of
+            // its own, once per process.
+            HINTED.call_once(|| {
+                let _ = std::thread::Builder::new()
+                    .name("pgscope-hint".into())
+                    .spawn(|| crate::detect::hint_unscoped("sqlx (observed)"));
+            });
+        }
         let owner = scope.as_deref().unwrap_or(&shared.unscoped);
         let rules = Rules::observed(&self.settings, &owner.overrides);
         let run = Execution {

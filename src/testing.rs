@@ -47,3 +47,93 @@ macro_rules! assert_no_n_plus_one {
         value
     }};
 }
+
+/// Keeps the reports of the scopes it is given, for tests that talk to a real server over
+/// HTTP or gRPC and want to read what a request did to the database.
+///
+/// Hand [`hook`](Recorder::hook) to [`ScopeLayer::on_report`](crate::http::ScopeLayer::on_report)
+/// (or any `on_report`); the layer records each request's report before the response leaves,
+/// so it is there when the client has the response. Keeps the most recent 1 000 reports.
+///
+/// # Examples
+/// ```no_run
+/// # async fn t(app: axum::Router, base: &str) {
+/// let recorder = pgscope::Recorder::new();
+/// let app = app.layer(pgscope::http::ScopeLayer::new().on_report(recorder.hook()));
+/// // … serve `app`, then:
+/// reqwest::Client::new().post(format!("{base}/subscriptions")).send().await.unwrap();
+/// recorder.last("POST /subscriptions").assert_queries(2);
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct Recorder(std::sync::Arc<parking_lot::Mutex<std::collections::VecDeque<crate::Report>>>);
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("reports", &self.0.lock().len())
+            .finish()
+    }
+}
+
+impl Recorder {
+    /// Reports kept; older ones are dropped, so a long test cannot grow memory without bound.
+    pub const CAPACITY: usize = 1_000;
+
+    /// An empty recorder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records one report.
+    pub fn record(&self, report: &crate::Report) {
+        let mut reports = self.0.lock();
+        if reports.len() == Self::CAPACITY {
+            reports.pop_front();
+        }
+        reports.push_back(report.clone());
+    }
+
+    /// A hook that records every report it is called with.
+    pub fn hook(&self) -> impl Fn(&crate::Report) + Send + Sync + 'static {
+        let recorder = self.clone();
+        move |report| recorder.record(report)
+    }
+
+    /// The most recent report of the scope called `name` (e.g. `POST /subscriptions`).
+    ///
+    /// # Panics
+    /// When none was recorded, listing the names that were.
+    #[track_caller]
+    pub fn last(&self, name: &str) -> crate::Report {
+        self.try_last(name).unwrap_or_else(|| {
+            let names: Vec<String> = self.0.lock().iter().map(|r| r.name().to_owned()).collect();
+            panic!("no report of a scope named `{name}`; recorded: {names:?}")
+        })
+    }
+
+    /// The most recent report of the scope called `name`, if any.
+    pub fn try_last(&self, name: &str) -> Option<crate::Report> {
+        self.0
+            .lock()
+            .iter()
+            .rev()
+            .find(|r| r.name() == name)
+            .cloned()
+    }
+
+    /// Every report kept of the scope called `name`, oldest first.
+    pub fn all(&self, name: &str) -> Vec<crate::Report> {
+        self.0
+            .lock()
+            .iter()
+            .filter(|r| r.name() == name)
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets every report.
+    pub fn clear(&self) {
+        self.0.lock().clear();
+    }
+}

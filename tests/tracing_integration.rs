@@ -119,3 +119,25 @@ async fn scopes_one_after_another_under_one_request_span_each_count_their_own_st
     second.assert_queries(3);
     assert_eq!(pool.unscoped_report().queries(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_outside_any_scope_get_one_hint_per_pool_naming_what_to_add() {
+    let captured = captured();
+    let pool = pgscope::PoolOptions::new()
+        .name("hinted-pool")
+        .connect_with(common::schema("unscoped_hint").await)
+        .await
+        .expect("connect");
+    common::repeat(&pool, "SELECT $1::int AS unscoped_hint", 4).await;
+    let ((), report) = pgscope::capture(common::repeat(&pool, "SELECT $1::int", 1)).await;
+    report.assert_queries(1);
+    let hints: Vec<_> = captured
+        .of_target("pgscope::unscoped")
+        .into_iter()
+        .filter(|r| r.field("source") == Some("hinted-pool"))
+        .collect();
+    assert_eq!(hints.len(), 1, "once per pool: {hints:?}");
+    assert_eq!(hints[0].level, tracing::Level::INFO);
+    assert!(hints[0].debug.contains("ScopeLayer") && hints[0].debug.contains("capture"));
+    assert_eq!(pool.unscoped_report().queries(), 4);
+}

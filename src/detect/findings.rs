@@ -129,6 +129,18 @@ pub(crate) fn emit_n_plus_one(item: &NPlusOne) {
     );
 }
 
+/// Said once per pool (or once for the observer) when statements run outside any scope.
+pub(crate) fn hint_unscoped(source: &str) {
+    tracing::info!(
+        target: "pgscope::unscoped",
+        source,
+        "pgscope: statements of {source} run outside any scope; they are counted (unscoped \
+         report) but not checked for N+1, query budgets or nested acquires. Run each request or \
+         job in a scope: pgscope::http::ScopeLayer (axum, tonic, any tower service), \
+         pgscope::actix::Scopes (actix-web), or pgscope::capture / Scope::capture around the work",
+    );
+}
+
 pub(crate) fn emit_nested(item: &NestedAcquire) {
     tracing::warn!(
         target: "pgscope::nested_acquire",

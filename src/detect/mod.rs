@@ -12,7 +12,7 @@ use crate::fingerprint::Fingerprint;
 
 pub(crate) use self::call_site::{call_site, prewarm_symbols};
 pub use self::findings::{NPlusOne, NestedAcquire};
-pub(crate) use self::findings::{emit_n_plus_one, emit_nested, nested_acquire};
+pub(crate) use self::findings::{emit_n_plus_one, emit_nested, hint_unscoped, nested_acquire};
 
 /// What to do when a rule fires.
 ///

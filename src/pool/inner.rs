@@ -2,7 +2,7 @@
 //! scope, health, telemetry and counters.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -26,6 +26,8 @@ pub(crate) struct PoolInner {
     timeouts: AtomicU64,
     acquires: AtomicU64,
     next_guard_id: AtomicU64,
+    /// The hint about statements outside any scope was given.
+    hinted: AtomicBool,
 }
 
 impl PoolInner {
@@ -49,6 +51,7 @@ impl PoolInner {
             timeouts: AtomicU64::new(0),
             acquires: AtomicU64::new(0),
             next_guard_id: AtomicU64::new(0),
+            hinted: AtomicBool::new(false),
         }
     }
 
@@ -70,6 +73,13 @@ impl PoolInner {
 
     pub(super) fn acquired(&self) {
         self.acquires.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A statement ran outside any scope: says once per pool what that misses and what to add.
+    pub(crate) fn unscoped_statement(&self) {
+        if !self.hinted.load(Ordering::Relaxed) && !self.hinted.swap(true, Ordering::Relaxed) {
+            crate::detect::hint_unscoped(&self.name);
+        }
     }
 
     /// An id for a guard the caller holds explicitly.
