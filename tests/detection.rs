@@ -364,6 +364,31 @@ async fn holding_two_connections_in_one_scope_warns_with_both_call_sites() {
 }
 
 #[tokio::test]
+async fn a_nested_acquire_in_a_loop_is_reported_once_per_pair_of_call_sites() {
+    let pool = feed_pool("nested_loop", PoolOptions::new()).await;
+    let ((), report) = pgscope::capture_named("POST /api/batch", async {
+        let mut tx = pool.begin().await.expect("begin");
+        for _ in 0..8 {
+            // The same mistake eight times: one finding.
+            sqlx::query("SELECT 2")
+                .execute(&pool)
+                .await
+                .expect("outside tx");
+        }
+        tx.commit().await.expect("commit");
+    })
+    .await;
+    assert_eq!(report.nested_acquires().len(), 1, "{report}");
+    assert_eq!(
+        report
+            .to_string()
+            .matches("acquired a second connection")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
 #[should_panic(expected = "SELECT name FROM users WHERE id = $1")]
 async fn assert_no_n_plus_one_names_the_statement() {
     let pool = feed_pool("np1_assert", PoolOptions::new()).await;

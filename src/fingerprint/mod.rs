@@ -142,7 +142,8 @@ impl fmt::Display for Fingerprint {
 pub fn fingerprint(sql: &str) -> Fingerprint {
     with_tokens(sql, |toks| {
         let normalized = normalize::normalize(sql, toks);
-        let id = xxhash_rust::xxh3::xxh3_64(normalized.as_bytes());
+        let id = normalized.id();
+        let normalized = normalized.text;
         let operation = normalize::operation(toks);
         Fingerprint(Arc::new(Inner {
             id,

@@ -73,6 +73,96 @@ struct Renderer<'a> {
     out: String,
     last: Last,
     placeholders: u32,
+    /// Byte positions in `out` of quotes shown but not part of the identity (see
+    /// [`Normalized::quotes`]).
+    quotes: Vec<usize>,
+}
+
+/// A statement's normalized text, and the byte positions of quotes kept only for display:
+/// `"user"` is shown quoted (unquoted it would be the `user` keyword, and the shown SQL would
+/// not be valid), but fingerprints as `user` did before, so ids and grouping do not change.
+pub(crate) struct Normalized {
+    pub(crate) text: String,
+    pub(crate) quotes: Vec<usize>,
+}
+
+impl Normalized {
+    /// XXH3-64 of the text without its display-only quotes.
+    pub(crate) fn id(&self) -> u64 {
+        if self.quotes.is_empty() {
+            return xxhash_rust::xxh3::xxh3_64(self.text.as_bytes());
+        }
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut from = 0;
+        for &q in &self.quotes {
+            hasher.update(&self.text.as_bytes()[from..q]);
+            from = q + 1;
+        }
+        hasher.update(&self.text.as_bytes()[from..]);
+        hasher.digest()
+    }
+}
+
+/// PostgreSQL's reserved key words (reserved, and reserved but allowed as function or type
+/// names) that the keyword table does not list: a quoted identifier spelled like one keeps its
+/// quotes in the displayed text.
+fn reserved(word: &str) -> bool {
+    matches!(
+        word,
+        "analyse"
+            | "asymmetric"
+            | "authorization"
+            | "binary"
+            | "collate"
+            | "collation"
+            | "column"
+            | "concurrently"
+            | "constraint"
+            | "create"
+            | "current_catalog"
+            | "current_role"
+            | "current_schema"
+            | "current_user"
+            | "deferrable"
+            | "desc"
+            | "do"
+            | "except"
+            | "fetch"
+            | "for"
+            | "foreign"
+            | "freeze"
+            | "grant"
+            | "initially"
+            | "intersect"
+            | "isnull"
+            | "lateral"
+            | "leading"
+            | "localtime"
+            | "localtimestamp"
+            | "notnull"
+            | "offset"
+            | "only"
+            | "overlaps"
+            | "placing"
+            | "primary"
+            | "references"
+            | "returning"
+            | "session_user"
+            | "similar"
+            | "some"
+            | "symmetric"
+            | "system_user"
+            | "table"
+            | "tablesample"
+            | "to"
+            | "trailing"
+            | "union"
+            | "unique"
+            | "user"
+            | "variadic"
+            | "verbose"
+            | "window"
+    )
 }
 
 impl Renderer<'_> {
@@ -207,12 +297,13 @@ pub(crate) fn operation(toks: &[Tok]) -> &'static str {
     }
 }
 
-pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
+pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> Normalized {
     let mut r = Renderer {
         sql,
         out: String::with_capacity(sql.len().min(4096)),
         last: Last::Start,
         placeholders: 0,
+        quotes: Vec::new(),
     };
     // Number of trailing `;` to drop so `SELECT 1;` equals `SELECT 1`.
     let mut end = toks.len();
@@ -295,7 +386,13 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
                         if is_plain_lower_ident(name)
                             && super::keywords::keyword(name.as_bytes()).is_none() =>
                     {
-                        r.push(Last::Ident, None, name)
+                        if reserved(name) {
+                            r.push(Last::Ident, None, text);
+                            r.quotes.push(r.out.len() - text.len());
+                            r.quotes.push(r.out.len() - 1);
+                        } else {
+                            r.push(Last::Ident, None, name)
+                        }
                     }
                     _ => r.push(Last::Ident, None, text),
                 }
@@ -367,7 +464,10 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> String {
         prev_kw = [prev_kw[1], None];
         i += 1;
     }
-    r.out
+    Normalized {
+        text: r.out,
+        quotes: r.quotes,
+    }
 }
 
 fn is_plain_lower_ident(s: &str) -> bool {

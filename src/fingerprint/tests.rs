@@ -298,3 +298,28 @@ fn operation_is_the_first_word_of_the_summary() {
     );
     assert_eq!(fingerprint("BEGIN").operation(), "BEGIN");
 }
+
+#[test]
+fn quoted_reserved_words_keep_their_quotes_in_the_text_but_not_in_the_id() {
+    let quoted = fingerprint(r#"SELECT "user".name FROM "user" WHERE "user".id = 7"#);
+    assert_eq!(
+        quoted.normalized(),
+        r#"SELECT "user".name FROM "user" WHERE "user".id = $1"#,
+        "unquoted it would read as the `user` keyword"
+    );
+    // Grouping is unchanged: the id is that of the text without the display-only quotes.
+    assert_eq!(
+        quoted.id(),
+        xxhash_rust::xxh3::xxh3_64(b"SELECT user.name FROM user WHERE user.id = $1")
+    );
+    // Identifiers that need no quotes still lose them.
+    assert_eq!(
+        fingerprint(r#"SELECT * FROM "users""#).normalized(),
+        "SELECT * FROM users"
+    );
+    // Case-sensitive names keep their quotes and their identity, as before.
+    assert_ne!(
+        fingerprint(r#"SELECT * FROM "User""#).id(),
+        fingerprint("SELECT * FROM user").id()
+    );
+}
