@@ -297,6 +297,9 @@ async fn main() {
             );
         }
     }
+    if !otel_only {
+        n_plus_one_table(&raw, &url, rounds, seconds).await;
+    }
     #[cfg(feature = "otel")]
     otel_table(&raw, &url, rounds, seconds).await;
     let (entries, misses) = pg.fingerprint_cache_stats();
@@ -304,6 +307,105 @@ async fn main() {
         "\nfingerprint cache: {entries} entries, {misses} misses; total {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The shape of an N+1 endpoint under load: each request a scope running `SELECT 1` ten times
+/// (so every scope crosses the N+1 threshold and reports a finding), on raw sqlx (no scope),
+/// on pgscope with detection on, and with detection off (`Mode::Off`).
+async fn n_plus_one_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) {
+    let dur = Duration::from_secs_f64(seconds);
+    let pool = |mode: pgscope::Mode| {
+        pgscope::PoolOptions::new()
+            .max_connections(16)
+            .n_plus_one_mode(mode)
+            .connect(url)
+    };
+    let on = pool(pgscope::Mode::Warn).await.expect("pgscope pool");
+    let off = pool(pgscope::Mode::Off).await.expect("pgscope pool");
+    println!(
+        "\nN+1-shaped requests (a scope of 10 × SELECT 1 each, every one a finding), pool of 16:"
+    );
+    println!(
+        "| concurrency | raw sqlx q/s | detection on q/s | ratio | detection off q/s | ratio | client CPU µs/query raw / on / off |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---|");
+    for workers in [1usize, 16] {
+        let mut n = [0u64; 3];
+        let mut cpu = [Duration::ZERO; 3];
+        for round in 0..rounds {
+            let mut order = [0usize, 1, 2];
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                let (count, used) = requests(i, raw, [&on, &off], workers, dur).await;
+                n[i] += count;
+                cpu[i] += used;
+            }
+        }
+        let qps = |i: usize| n[i] as f64 / (seconds * rounds as f64);
+        let per = |i: usize| cpu[i].as_secs_f64() * 1e6 / n[i].max(1) as f64;
+        println!(
+            "| {workers} | {:.0} | {:.0} | {:.3} | {:.0} | {:.3} | {:.1} / {:.1} / {:.1} |",
+            qps(0),
+            qps(1),
+            n[1] as f64 / n[0] as f64,
+            qps(2),
+            n[2] as f64 / n[0] as f64,
+            per(0),
+            per(1),
+            per(2),
+        );
+    }
+}
+
+/// Runs N+1-shaped requests on side `i` (0 raw, 1 detection on, 2 off); (queries, CPU).
+async fn requests(
+    i: usize,
+    raw: &PgPool,
+    pools: [&pgscope::Pool; 2],
+    workers: usize,
+    dur: Duration,
+) -> (u64, Duration) {
+    let cpu_before = cpu_time();
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let (raw, done, stop) = (raw.clone(), done.clone(), stop.clone());
+        let pool = (i > 0).then(|| pools[i - 1].clone());
+        handles.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match &pool {
+                    None => {
+                        for _ in 0..10 {
+                            sqlx::query("SELECT 1").execute(&raw).await.expect("raw");
+                        }
+                    }
+                    Some(pool) => {
+                        let ((), _report) = pgscope::capture_named("GET /api/feed", async {
+                            for _ in 0..10 {
+                                sqlx::query("SELECT 1")
+                                    .execute(pool)
+                                    .await
+                                    .expect("pgscope");
+                            }
+                        })
+                        .await;
+                    }
+                }
+                n += 10;
+            }
+            done.fetch_add(n, Ordering::Relaxed);
+        }));
+    }
+    tokio::time::sleep(dur).await;
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.await.expect("worker");
+    }
+    (done.load(Ordering::Relaxed), cpu_time() - cpu_before)
 }
 
 /// The same comparison with OTLP export on (HTTP/protobuf to an in-process sink that counts

@@ -191,10 +191,8 @@ impl<S: Subscriber> Layer<S> for ObserverLayer {
         event.record(&mut fields);
         if let Some(fp) = fields.fingerprint() {
             let raw = fields.raw.as_deref().unwrap_or_default();
-            scope::deferring(|| {
-                self.inner
-                    .statement(&fp, raw, fields.elapsed(), fields.rows())
-            });
+            self.inner
+                .statement(&fp, raw, fields.elapsed(), fields.rows());
         }
     }
 }

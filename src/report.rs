@@ -435,7 +435,7 @@ mod tests {
             fingerprint: fp,
             count: queries,
             threshold: 5,
-            call_site: "src/feed.rs:42".into(),
+            call_site: crate::detect::CallSite::known("src/feed.rs:42"),
         };
         Report::new(
             "GET /api/feed".into(),

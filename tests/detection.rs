@@ -367,7 +367,7 @@ async fn holding_two_connections_in_one_scope_warns_with_both_call_sites() {
 async fn a_nested_acquire_in_a_loop_is_reported_once_per_pair_of_call_sites() {
     let pool = feed_pool("nested_loop", PoolOptions::new()).await;
     let ((), report) = pgscope::capture_named("POST /api/batch", async {
-        let mut tx = pool.begin().await.expect("begin");
+        let tx = pool.begin().await.expect("begin");
         for _ in 0..8 {
             // The same mistake eight times: one finding.
             sqlx::query("SELECT 2")

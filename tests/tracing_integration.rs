@@ -58,15 +58,20 @@ async fn n_plus_one_emits_one_warn_event_with_route_statement_count_and_call_sit
         }
     })
     .await;
-    let ours: Vec<_> = captured
-        .of_target("pgscope::n_plus_one")
-        .into_iter()
-        .filter(|r| {
-            r.fields
-                .iter()
-                .any(|(_, v)| v.contains("unique_np1_marker"))
-        })
-        .collect();
+    // The WARN comes from pgscope's reporter thread once the call site is resolved.
+    let ours = common::eventually(|| {
+        let ours: Vec<_> = captured
+            .of_target("pgscope::n_plus_one")
+            .into_iter()
+            .filter(|r| {
+                r.fields
+                    .iter()
+                    .any(|(_, v)| v.contains("unique_np1_marker"))
+            })
+            .collect();
+        (!ours.is_empty()).then_some(ours)
+    })
+    .await;
     assert_eq!(
         ours.len(),
         1,

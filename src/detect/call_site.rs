@@ -27,8 +27,20 @@ const SKIP_SYMBOLS: &[&str] = &[
     "tower::",
     "axum::",
     "hyper::",
+    "h2::",
+    "tonic::",
+    "tower_http::",
+    "actix_web::",
+    "actix_http::",
+    "actix_rt::",
+    "actix_server::",
     "sea_orm::",
     "sea_query::",
+    "tracing_futures::",
+    "futures::",
+    "backtrace::",
+    "dashmap::",
+    "xxhash_rust::",
     "__rust",
 ];
 
@@ -42,9 +54,8 @@ fn is_machinery(symbol: &str) -> bool {
     SKIP_SYMBOLS.iter().any(|p| ty.starts_with(p))
 }
 
-/// Resolved call sites by stack shape. An N+1 endpoint fires once per request, so the same
-/// stack comes back again and again: unwinding (microseconds) happens each time, symbol
-/// resolution (milliseconds) once per distinct stack.
+/// Resolved call sites by stack shape: resolution (milliseconds the first time, for the
+/// binary's debug info) happens once per distinct stack.
 const SITE_CACHE_CAPACITY: usize = 4096;
 
 fn site_cache() -> &'static dashmap::DashMap<u64, Arc<str>> {
@@ -52,45 +63,116 @@ fn site_cache() -> &'static dashmap::DashMap<u64, Arc<str>> {
     CACHE.get_or_init(dashmap::DashMap::new)
 }
 
-/// Loads the binary's debug info for symbol resolution on a background thread, once, so the
-/// first N+1 found does not pay for it (tens to hundreds of milliseconds) while it holds a
-/// connection.
-pub(crate) fn prewarm_symbols() {
-    static STARTED: std::sync::Once = std::sync::Once::new();
-    STARTED.call_once(|| {
-        let _ = std::thread::Builder::new()
-            .name("pgscope-symbols".into())
-            .spawn(|| {
-                let ip = prewarm_symbols as *const () as *mut std::ffi::c_void;
-                backtrace::resolve(ip, |_| {});
-            });
-    });
+const MAX_FRAMES: usize = 128;
+
+/// Where in the user's code a finding happened.
+///
+/// Captured on the statement's path as the stack's instruction pointers (a stack walk, a few
+/// microseconds, no symbol lookup), and resolved to `file:line` (or a function path, without
+/// line tables) the first time it is read, once per distinct stack: off the statement's path.
+#[derive(Clone)]
+pub(crate) struct CallSite(Arc<Site>);
+
+struct Site {
+    key: u64,
+    ips: Box<[usize]>,
+    resolved: std::sync::OnceLock<Arc<str>>,
 }
 
-/// `file:line` of the first stack frame outside pgscope, sqlx, tokio and the standard library.
-/// Walks the stack: call it only when a rule fires.
-pub(crate) fn call_site() -> String {
-    const MAX_FRAMES: usize = 128;
-    let mut frames = Vec::with_capacity(64);
-    backtrace::trace(|frame| {
-        frames.push(frame.clone());
-        frames.len() < MAX_FRAMES
-    });
-    let mut ips = Vec::with_capacity(frames.len() * 8);
-    for f in &frames {
-        ips.extend_from_slice(&(f.ip() as usize).to_le_bytes());
+impl CallSite {
+    /// The caller's stack, unresolved (already resolved when the same stack was seen before).
+    pub(crate) fn capture() -> Self {
+        let mut ips = Vec::with_capacity(64);
+        backtrace::trace(|frame| {
+            ips.push(frame.ip() as usize);
+            ips.len() < MAX_FRAMES
+        });
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for ip in &ips {
+            hasher.update(&ip.to_le_bytes());
+        }
+        let key = hasher.digest();
+        let resolved = std::sync::OnceLock::new();
+        if let Some(site) = site_cache().get(&key) {
+            let _ = resolved.set(Arc::clone(&site));
+        }
+        CallSite(Arc::new(Site {
+            key,
+            ips: ips.into(),
+            resolved,
+        }))
     }
-    let key = xxhash_rust::xxh3::xxh3_64(&ips);
-    if let Some(site) = site_cache().get(&key) {
-        return site.to_string();
+
+    /// A site known by its source location (`#[track_caller]`).
+    pub(crate) fn at(loc: &Location<'_>) -> Self {
+        Self::known(&location(loc))
     }
-    let site: Arc<str> = resolve_site(&frames).into();
-    let cache = site_cache();
-    if cache.len() >= SITE_CACHE_CAPACITY {
-        cache.clear();
+
+    /// A site already known by its text.
+    pub(crate) fn known(site: &str) -> Self {
+        let resolved = std::sync::OnceLock::new();
+        let _ = resolved.set(Arc::from(site));
+        CallSite(Arc::new(Site {
+            key: 0,
+            ips: Box::new([]),
+            resolved,
+        }))
     }
-    cache.insert(key, Arc::clone(&site));
-    site.to_string()
+
+    /// Whether reading it costs nothing more.
+    #[cfg(test)]
+    pub(crate) fn is_resolved(&self) -> bool {
+        self.0.resolved.get().is_some()
+    }
+
+    /// `file:line` of the first frame in the user's code; resolved now if it was not.
+    pub(crate) fn get(&self) -> &str {
+        self.0.resolved.get_or_init(|| {
+            let site = &self.0;
+            if let Some(found) = site_cache().get(&site.key) {
+                return Arc::clone(&found);
+            }
+            let resolved: Arc<str> = resolve(&site.ips).into();
+            let cache = site_cache();
+            if cache.len() >= SITE_CACHE_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(site.key, Arc::clone(&resolved));
+            resolved
+        })
+    }
+}
+
+impl std::fmt::Debug for CallSite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+impl std::fmt::Display for CallSite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+/// The call site of an N+1 in scope `route` on statement `fingerprint`: the one found the
+/// first time this pair crossed the threshold. An N+1 endpoint finds its N+1 on every request;
+/// after the first, it costs a map lookup instead of a stack walk. (A finding is reported once
+/// per scope and statement, so a route that runs the statement from two places reports the
+/// first, as within one scope.)
+pub(crate) fn call_site_for(route: &str, fingerprint: u64) -> CallSite {
+    static SEEN: std::sync::OnceLock<dashmap::DashMap<u64, CallSite>> = std::sync::OnceLock::new();
+    let seen = SEEN.get_or_init(dashmap::DashMap::new);
+    let key = xxhash_rust::xxh3::xxh3_64_with_seed(route.as_bytes(), fingerprint);
+    if let Some(site) = seen.get(&key) {
+        return site.clone();
+    }
+    let site = CallSite::capture();
+    if seen.len() >= SITE_CACHE_CAPACITY {
+        seen.clear();
+    }
+    seen.insert(key, site.clone());
+    site
 }
 
 /// Paths relative to the working directory when under it (`src/feed.rs`, as in compiler
@@ -108,30 +190,76 @@ fn relative(file: &str) -> &str {
     }
 }
 
-fn resolve_site(frames: &[backtrace::Frame]) -> String {
-    for frame in frames {
+/// Source files that are not the user's: dependencies (the cargo registry, git checkouts),
+/// the standard library, and pgscope's own sources (by path: inlined frames carry only a short
+/// function name, `start` or `fetch_optional<…>`, which says nothing about the crate).
+fn is_machinery_file(file: &str) -> bool {
+    const OWN_SOURCES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/");
+    file.contains("/.cargo/") || file.starts_with("/rustc/") || file.starts_with(OWN_SOURCES)
+}
+
+/// Without line tables, what is shown: the function, and how to get the line.
+const NO_LINE_TABLES: &str =
+    "(no line tables: set `debug = \"line-tables-only\"` in [profile.release] for file:line)";
+
+/// A function path without closure and generic noise: `my_app::routes::feed`.
+fn function_path(demangled: &str) -> &str {
+    let mut name = demangled;
+    while let Some(rest) = name.strip_suffix("::{{closure}}") {
+        name = rest;
+    }
+    name
+}
+
+/// The first frame in the user's code: `file:line` where line tables say where it is;
+/// without them, the first Rust function outside the machinery (with a note); frames of C code
+/// (the C runtime, libc) are never the answer. `<unknown: symbols stripped>` when no frame
+/// has a symbol at all.
+fn resolve(ips: &[usize]) -> String {
+    let mut function = None;
+    let mut any_symbol = false;
+    for &ip in ips {
         let mut found = None;
         // Inlined functions give several symbols per frame, innermost first.
-        backtrace::resolve_frame(frame, |symbol| {
+        backtrace::resolve(ip as *mut std::ffi::c_void, |symbol| {
             if found.is_some() {
                 return;
             }
-            let (Some(name), Some(file), Some(line)) =
-                (symbol.name(), symbol.filename(), symbol.lineno())
-            else {
+            let Some(name) = symbol.name() else {
                 return;
             };
+            any_symbol = true;
             let name = format!("{name:#}");
-            let file = file.to_string_lossy();
-            if !is_machinery(&name) && !file.contains("/.cargo/") && !file.starts_with("/rustc/") {
-                found = Some(format!("{}:{line}", relative(&file)));
+            if is_machinery(&name) {
+                return;
+            }
+            match (symbol.filename(), symbol.lineno()) {
+                // Rust source only: the C runtime's frames (`libc_start_call_main.h`) have
+                // line tables too, and are never the answer.
+                (Some(file), Some(line)) => {
+                    let file = file.to_string_lossy();
+                    if file.ends_with(".rs") && !is_machinery_file(&file) {
+                        found = Some(format!("{}:{line}", relative(&file)));
+                    }
+                }
+                // No line tables: the first Rust function (a path, `::`; `main`, `_start`
+                // and `__libc_start_call_main` are C's) outside the machinery.
+                _ => {
+                    if function.is_none() && name.contains("::") {
+                        function = Some(function_path(&name).to_owned());
+                    }
+                }
             }
         });
         if let Some(site) = found {
             return site;
         }
     }
-    "<unknown>".to_owned()
+    match function {
+        Some(function) => format!("{function} {NO_LINE_TABLES}"),
+        None if !any_symbol => "<unknown: symbols stripped>".to_owned(),
+        None => "<unknown>".to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -159,6 +287,40 @@ mod tests {
         ] {
             assert!(!is_machinery(symbol), "{symbol}");
         }
+    }
+
+    #[test]
+    fn closures_are_trimmed_from_function_paths() {
+        assert_eq!(
+            function_path("my_app::routes::feed::{{closure}}::{{closure}}"),
+            "my_app::routes::feed"
+        );
+        assert_eq!(function_path("my_app::load"), "my_app::load");
+    }
+
+    #[test]
+    fn a_stack_without_any_symbol_says_symbols_are_stripped() {
+        // Addresses no module maps: nothing resolves, as in a binary built with `strip = true`.
+        assert_eq!(resolve(&[1, 2, 3]), "<unknown: symbols stripped>");
+    }
+
+    #[test]
+    fn a_captured_site_resolves_once_and_names_this_file() {
+        let site = CallSite::capture();
+        assert!(!site.get().is_empty());
+        assert!(site.is_resolved());
+        // The same stack again: resolved from the cache at capture time.
+        for _ in 0..2 {
+            let again = CallSite::capture();
+            let _ = again.get();
+        }
+        assert_eq!(
+            CallSite::at(std::panic::Location::caller())
+                .get()
+                .split(':')
+                .next(),
+            Some("src/detect/call_site.rs")
+        );
     }
 
     #[test]

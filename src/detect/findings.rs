@@ -3,7 +3,7 @@
 use std::fmt;
 use std::panic::Location;
 
-use super::call_site::{call_site, location};
+use super::call_site::{CallSite, location};
 use crate::fingerprint::Fingerprint;
 
 /// One N+1 finding: a statement repeated past the threshold inside one scope.
@@ -30,7 +30,7 @@ pub struct NPlusOne {
     pub(crate) fingerprint: Fingerprint,
     pub(crate) count: u64,
     pub(crate) threshold: u32,
-    pub(crate) call_site: String,
+    pub(crate) call_site: CallSite,
 }
 
 impl NPlusOne {
@@ -51,11 +51,17 @@ impl NPlusOne {
     }
 
     /// `file:line` of the first frame in your code (outside pgscope, sqlx, tokio and std) that
-    /// ran the query that crossed the threshold. Needs line tables in the binary (debug builds
-    /// have them; for release add `debug = "line-tables-only"` to `[profile.release]`);
-    /// `<unknown>` without them.
+    /// ran the query that crossed the threshold. Line numbers need line tables in the binary
+    /// (debug builds have them; for release add `debug = "line-tables-only"` to
+    /// `[profile.release]`); without them, the first function of yours that was not inlined,
+    /// e.g. `my_app::routes::feed (no line tables: …)`; with no symbols at all (`strip = true`),
+    /// `<unknown: symbols stripped>`.
+    ///
+    /// The stack is captured when the rule fires (instruction pointers only) and resolved here,
+    /// the first time it is read, once per distinct stack: symbol lookup never runs on the
+    /// statement's path.
     pub fn call_site(&self) -> &str {
-        &self.call_site
+        self.call_site.get()
     }
 
     /// The scope (route) it happened in.
@@ -84,7 +90,7 @@ impl fmt::Display for NPlusOne {
 pub struct NestedAcquire {
     pub(crate) scope: String,
     pub(crate) held_at: String,
-    pub(crate) acquired_at: String,
+    pub(crate) acquired_at: CallSite,
 }
 
 impl NestedAcquire {
@@ -95,7 +101,7 @@ impl NestedAcquire {
 
     /// Where the second connection was acquired.
     pub fn acquired_at(&self) -> &str {
-        &self.acquired_at
+        self.acquired_at.get()
     }
 
     /// The scope (route) it happened in.
@@ -114,7 +120,52 @@ impl fmt::Display for NestedAcquire {
     }
 }
 
-pub(crate) fn emit_n_plus_one(item: &NPlusOne) {
+/// A finding to report as a WARN once its call site is resolved.
+pub(crate) enum Warning {
+    NPlusOne(NPlusOne),
+    Nested(NestedAcquire),
+}
+
+/// Reports `warning` as a WARN event from pgscope's reporter thread, inside `span` (the scope's
+/// span) and to the caller's subscriber: symbol resolution for the call site (milliseconds the
+/// first time a stack is seen) never runs on the statement's path, and no event is emitted
+/// while another is being dispatched (the observer finds N+1s inside sqlx's event; an event
+/// emitted there would corrupt the other layers' per-layer filter state, tokio-rs/tracing#2704).
+pub(crate) fn warn_later(warning: Warning, span: tracing::Span) {
+    type Job = (Warning, tracing::Span, tracing::Dispatch);
+    static QUEUE: std::sync::OnceLock<Option<std::sync::mpsc::SyncSender<Job>>> =
+        std::sync::OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        // Bounded: a flood of findings cannot grow memory; past it, warnings are dropped.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1024);
+        std::thread::Builder::new()
+            .name("pgscope-reporter".into())
+            .spawn(move || {
+                for (warning, span, dispatch) in rx {
+                    tracing::dispatcher::with_default(&dispatch, || {
+                        span.in_scope(|| match &warning {
+                            Warning::NPlusOne(item) => emit_n_plus_one(item),
+                            Warning::Nested(item) => emit_nested(item),
+                        })
+                    });
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
+    let sent = queue
+        .as_ref()
+        .is_some_and(|tx| tx.try_send((warning, span, dispatch)).is_ok());
+    if !sent {
+        DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Warnings dropped because the reporter's queue was full (or its thread could not start).
+static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn emit_n_plus_one(item: &NPlusOne) {
     tracing::warn!(
         target: "pgscope::n_plus_one",
         scope = %item.scope,
@@ -122,7 +173,7 @@ pub(crate) fn emit_n_plus_one(item: &NPlusOne) {
         statement = %item.fingerprint.normalized(),
         count = item.count,
         threshold = item.threshold,
-        call_site = %item.call_site,
+        call_site = %item.call_site.get(),
         "N+1 query: the same statement ran {} times in {}; batch it with `= ANY($1)` or a JOIN",
         item.count,
         item.scope,
@@ -141,12 +192,12 @@ pub(crate) fn hint_unscoped(source: &str) {
     );
 }
 
-pub(crate) fn emit_nested(item: &NestedAcquire) {
+fn emit_nested(item: &NestedAcquire) {
     tracing::warn!(
         target: "pgscope::nested_acquire",
         scope = %item.scope,
         held_at = %item.held_at,
-        acquired_at = %item.acquired_at,
+        acquired_at = %item.acquired_at.get(),
         "scope holds two connections at once; under pool pressure this can deadlock",
     );
 }
@@ -161,6 +212,6 @@ pub(crate) fn nested_acquire(
     NestedAcquire {
         scope: scope.to_owned(),
         held_at: location(held_at),
-        acquired_at: acquired_at.map_or_else(call_site, location),
+        acquired_at: acquired_at.map_or_else(CallSite::capture, CallSite::at),
     }
 }

@@ -10,9 +10,9 @@ mod findings;
 
 use crate::fingerprint::Fingerprint;
 
-pub(crate) use self::call_site::{call_site, prewarm_symbols};
+pub(crate) use self::call_site::{CallSite, call_site_for};
 pub use self::findings::{NPlusOne, NestedAcquire};
-pub(crate) use self::findings::{emit_n_plus_one, emit_nested, hint_unscoped, nested_acquire};
+pub(crate) use self::findings::{Warning, hint_unscoped, nested_acquire, warn_later};
 
 /// What to do when a rule fires.
 ///
@@ -50,6 +50,10 @@ pub(crate) struct Allowlist {
 impl Allowlist {
     pub(crate) fn allows_fingerprint(&self, id: u64) -> bool {
         self.fingerprints.contains(&id)
+    }
+
+    pub(crate) fn has_call_sites(&self) -> bool {
+        !self.call_sites.is_empty()
     }
 
     pub(crate) fn allows_site(&self, site: &str) -> bool {

@@ -50,7 +50,7 @@ pub(crate) async fn acquire_in(
         let item = detect::nested_acquire(&scope.name, held_at, site);
         let new = scope::with_state(Some(scope), &pool.unscoped, |state| state.add_nested(&item));
         if new {
-            detect::emit_nested(&item);
+            detect::warn_later(detect::Warning::Nested(item), scope.span.clone());
         }
     }
     Ok(PoolConnection {

@@ -9,7 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::Pool;
 use super::inner::PoolInner;
-use crate::detect::{self, Mode, Settings};
+use crate::detect::{Mode, Settings};
 use crate::telemetry;
 
 /// Configuration for a [`Pool`], mirroring `sqlx::postgres::PgPoolOptions` plus pgscope's own
@@ -345,9 +345,6 @@ impl PoolOptions {
     }
 
     fn build(self, sqlx: PgPool) -> Pool {
-        if self.settings.n_plus_one_mode != Mode::Off {
-            detect::prewarm_symbols();
-        }
         let name = self.pool_name(&sqlx.connect_options());
         Pool(Arc::new_cyclic(|weak: &std::sync::Weak<PoolInner>| {
             let stats: std::sync::Weak<dyn crate::health::StatsSource> = weak.clone();

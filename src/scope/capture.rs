@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
+use super::span;
 use super::state::{CURRENT, ScopeInner, current};
-use super::{finding, span};
 use crate::detect::Overrides;
 use crate::report::Report;
 
@@ -75,7 +75,6 @@ impl<F> std::fmt::Debug for Capture<F> {
 
 /// Ends the scope: its final report, the span released, the summary recorded.
 fn end(scope: &Arc<ScopeInner>) -> Report {
-    finding::flush();
     crate::wrapped::check_events_visible();
     let report = scope.close();
     span::detach(&scope.span, scope);
@@ -104,7 +103,6 @@ impl<F: Future> Future for Capture<F> {
         let _entered = scope.owns_span.then(|| scope.span.enter());
         let fut = this.fut;
         let poll = CURRENT.sync_scope(Arc::clone(scope), || fut.poll(cx));
-        finding::flush();
         let output = match poll {
             Poll::Ready(output) => output,
             Poll::Pending => return Poll::Pending,

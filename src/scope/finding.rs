@@ -1,16 +1,21 @@
 //! Findings made while a statement is admitted, recorded in its scope and reported.
 
-use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 use super::state::{ScopeInner, with_state};
-use crate::detect::{self, Crossing, NPlusOne};
+use crate::detect::{self, CallSite, Crossing, NPlusOne, Warning};
 use crate::fingerprint::Fingerprint;
 use crate::telemetry;
 
 /// The slow path of a statement crossing the N+1 threshold, taken once per (scope,
-/// fingerprint) in warn mode: find the call site, record, warn; in error mode also take the
-/// statement back (it will not be sent). Returns whether the statement may run.
+/// fingerprint) in warn mode: capture the call site, record, warn (from pgscope's reporter
+/// thread, once the call site is resolved); in error mode also take the statement back (it
+/// will not be sent). Returns whether the statement may run.
+///
+/// On the statement's path this costs a stack walk the first time a route crosses on a
+/// statement and a map lookup after that; symbols are resolved elsewhere (see
+/// [`detect::warn_later`]), except for scopes that allow call sites, which must read the
+/// site to decide.
 #[cold]
 pub(crate) fn n_plus_one(
     scope: Option<&Arc<ScopeInner>>,
@@ -23,8 +28,10 @@ pub(crate) fn n_plus_one(
     let item = if crossing.reported {
         None
     } else {
-        let call_site = detect::call_site();
-        if owner.overrides.allow.allows_site(&call_site) {
+        let call_site: CallSite = detect::call_site_for(&owner.name, fingerprint.id());
+        if owner.overrides.allow.has_call_sites()
+            && owner.overrides.allow.allows_site(call_site.get())
+        {
             return true;
         }
         Some(NPlusOne {
@@ -43,41 +50,7 @@ pub(crate) fn n_plus_one(
     });
     if let Some(item) = item.filter(|_| new) {
         telemetry::n_plus_one(&item);
-        if DEFERRING.get() {
-            PENDING.with_borrow_mut(|pending| pending.push(item));
-        } else {
-            detect::emit_n_plus_one(&item);
-        }
+        detect::warn_later(Warning::NPlusOne(item), owner.span.clone());
     }
     !refuses
-}
-
-thread_local! {
-    /// Set while the observer handles a `tracing` event.
-    static DEFERRING: Cell<bool> = const { Cell::new(false) };
-    /// Findings made meanwhile, to be reported once that event's dispatch is over.
-    static PENDING: RefCell<Vec<NPlusOne>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` (the observer's handling of one `tracing` event) with finding reports deferred:
-/// a `tracing` event emitted while another is being dispatched corrupts the per-layer filter
-/// state of the layers that come after (tokio-rs/tracing#2704), so the observer's WARNs wait
-/// for [`flush`].
-pub(crate) fn deferring<R>(f: impl FnOnce() -> R) -> R {
-    let outer = DEFERRING.replace(true);
-    let result = f();
-    DEFERRING.set(outer);
-    result
-}
-
-/// Reports the findings deferred on this thread: called after each poll of a scope's future
-/// (still inside the scope's span, outside any event dispatch) and when a scope ends.
-pub(crate) fn flush() {
-    if DEFERRING.get() {
-        return;
-    }
-    let pending = PENDING.with_borrow_mut(std::mem::take);
-    for item in &pending {
-        detect::emit_n_plus_one(item);
-    }
 }

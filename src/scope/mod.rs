@@ -20,7 +20,7 @@ use crate::detect::{Mode, Overrides};
 use crate::report::Report;
 
 pub use self::capture::Capture;
-pub(crate) use self::finding::{deferring, n_plus_one};
+pub(crate) use self::finding::n_plus_one;
 pub(crate) use self::state::{CURRENT, ScopeInner, State, current, with_state};
 
 tokio::task_local! {

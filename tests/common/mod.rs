@@ -308,3 +308,18 @@ pub async fn assert_exact_counts(pool: &pgscope::Pool, opts: &PgConnectOptions) 
         "reports must add up to what PostgreSQL executed"
     );
 }
+
+/// Polls `check` until it returns something (at most 10 s): for what pgscope reports from a
+/// thread of its own (WARN events).
+pub async fn eventually<T>(mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(found) = check() {
+            // Anything more would arrive right behind it: give it the chance to.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return check().unwrap_or(found);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing after 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -56,11 +56,25 @@ async fn the_naive_feed_is_an_n_plus_one_with_its_call_site() {
         n.fingerprint().normalized(),
         "SELECT name FROM users WHERE id = $1"
     );
-    assert!(
-        n.call_site().starts_with("src/lib.rs:"),
-        "{}",
-        n.call_site()
-    );
+    if cfg!(debug_assertions) {
+        assert!(
+            n.call_site().starts_with("src/lib.rs:"),
+            "{}",
+            n.call_site()
+        );
+    } else {
+        // `cargo test --release`: cargo's default release profile has no line tables; the
+        // finding still names the application's function (the innermost one not inlined:
+        // here `feed_naive`'s body is inlined into the test's future), never libc's or
+        // pgscope's, and says how to get the line.
+        let site = n.call_site();
+        assert!(
+            (site.starts_with("pgscope_compat_sqlx08::feed_naive")
+                || site.starts_with("observed::the_naive_feed_is_an_n_plus_one"))
+                && site.contains("(no line tables"),
+            "{site}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
