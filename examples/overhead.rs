@@ -248,7 +248,9 @@ async fn main() {
     let started = Instant::now();
     // `--otel-only` skips the plain comparison (for profiling the export path).
     let otel_only = std::env::args().any(|a| a == "--otel-only");
-    let plain = if otel_only {
+    // `--n-plus-one-only`: just the N+1-shaped table.
+    let n_plus_one_only = std::env::args().any(|a| a == "--n-plus-one-only");
+    let plain = if otel_only || n_plus_one_only {
         vec![]
     } else {
         vec![Workload::SelectOne, Workload::TenRows]
@@ -318,6 +320,12 @@ async fn n_plus_one_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) 
         pgscope::PoolOptions::new()
             .max_connections(16)
             .n_plus_one_mode(mode)
+            .n_plus_one_threshold(
+                std::env::var("BENCH_THRESHOLD")
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(5),
+            )
             .connect(url)
     };
     let on = pool(pgscope::Mode::Warn).await.expect("pgscope pool");

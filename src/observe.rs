@@ -191,8 +191,10 @@ impl<S: Subscriber> Layer<S> for ObserverLayer {
         event.record(&mut fields);
         if let Some(fp) = fields.fingerprint() {
             let raw = fields.raw.as_deref().unwrap_or_default();
-            self.inner
-                .statement(&fp, raw, fields.elapsed(), fields.rows());
+            crate::detect::dispatching(|| {
+                self.inner
+                    .statement(&fp, raw, fields.elapsed(), fields.rows())
+            });
         }
     }
 }

@@ -120,7 +120,6 @@ impl CallSite {
     }
 
     /// Whether reading it costs nothing more.
-    #[cfg(test)]
     pub(crate) fn is_resolved(&self) -> bool {
         self.0.resolved.get().is_some()
     }

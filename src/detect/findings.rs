@@ -126,12 +126,47 @@ pub(crate) enum Warning {
     Nested(NestedAcquire),
 }
 
-/// Reports `warning` as a WARN event from pgscope's reporter thread, inside `span` (the scope's
-/// span) and to the caller's subscriber: symbol resolution for the call site (milliseconds the
-/// first time a stack is seen) never runs on the statement's path, and no event is emitted
-/// while another is being dispatched (the observer finds N+1s inside sqlx's event; an event
-/// emitted there would corrupt the other layers' per-layer filter state, tokio-rs/tracing#2704).
+impl Warning {
+    fn call_site(&self) -> &CallSite {
+        match self {
+            Warning::NPlusOne(item) => &item.call_site,
+            Warning::Nested(item) => &item.acquired_at,
+        }
+    }
+
+    fn emit(&self) {
+        match self {
+            Warning::NPlusOne(item) => emit_n_plus_one(item),
+            Warning::Nested(item) => emit_nested(item),
+        }
+    }
+}
+
+thread_local! {
+    /// Set while the observer handles a `tracing` event.
+    static IN_DISPATCH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (the observer's handling of one `tracing` event) with warnings kept off this
+/// thread: an event emitted while another is being dispatched corrupts the per-layer filter
+/// state of the layers after it (tokio-rs/tracing#2704).
+pub(crate) fn dispatching<R>(f: impl FnOnce() -> R) -> R {
+    let outer = IN_DISPATCH.replace(true);
+    let result = f();
+    IN_DISPATCH.set(outer);
+    result
+}
+
+/// Reports `warning` as a WARN event inside `span` (the scope's span): right away when its call
+/// site is already resolved (the same stack seen before), else from pgscope's reporter thread
+/// once it is, so symbol resolution (milliseconds the first time a stack is seen) never runs on
+/// the statement's path. Never from inside the observer's event dispatch (see
+/// [`dispatching`]).
 pub(crate) fn warn_later(warning: Warning, span: tracing::Span) {
+    if warning.call_site().is_resolved() && !IN_DISPATCH.get() {
+        span.in_scope(|| warning.emit());
+        return;
+    }
     type Job = (Warning, tracing::Span, tracing::Dispatch);
     static QUEUE: std::sync::OnceLock<Option<std::sync::mpsc::SyncSender<Job>>> =
         std::sync::OnceLock::new();
@@ -142,11 +177,11 @@ pub(crate) fn warn_later(warning: Warning, span: tracing::Span) {
             .name("pgscope-reporter".into())
             .spawn(move || {
                 for (warning, span, dispatch) in rx {
+                    // Resolved here whether or not a subscriber reads the event, so the next
+                    // finding from the same stack is reported in place.
+                    warning.call_site().get();
                     tracing::dispatcher::with_default(&dispatch, || {
-                        span.in_scope(|| match &warning {
-                            Warning::NPlusOne(item) => emit_n_plus_one(item),
-                            Warning::Nested(item) => emit_nested(item),
-                        })
+                        span.in_scope(|| warning.emit())
                     });
                 }
             })

@@ -12,7 +12,7 @@ use crate::fingerprint::Fingerprint;
 
 pub(crate) use self::call_site::{CallSite, call_site_for};
 pub use self::findings::{NPlusOne, NestedAcquire};
-pub(crate) use self::findings::{Warning, hint_unscoped, nested_acquire, warn_later};
+pub(crate) use self::findings::{Warning, dispatching, hint_unscoped, nested_acquire, warn_later};
 
 /// What to do when a rule fires.
 ///
