@@ -24,7 +24,7 @@ use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
 use sqlx::{Either, Execute, Executor, Postgres, SqlStr};
 
-use crate::detect::Verdict;
+use crate::detect::{Finding, Verdict};
 use crate::error::Error;
 use crate::fingerprint::Fingerprint;
 use crate::pool::{Connection, Pool, PoolInner, acquire_in};
@@ -116,6 +116,12 @@ impl<'c> Query<'c> {
             Verdict::Run => {}
             Verdict::OverBudget { budget } => {
                 telemetry::budget_exceeded(&owner.name);
+                pool.settings
+                    .on_finding
+                    .call(&Finding::QueryBudgetExceeded {
+                        scope: &owner.name,
+                        budget,
+                    });
                 return Err(Error::QueryBudgetExceeded {
                     scope: owner.name.to_string(),
                     budget,
@@ -123,7 +129,13 @@ impl<'c> Query<'c> {
                 .into_sqlx());
             }
             Verdict::NPlusOne(crossing) => {
-                if !scope::n_plus_one(scope.as_ref(), &pool.unscoped, &fingerprint, crossing) {
+                if !scope::n_plus_one(
+                    scope.as_ref(),
+                    &pool.unscoped,
+                    &fingerprint,
+                    crossing,
+                    &pool.settings,
+                ) {
                     return Err(Error::NPlusOne {
                         scope: owner.name.to_string(),
                         statement: fingerprint.normalized().to_owned(),

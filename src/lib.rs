@@ -103,7 +103,7 @@ mod telemetry;
 mod testing;
 mod wrapped;
 
-pub use self::detect::{Mode, NPlusOne, NestedAcquire};
+pub use self::detect::{Finding, Mode, NPlusOne, NestedAcquire};
 pub use self::error::{Error, Result};
 pub use self::fingerprint::{Fingerprint, FingerprintCache, fingerprint};
 #[allow(deprecated)]
@@ -121,7 +121,7 @@ pub use self::scope::batch;
 pub use self::scope::{
     Capture, Scope, allow_repetition, capture, capture_named, current_report, spawn,
 };
-pub use self::testing::Recorder;
+pub use self::testing::{Recorder, assert_constant_queries};
 
 #[cfg(feature = "macros")]
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]

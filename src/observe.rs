@@ -103,6 +103,21 @@ impl Observer {
         self
     }
 
+    /// Report an N+1 only once its repetitions add up to `min` of database time; see
+    /// [`PoolOptions::n_plus_one_min_total`](crate::PoolOptions::n_plus_one_min_total). By
+    /// default, off.
+    pub fn n_plus_one_min_total(mut self, min: Duration) -> Self {
+        self.settings.n_plus_one_min_total = Some(min);
+        self
+    }
+
+    /// Calls `f` with every N+1 the observer finds; see
+    /// [`PoolOptions::on_finding`](crate::PoolOptions::on_finding).
+    pub fn on_finding(mut self, f: impl Fn(&crate::Finding<'_>) + Send + Sync + 'static) -> Self {
+        self.settings.on_finding = crate::detect::OnFinding::new(f);
+        self
+    }
+
     /// Also check statements other than `SELECT` for N+1. By default, false.
     pub fn n_plus_one_includes_writes(mut self, include: bool) -> Self {
         self.settings.n_plus_one_writes = include;
@@ -230,7 +245,13 @@ impl Inner {
         });
         if let Verdict::NPlusOne(crossing) = verdict {
             // Never refused: the statement already ran.
-            scope::n_plus_one(scope.as_ref(), &shared.unscoped, fp, crossing);
+            scope::n_plus_one(
+                scope.as_ref(),
+                &shared.unscoped,
+                fp,
+                crossing,
+                &self.settings,
+            );
         }
         let telemetry = self
             .telemetry

@@ -115,6 +115,11 @@ pub struct FingerprintStats {
     pub(crate) rows: u64,
     pub(crate) total: Duration,
     pub(crate) max: Duration,
+    /// The scope's statement count when this one first ran: the order of first appearance.
+    pub(crate) first: u64,
+    /// Id of the fingerprint that ran just before this one first did (0: none): the parent
+    /// of an N+1.
+    pub(crate) after: u64,
 }
 
 impl FingerprintStats {
@@ -127,6 +132,8 @@ impl FingerprintStats {
             rows: 0,
             total: Duration::ZERO,
             max: Duration::ZERO,
+            first: 0,
+            after: 0,
         }
     }
 
@@ -302,6 +309,32 @@ impl Report {
         )
     }
 
+    /// The scope's statements as stable text: one line per fingerprint, `count × normalized
+    /// SQL`, in order of first appearance, no timings. Snapshot it in a test and a reviewer sees
+    /// in the diff when an endpoint starts running new statements, or more of them.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn t(pool: pgscope::Pool) {
+    /// let (_, report) = pgscope::capture(async {
+    ///     sqlx::query("SELECT id FROM posts LIMIT 20").fetch_all(&pool).await
+    /// })
+    /// .await;
+    /// // With `insta` as a dev-dependency:
+    /// insta::assert_snapshot!(report.snapshot(), @"1 × SELECT id FROM posts LIMIT $1");
+    /// # }
+    /// ```
+    pub fn snapshot(&self) -> String {
+        let mut rows: Vec<&FingerprintStats> = self.fingerprints.iter().collect();
+        rows.sort_by_key(|r| (r.fingerprint.is_none(), r.first));
+        let mut out = String::new();
+        for row in rows {
+            out.push_str(&format!("{} × {}\n", row.count, row.normalized()));
+        }
+        out.pop();
+        out
+    }
+
     /// Asserts the scope sent exactly `expected` statements.
     ///
     /// # Panics
@@ -436,6 +469,7 @@ mod tests {
             count: queries,
             threshold: 5,
             call_site: crate::detect::CallSite::known("src/feed.rs:42"),
+            parent: None,
         };
         Report::new(
             "GET /api/feed".into(),

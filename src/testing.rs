@@ -137,3 +137,100 @@ impl Recorder {
         self.0.lock().clear();
     }
 }
+
+/// Asserts that the number of statements `f` runs does not grow with the size of the data: runs
+/// `f(n)` for each size in its own scope and fails when any statement ran more often at a
+/// larger size than at the smallest (the `n_plus_one_control` idea). A test needs no exact
+/// count to catch a new N+1: seed `n` rows, load them, and compare.
+///
+/// # Panics
+/// When a statement's count grows with `n`, with the counts per size and the statement.
+///
+/// # Examples
+/// ```no_run
+/// # async fn feed(pool: &pgscope::Pool, n: usize) {}
+/// # async fn t(pool: pgscope::Pool) {
+/// pgscope::assert_constant_queries([2, 10], |n| feed(&pool, n)).await;
+/// # }
+/// ```
+#[track_caller]
+pub fn assert_constant_queries<F, Fut>(
+    sizes: impl IntoIterator<Item = usize>,
+    mut f: F,
+) -> impl std::future::Future<Output = ()>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future,
+{
+    let caller = std::panic::Location::caller();
+    let mut sizes: Vec<usize> = sizes.into_iter().collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let runs: Vec<(usize, Fut)> = sizes.iter().map(|&n| (n, f(n))).collect();
+    async move {
+        let mut reports = Vec::with_capacity(runs.len());
+        for (n, fut) in runs {
+            let name = format!("assert_constant_queries n={n}");
+            let ((), report) = crate::capture_named(name, async {
+                fut.await;
+            })
+            .await;
+            reports.push((n, report));
+        }
+        if let Some(message) = growth(&reports) {
+            panic!("{message}\n  at {caller}");
+        }
+    }
+}
+
+/// What grew with `n` across `reports` (ordered by `n`), rendered for a failure message.
+fn growth(reports: &[(usize, crate::Report)]) -> Option<String> {
+    let (first_n, first) = reports.first()?;
+    let count = |report: &crate::Report, id: u64| {
+        report
+            .fingerprints()
+            .iter()
+            .filter(|f| f.fingerprint().is_some_and(|fp| fp.id() == id))
+            .map(|f| f.count())
+            .sum::<u64>()
+    };
+    let mut grew = Vec::new();
+    for (_, report) in &reports[1..] {
+        for row in report.fingerprints() {
+            let Some(fp) = row.fingerprint() else {
+                continue;
+            };
+            if row.count() > count(first, fp.id())
+                && !grew.iter().any(|g: &crate::Fingerprint| g == fp)
+            {
+                grew.push(fp.clone());
+            }
+        }
+    }
+    if grew.is_empty() {
+        return None;
+    }
+    let mut message = format!(
+        "the number of statements grows with the data (N+1?):\n  {:>8}  {:>10}",
+        "n", "statements"
+    );
+    for (n, report) in reports {
+        message.push_str(&format!("\n  {n:>8}  {:>10}", report.queries()));
+    }
+    for fp in &grew {
+        let counts: Vec<String> = reports
+            .iter()
+            .map(|(n, r)| format!("{}@n={n}", count(r, fp.id())))
+            .collect();
+        message.push_str(&format!(
+            "\n  grew: `{}` ({}; {} at n={first_n})",
+            fp.normalized(),
+            counts.join(", "),
+            count(first, fp.id())
+        ));
+        if let Some(batched) = crate::detect::batched(fp.normalized()) {
+            message.push_str(&format!("\n  batch it: `{batched}`"));
+        }
+    }
+    Some(message)
+}

@@ -31,6 +31,8 @@ pub struct NPlusOne {
     pub(crate) count: u64,
     pub(crate) threshold: u32,
     pub(crate) call_site: CallSite,
+    /// The statement that ran just before the repeated one first did (its parent, for a JOIN).
+    pub(crate) parent: Option<Fingerprint>,
 }
 
 impl NPlusOne {
@@ -68,19 +70,112 @@ impl NPlusOne {
     pub fn scope(&self) -> &str {
         &self.scope
     }
+
+    /// The statement that ran just before the repeated one first did: usually the query whose
+    /// rows the loop goes over (`SELECT … FROM posts`), the one to JOIN with.
+    pub fn parent(&self) -> Option<&Fingerprint> {
+        self.parent.as_ref()
+    }
+
+    /// The batched statement that replaces the repetition, when the statement's shape makes it
+    /// certain: one `column = $n` comparison becomes `column = ANY($n)` (bind an array of the
+    /// values), e.g. `SELECT name FROM users WHERE id = ANY($1)`. `None` when the statement has
+    /// no such comparison, several, or a `LIMIT`/`OFFSET` that batching would change.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # fn f(report: pgscope::Report) {
+    /// for n in report.n_plus_one() {
+    ///     if let Some(batched) = n.suggestion() {
+    ///         println!("replace {} with {batched}", n.fingerprint().normalized());
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn suggestion(&self) -> Option<String> {
+        batched(self.fingerprint.normalized())
+    }
 }
 
 impl fmt::Display for NPlusOne {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "N+1 in {}: {}x `{}` from {} (fix: load them in one query with `= ANY($1)` or a JOIN)",
+            "N+1 in {}: {}x `{}`",
             self.scope,
             self.count,
-            self.fingerprint.normalized(),
-            self.call_site
-        )
+            self.fingerprint.normalized()
+        )?;
+        if let Some(parent) = &self.parent {
+            write!(f, " after `{}`", parent.normalized())?;
+        }
+        write!(f, " from {}", self.call_site)?;
+        match self.suggestion() {
+            Some(batched) => write!(
+                f,
+                " (fix: one query, `{batched}` with an array of the values, or a JOIN)"
+            ),
+            None => f.write_str(" (fix: load them in one query with `= ANY($1)` or a JOIN)"),
+        }
     }
+}
+
+/// `col = $n` → `col = ANY($n)` when the normalized statement has exactly one equality with a
+/// parameter on a column and no `LIMIT`/`OFFSET`; otherwise nothing (no guessing).
+pub(crate) fn batched(normalized: &str) -> Option<String> {
+    let words: Vec<&str> = normalized.split(' ').collect();
+    if !normalized.starts_with("SELECT ") || words.iter().any(|w| matches!(*w, "LIMIT" | "OFFSET"))
+    {
+        return None;
+    }
+    let is_column = |w: &str| {
+        !w.is_empty()
+            && w.trim_start_matches('(').bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.' || b == b'"'
+            })
+            && w.trim_start_matches('(')
+                .bytes()
+                .next()
+                .is_some_and(|b| !b.is_ascii_digit())
+    };
+    let is_param = |w: &str| {
+        let w = w.trim_end_matches(')');
+        w.strip_prefix('$')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let mut found = None;
+    for i in 1..words.len().saturating_sub(1) {
+        if words[i] == "=" && is_param(words[i + 1]) {
+            if !is_column(words[i - 1]) || found.is_some() {
+                return None;
+            }
+            found = Some(i + 1);
+        }
+    }
+    let at = found?;
+    let param = words[at];
+    let closing = &param[param.trim_end_matches(')').len()..];
+    let mut out: Vec<String> = words.iter().map(|w| (*w).to_owned()).collect();
+    out[at] = format!("ANY({}){closing}", param.trim_end_matches(')'));
+    Some(out.join(" "))
+}
+
+/// A finding, as handed to [`PoolOptions::on_finding`](crate::PoolOptions::on_finding): route
+/// it to Sentry, a metric, or a panic in CI.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Finding<'a> {
+    /// An N+1, when first found in its scope (its count is the crossing execution's).
+    NPlusOne(&'a NPlusOne),
+    /// A scope acquired a second connection while holding one.
+    NestedAcquire(&'a NestedAcquire),
+    /// A statement refused by a query budget.
+    QueryBudgetExceeded {
+        /// The scope whose budget ran out.
+        scope: &'a str,
+        /// The budget in force.
+        budget: u32,
+    },
 }
 
 /// One scope holding a second connection while it already holds one: under pool pressure every
@@ -209,6 +304,8 @@ fn emit_n_plus_one(item: &NPlusOne) {
         count = item.count,
         threshold = item.threshold,
         call_site = %item.call_site.get(),
+        after = item.parent.as_ref().map(|p| p.normalized()),
+        suggestion = item.suggestion(),
         "N+1 query: the same statement ran {} times in {}; batch it with `= ANY($1)` or a JOIN",
         item.count,
         item.scope,
@@ -248,5 +345,37 @@ pub(crate) fn nested_acquire(
         scope: scope.to_owned(),
         held_at: location(held_at),
         acquired_at: acquired_at.map_or_else(CallSite::capture, CallSite::at),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batched;
+
+    #[test]
+    fn one_column_equality_becomes_any() {
+        for (normalized, expected) in [
+            (
+                "SELECT name FROM users WHERE id = $1",
+                Some("SELECT name FROM users WHERE id = ANY($1)"),
+            ),
+            (
+                "SELECT u.name FROM users u WHERE u.id = $1 AND u.active",
+                Some("SELECT u.name FROM users u WHERE u.id = ANY($1) AND u.active"),
+            ),
+            (
+                "SELECT * FROM t WHERE (t.a = $1)",
+                Some("SELECT * FROM t WHERE (t.a = ANY($1))"),
+            ),
+            // No guessing: two comparisons, a limit, no parameter, a write, an expression.
+            ("SELECT * FROM t WHERE a = $1 AND b = $2", None),
+            ("SELECT * FROM t WHERE a = $1 LIMIT $2", None),
+            ("SELECT * FROM t WHERE a = 'x'", None),
+            ("UPDATE t SET a = $1 WHERE id = $2", None),
+            ("SELECT * FROM t WHERE lower(a) = $1", None),
+            ("SELECT * FROM t WHERE id = ANY($1)", None),
+        ] {
+            assert_eq!(batched(normalized).as_deref(), expected, "{normalized}");
+        }
     }
 }

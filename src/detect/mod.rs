@@ -11,8 +11,10 @@ mod findings;
 use crate::fingerprint::Fingerprint;
 
 pub(crate) use self::call_site::{CallSite, call_site_for};
-pub use self::findings::{NPlusOne, NestedAcquire};
-pub(crate) use self::findings::{Warning, dispatching, hint_unscoped, nested_acquire, warn_later};
+pub use self::findings::{Finding, NPlusOne, NestedAcquire};
+pub(crate) use self::findings::{
+    Warning, batched, dispatching, hint_unscoped, nested_acquire, warn_later,
+};
 
 /// What to do when a rule fires.
 ///
@@ -69,6 +71,38 @@ pub(crate) struct Settings {
     pub(crate) n_plus_one_writes: bool,
     pub(crate) query_budget: Option<u32>,
     pub(crate) nested_acquire_mode: Mode,
+    /// Report an N+1 only once its executions add up to this much database time.
+    pub(crate) n_plus_one_min_total: Option<std::time::Duration>,
+    pub(crate) on_finding: OnFinding,
+}
+
+/// The `on_finding` callback of a pool or observer.
+#[derive(Clone, Default)]
+pub(crate) struct OnFinding(Option<std::sync::Arc<FindingHook>>);
+
+type FindingHook = dyn Fn(&Finding<'_>) + Send + Sync;
+
+impl OnFinding {
+    pub(crate) fn new(f: impl Fn(&Finding<'_>) + Send + Sync + 'static) -> Self {
+        OnFinding(Some(std::sync::Arc::new(f)))
+    }
+
+    /// Calls the callback, if there is one.
+    pub(crate) fn call(&self, finding: &Finding<'_>) {
+        if let Some(f) = &self.0 {
+            f(finding);
+        }
+    }
+}
+
+impl std::fmt::Debug for OnFinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Some(<fn>)"
+        } else {
+            "None"
+        })
+    }
 }
 
 impl Default for Settings {
@@ -82,6 +116,10 @@ impl Default for Settings {
             n_plus_one_writes: false,
             query_budget: None,
             nested_acquire_mode: Mode::Warn,
+            // Off: in tests every N+1 counts, however fast. In production, 50 ms (as Sentry's
+            // N+1 detector) keeps warnings to repetition that costs something.
+            n_plus_one_min_total: None,
+            on_finding: OnFinding::default(),
         }
     }
 }
@@ -112,6 +150,8 @@ pub(crate) struct Seen {
     pub(crate) queries: u64,
     /// Executions of this statement's fingerprint, this one included.
     pub(crate) count: u64,
+    /// Time in the database of the executions that finished so far.
+    pub(crate) total: std::time::Duration,
     /// Whether an N+1 of this fingerprint was already reported in the scope.
     pub(crate) reported: bool,
     /// Whether the statement runs inside [`allow_repetition`](crate::allow_repetition).
@@ -196,13 +236,14 @@ impl<'a> Rules<'a> {
         };
         let checked = (self.settings.n_plus_one_writes || fp.operation() == "SELECT")
             && !seen.allowed_repetition;
-        // In error mode every execution past the threshold is refused; otherwise only the
-        // crossing one is reported.
-        let crossing = if mode == Mode::Error {
-            seen.count > u64::from(threshold)
-        } else {
-            seen.count == u64::from(threshold) + 1
-        };
+        // In error mode every execution past the threshold is refused; otherwise the first
+        // one past it (and past the time gate, if any) is reported.
+        let weighty = self
+            .settings
+            .n_plus_one_min_total
+            .is_none_or(|min| seen.total >= min);
+        let crossing =
+            seen.count > u64::from(threshold) && weighty && (mode == Mode::Error || !seen.reported);
         if mode == Mode::Off || !checked || !crossing || o.allow.allows_fingerprint(fp.id()) {
             return Verdict::Run;
         }
@@ -223,6 +264,7 @@ mod tests {
         Seen {
             queries,
             count,
+            total: std::time::Duration::ZERO,
             reported: false,
             allowed_repetition: false,
         }
@@ -234,8 +276,22 @@ mod tests {
         let overrides = Overrides::default();
         let rules = Rules::new(&settings, &overrides);
         let fp = crate::fingerprint("SELECT * FROM users WHERE id = $1");
+        let mut reported = false;
         let verdicts: Vec<bool> = (1..=8)
-            .map(|n| matches!(rules.admit(&fp, seen(n, n)), Verdict::NPlusOne(_)))
+            .map(|n| {
+                let crossed = matches!(
+                    rules.admit(
+                        &fp,
+                        Seen {
+                            reported,
+                            ..seen(n, n)
+                        }
+                    ),
+                    Verdict::NPlusOne(_)
+                );
+                reported |= crossed;
+                crossed
+            })
             .collect();
         assert_eq!(
             verdicts,
@@ -277,7 +333,33 @@ mod tests {
             panic!("the N+1 is still found");
         };
         assert!(!c.refuses());
-        assert_eq!(rules.admit(&fp, seen(7, 7)), Verdict::Run, "reported once");
+        let after = Seen {
+            reported: true,
+            ..seen(7, 7)
+        };
+        assert_eq!(rules.admit(&fp, after), Verdict::Run, "reported once");
+    }
+
+    #[test]
+    fn the_time_gate_waits_until_the_repeats_cost_enough() {
+        let settings = Settings {
+            n_plus_one_min_total: Some(std::time::Duration::from_millis(50)),
+            ..Settings::default()
+        };
+        let overrides = Overrides::default();
+        let rules = Rules::new(&settings, &overrides);
+        let fp = crate::fingerprint("SELECT * FROM users WHERE id = $1");
+        let at = |count: u64, ms: u64| Seen {
+            total: std::time::Duration::from_millis(ms),
+            ..seen(count, count)
+        };
+        assert_eq!(
+            rules.admit(&fp, at(6, 10)),
+            Verdict::Run,
+            "fast repeats: no finding yet"
+        );
+        assert_eq!(rules.admit(&fp, at(40, 49)), Verdict::Run);
+        assert!(matches!(rules.admit(&fp, at(41, 50)), Verdict::NPlusOne(c) if c.count == 41));
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub(crate) async fn acquire_in(
         let item = detect::nested_acquire(&scope.name, held_at, site);
         let new = scope::with_state(Some(scope), &pool.unscoped, |state| state.add_nested(&item));
         if new {
+            pool.settings
+                .on_finding
+                .call(&detect::Finding::NestedAcquire(&item));
             detect::warn_later(detect::Warning::Nested(item), scope.span.clone());
         }
     }

@@ -191,6 +191,43 @@ impl PoolOptions {
         self.settings.n_plus_one_writes
     }
 
+    /// Report an N+1 only once its repetitions add up to `min` of database time (checked on
+    /// each execution past the threshold), so production warnings carry weight: fast repeats
+    /// of a cached lookup stay quiet. By default, off (every N+1 counts, as tests want); 50 ms
+    /// is a production default that matches Sentry's N+1 detector.
+    pub fn n_plus_one_min_total(mut self, min: Duration) -> Self {
+        self.settings.n_plus_one_min_total = Some(min);
+        self
+    }
+
+    /// The configured N+1 time gate.
+    pub fn get_n_plus_one_min_total(&self) -> Option<Duration> {
+        self.settings.n_plus_one_min_total
+    }
+
+    /// Calls `f` with every finding when it is made: an N+1 (once per scope and statement), a
+    /// nested acquire, a statement refused by the query budget. One place to send findings to
+    /// Sentry, a metric, or a panic in CI. It runs on the statement's path: keep it short
+    /// (reading an N+1's call site the first time resolves symbols).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn f() -> Result<(), sqlx::Error> {
+    /// let pool = pgscope::PoolOptions::new()
+    ///     .on_finding(|finding| {
+    ///         if let pgscope::Finding::NPlusOne(n) = finding {
+    ///             eprintln!("N+1 in {}: {}", n.scope(), n.fingerprint().normalized());
+    ///         }
+    ///     })
+    ///     .connect("postgres://postgres@127.0.0.1/test")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_finding(mut self, f: impl Fn(&crate::Finding<'_>) + Send + Sync + 'static) -> Self {
+        self.settings.on_finding = crate::detect::OnFinding::new(f);
+        self
+    }
+
     /// At most this many statements per scope; the next one fails with
     /// [`Error::QueryBudgetExceeded`](crate::Error::QueryBudgetExceeded) before reaching
     /// PostgreSQL. By default, no budget.

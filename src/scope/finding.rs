@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::state::{ScopeInner, with_state};
-use crate::detect::{self, CallSite, Crossing, NPlusOne, Warning};
+use crate::detect::{self, CallSite, Crossing, Finding, NPlusOne, Settings, Warning};
 use crate::fingerprint::Fingerprint;
 use crate::telemetry;
 
@@ -22,6 +22,7 @@ pub(crate) fn n_plus_one(
     unscoped: &ScopeInner,
     fingerprint: &Fingerprint,
     crossing: Crossing,
+    settings: &Settings,
 ) -> bool {
     let owner = scope.map_or(unscoped, |s| &**s);
     let refuses = crossing.refuses();
@@ -40,16 +41,26 @@ pub(crate) fn n_plus_one(
             count: crossing.count,
             threshold: crossing.threshold,
             call_site,
+            parent: None,
         })
     };
-    let new = with_state(scope, unscoped, |state| {
+    let (item, new) = with_state(scope, unscoped, |state| {
         if refuses {
             state.refuse(fingerprint);
         }
-        item.as_ref().is_some_and(|item| state.add_n_plus_one(item))
+        let mut item = item;
+        let new = match &mut item {
+            Some(item) => {
+                item.parent = state.parent_of(fingerprint);
+                state.add_n_plus_one(item)
+            }
+            None => false,
+        };
+        (item, new)
     });
     if let Some(item) = item.filter(|_| new) {
         telemetry::n_plus_one(&item);
+        settings.on_finding.call(&Finding::NPlusOne(&item));
         detect::warn_later(Warning::NPlusOne(item), owner.span.clone());
     }
     !refuses

@@ -63,6 +63,8 @@ pub(crate) struct State {
     held: Vec<(u64, &'static Location<'static>)>,
     /// Health of the pools this scope acquired from: told about its hold time when it ends.
     pools: Vec<Arc<Health>>,
+    /// Id of the fingerprint of the last statement admitted (0: none yet).
+    last: u64,
 }
 
 impl ScopeInner {
@@ -204,10 +206,17 @@ impl State {
             self.totals.rejected += 1;
             return Verdict::OverBudget { budget };
         }
+        let (seq, after) = (self.totals.queries, self.last);
         self.totals.queries += 1;
+        self.last = fp.id();
         let row = self.row(fp);
+        if row.count == 0 && row.fingerprint.is_some() {
+            row.first = seq;
+            row.after = after;
+        }
         row.count += 1;
         let count = row.count;
+        let total = row.total;
         let reported = self
             .n_plus_one
             .iter()
@@ -217,6 +226,7 @@ impl State {
             Seen {
                 queries: self.totals.queries - 1,
                 count,
+                total,
                 reported,
                 allowed_repetition,
             },
@@ -229,6 +239,14 @@ impl State {
         self.totals.queries -= 1;
         self.totals.rejected += 1;
         self.row(fp).count -= 1;
+    }
+
+    /// The statement that ran just before `fp` first did, if it is a different one.
+    pub(crate) fn parent_of(&self, fp: &Fingerprint) -> Option<Fingerprint> {
+        let after = self.rows.get(&fp.id())?.after;
+        (after != 0 && after != fp.id())
+            .then(|| self.rows.get(&after)?.fingerprint.clone())
+            .flatten()
     }
 
     /// Records an N+1 finding, once per fingerprint; false when one was already recorded.
