@@ -32,9 +32,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use pin_project_lite::pin_project;
 
 use crate::report::Report;
-use crate::scope::{Capture, Scope};
-
-type OnReport = Arc<dyn Fn(&Report) + Send + Sync>;
+use crate::scope::{Capture, OnReport, Scope};
 
 /// actix-web middleware that runs every request in its own pgscope scope.
 ///
@@ -157,11 +155,13 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let scope = self.config.scope(&req);
+        let scope = self
+            .config
+            .scope(&req)
+            .on_report_shared(self.config.on_report.clone());
         ResponseFuture {
             inner: scope.capture(self.service.call(req)),
             server_timing: self.config.server_timing,
-            on_report: self.config.on_report.clone(),
         }
     }
 }
@@ -172,7 +172,6 @@ pin_project! {
         #[pin]
         inner: Capture<F>,
         server_timing: bool,
-        on_report: Option<OnReport>,
     }
 }
 
@@ -193,9 +192,6 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let (result, report) = std::task::ready!(this.inner.poll(cx));
-        if let Some(f) = this.on_report {
-            f(&report);
-        }
         let mut response = result?;
         if *this.server_timing
             && let Ok(value) = HeaderValue::from_str(&report.server_timing())

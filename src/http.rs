@@ -35,7 +35,7 @@ use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 
 use crate::report::Report;
-use crate::scope::{Capture, Scope};
+use crate::scope::{Capture, OnReport, Scope};
 
 /// Chooses the scope of a request: its name (bounded: a route, not a path) and settings.
 ///
@@ -127,9 +127,6 @@ fn scope_name<B>(req: &Request<B>) -> String {
     }
     format!("{} <unmatched>", req.method())
 }
-
-/// Called with every request's report when its scope ends.
-type OnReport = Arc<dyn Fn(&Report) + Send + Sync>;
 
 /// Tower layer that runs every request in its own pgscope scope.
 ///
@@ -267,11 +264,15 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let scope = self.layer.make_scope.make_scope(&req).use_current_span();
+        let scope = self
+            .layer
+            .make_scope
+            .make_scope(&req)
+            .use_current_span()
+            .on_report_shared(self.layer.on_report.clone());
         ResponseFuture {
             inner: scope.capture(self.inner.call(req)),
             server_timing: self.layer.server_timing,
-            on_report: self.layer.on_report.clone(),
         }
     }
 }
@@ -282,7 +283,6 @@ pin_project! {
         #[pin]
         inner: Capture<F>,
         server_timing: bool,
-        on_report: Option<OnReport>,
     }
 }
 
@@ -303,9 +303,6 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let (result, report) = ready!(this.inner.poll(cx));
-        if let Some(f) = this.on_report {
-            f(&report);
-        }
         let mut response = result?;
         log_summary(&report, response.status().as_u16());
         if *this.server_timing

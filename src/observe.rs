@@ -36,7 +36,7 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::detect::{Rules, Settings, Verdict};
+use crate::detect::{Finding, OnFinding, Rules, Settings, Verdict};
 use crate::fingerprint::{Fingerprint, FingerprintCache};
 use crate::report::{Execution, Outcome, Report};
 use crate::scope::{self, ScopeInner};
@@ -113,8 +113,8 @@ impl Observer {
 
     /// Calls `f` with every N+1 the observer finds; see
     /// [`PoolOptions::on_finding`](crate::PoolOptions::on_finding).
-    pub fn on_finding(mut self, f: impl Fn(&crate::Finding<'_>) + Send + Sync + 'static) -> Self {
-        self.settings.on_finding = crate::detect::OnFinding::new(f);
+    pub fn on_finding(mut self, f: impl Fn(&Finding<'_>) + Send + Sync + 'static) -> Self {
+        self.settings.on_finding = OnFinding::new(f);
         self
     }
 

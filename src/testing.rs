@@ -2,6 +2,9 @@
 //! `assertNumQueries` work: run a block in a fresh scope, fail with the report when the count
 //! is off.
 
+use crate::fingerprint::Fingerprint;
+use crate::report::Report;
+
 /// Runs the async block in a new scope and asserts it sent exactly `n` statements; evaluates to
 /// the block's output. Use inside an `async` test.
 ///
@@ -66,7 +69,7 @@ macro_rules! assert_no_n_plus_one {
 /// # }
 /// ```
 #[derive(Clone, Default)]
-pub struct Recorder(std::sync::Arc<parking_lot::Mutex<std::collections::VecDeque<crate::Report>>>);
+pub struct Recorder(std::sync::Arc<parking_lot::Mutex<std::collections::VecDeque<Report>>>);
 
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,7 +89,7 @@ impl Recorder {
     }
 
     /// Records one report.
-    pub fn record(&self, report: &crate::Report) {
+    pub fn record(&self, report: &Report) {
         let mut reports = self.0.lock();
         if reports.len() == Self::CAPACITY {
             reports.pop_front();
@@ -95,7 +98,7 @@ impl Recorder {
     }
 
     /// A hook that records every report it is called with.
-    pub fn hook(&self) -> impl Fn(&crate::Report) + Send + Sync + 'static {
+    pub fn hook(&self) -> impl Fn(&Report) + Send + Sync + 'static {
         let recorder = self.clone();
         move |report| recorder.record(report)
     }
@@ -105,7 +108,7 @@ impl Recorder {
     /// # Panics
     /// When none was recorded, listing the names that were.
     #[track_caller]
-    pub fn last(&self, name: &str) -> crate::Report {
+    pub fn last(&self, name: &str) -> Report {
         self.try_last(name).unwrap_or_else(|| {
             let names: Vec<String> = self.0.lock().iter().map(|r| r.name().to_owned()).collect();
             panic!("no report of a scope named `{name}`; recorded: {names:?}")
@@ -113,7 +116,7 @@ impl Recorder {
     }
 
     /// The most recent report of the scope called `name`, if any.
-    pub fn try_last(&self, name: &str) -> Option<crate::Report> {
+    pub fn try_last(&self, name: &str) -> Option<Report> {
         self.0
             .lock()
             .iter()
@@ -123,7 +126,7 @@ impl Recorder {
     }
 
     /// Every report kept of the scope called `name`, oldest first.
-    pub fn all(&self, name: &str) -> Vec<crate::Report> {
+    pub fn all(&self, name: &str) -> Vec<Report> {
         self.0
             .lock()
             .iter()
@@ -171,7 +174,7 @@ where
         let mut reports = Vec::with_capacity(runs.len());
         for (n, fut) in runs {
             let name = format!("assert_constant_queries n={n}");
-            let ((), report) = crate::capture_named(name, async {
+            let ((), report) = crate::scope::capture_named(name, async {
                 fut.await;
             })
             .await;
@@ -184,9 +187,9 @@ where
 }
 
 /// What grew with `n` across `reports` (ordered by `n`), rendered for a failure message.
-fn growth(reports: &[(usize, crate::Report)]) -> Option<String> {
+fn growth(reports: &[(usize, Report)]) -> Option<String> {
     let (first_n, first) = reports.first()?;
-    let count = |report: &crate::Report, id: u64| {
+    let count = |report: &Report, id: u64| {
         report
             .fingerprints()
             .iter()
@@ -200,9 +203,7 @@ fn growth(reports: &[(usize, crate::Report)]) -> Option<String> {
             let Some(fp) = row.fingerprint() else {
                 continue;
             };
-            if row.count() > count(first, fp.id())
-                && !grew.iter().any(|g: &crate::Fingerprint| g == fp)
-            {
+            if row.count() > count(first, fp.id()) && !grew.iter().any(|g: &Fingerprint| g == fp) {
                 grew.push(fp.clone());
             }
         }

@@ -4,20 +4,13 @@
 
 mod common;
 
-use std::sync::Once;
 use std::time::Duration;
 
 use sqlx::Postgres;
 use sqlx::postgres::PgAdvisoryLock;
-use tracing_subscriber::prelude::*;
 
 fn observe() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        tracing_subscriber::registry()
-            .with(pgscope::observe())
-            .init();
-    });
+    common::install_observer();
 }
 
 #[pgscope::test(migrations = "tests/migrations")]

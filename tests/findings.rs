@@ -173,6 +173,9 @@ async fn the_callback_sees_each_kind_of_finding_once() {
     );
 }
 
+/// 30 ms in the database per execution.
+const SLOW: &str = "SELECT pg_sleep(0.03), $1::bigint";
+
 #[tokio::test]
 async fn the_time_gate_keeps_fast_repetition_quiet() {
     let gated = pool(
@@ -185,32 +188,14 @@ async fn the_time_gate_keeps_fast_repetition_quiet() {
         report.n_plus_one().is_empty(),
         "20 fast lookups are under 10 s: {report}"
     );
-    let ((), slow) = pgscope::capture(async {
-        for _ in 0..8 {
-            sqlx::query("SELECT pg_sleep(0.03), $1::int")
-                .bind(1)
-                .execute(&gated)
-                .await
-                .expect("slow");
-        }
-    })
-    .await;
+    let ((), slow) = pgscope::capture(common::repeat(&gated, SLOW, 8)).await;
     assert!(slow.n_plus_one().is_empty(), "8 × 30 ms is under 10 s");
     let low = pool(
         "findings_gate_low",
         PoolOptions::new().n_plus_one_min_total(Duration::from_millis(100)),
     )
     .await;
-    let ((), flagged) = pgscope::capture(async {
-        for _ in 0..8 {
-            sqlx::query("SELECT pg_sleep(0.03), $1::int")
-                .bind(1)
-                .execute(&low)
-                .await
-                .expect("slow");
-        }
-    })
-    .await;
+    let ((), flagged) = pgscope::capture(common::repeat(&low, SLOW, 8)).await;
     assert_eq!(flagged.n_plus_one().len(), 1, "{flagged}");
     assert!(
         flagged.n_plus_one()[0].count() >= 6,

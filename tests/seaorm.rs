@@ -4,11 +4,8 @@
 
 mod common;
 
-use std::sync::Once;
-
 use sea_orm::entity::prelude::*;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, QueryOrder};
-use tracing_subscriber::prelude::*;
 
 mod user {
     use sea_orm::entity::prelude::*;
@@ -70,12 +67,7 @@ fn app_statements(report: &pgscope::Report) -> u64 {
 }
 
 fn observe() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        tracing_subscriber::registry()
-            .with(pgscope::observe())
-            .init();
-    });
+    common::install_observer();
 }
 
 async fn connect(name: &str) -> DatabaseConnection {

@@ -9,7 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::Pool;
 use super::inner::PoolInner;
-use crate::detect::{Mode, Settings};
+use crate::detect::{Finding, Mode, OnFinding, Settings};
 use crate::telemetry;
 
 /// Configuration for a [`Pool`], mirroring `sqlx::postgres::PgPoolOptions` plus pgscope's own
@@ -223,8 +223,8 @@ impl PoolOptions {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub fn on_finding(mut self, f: impl Fn(&crate::Finding<'_>) + Send + Sync + 'static) -> Self {
-        self.settings.on_finding = crate::detect::OnFinding::new(f);
+    pub fn on_finding(mut self, f: impl Fn(&Finding<'_>) + Send + Sync + 'static) -> Self {
+        self.settings.on_finding = OnFinding::new(f);
         self
     }
 

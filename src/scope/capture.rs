@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use super::span;
 use super::state::{CURRENT, ScopeInner, current};
+use super::{OnReport, span};
 use crate::detect::Overrides;
 use crate::report::Report;
 
@@ -28,12 +28,14 @@ pin_project! {
         fut: F,
         pending: Option<Pending>,
         running: Option<Arc<ScopeInner>>,
+        on_report: Option<OnReport>,
     }
 
     impl<F> PinnedDrop for Capture<F> {
         fn drop(this: Pin<&mut Self>) {
-            if let Some(scope) = this.project().running.take() {
-                end(&scope);
+            let this = this.project();
+            if let Some(scope) = this.running.take() {
+                end(&scope, this.on_report.as_ref());
             }
         }
     }
@@ -51,6 +53,7 @@ impl<F> Capture<F> {
         name: Cow<'static, str>,
         overrides: Overrides,
         use_current_span: bool,
+        on_report: Option<OnReport>,
         fut: F,
     ) -> Self {
         Capture {
@@ -61,6 +64,7 @@ impl<F> Capture<F> {
                 use_current_span,
             }),
             running: None,
+            on_report,
         }
     }
 }
@@ -73,12 +77,15 @@ impl<F> std::fmt::Debug for Capture<F> {
     }
 }
 
-/// Ends the scope: its final report, the span released, the summary recorded.
-fn end(scope: &Arc<ScopeInner>) -> Report {
+/// Ends the scope: its final report, the span released, the summary recorded, the hook told.
+fn end(scope: &Arc<ScopeInner>, on_report: Option<&OnReport>) -> Report {
     crate::wrapped::check_events_visible();
     let report = scope.close();
     span::detach(&scope.span, scope);
     crate::telemetry::scope_ended(&scope.span, &report, scope.owns_span);
+    if let Some(f) = on_report {
+        f(&report);
+    }
     report
 }
 
@@ -109,6 +116,6 @@ impl<F: Future> Future for Capture<F> {
         };
         drop(_entered);
         let scope = this.running.take().expect("set above");
-        Poll::Ready((output, end(&scope)))
+        Poll::Ready((output, end(&scope, this.on_report.as_ref())))
     }
 }

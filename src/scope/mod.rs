@@ -74,12 +74,27 @@ pub async fn batch<F: Future>(fut: F) -> F::Output {
 /// report.assert_queries(1);
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct Scope {
     name: Cow<'static, str>,
     overrides: Overrides,
     use_current_span: bool,
+    on_report: Option<OnReport>,
+}
+
+/// A hook called with a scope's report when it ends.
+pub(crate) type OnReport = Arc<dyn Fn(&Report) + Send + Sync>;
+
+impl std::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope")
+            .field("name", &self.name)
+            .field("overrides", &self.overrides)
+            .field("use_current_span", &self.use_current_span)
+            .field("on_report", &self.on_report.is_some())
+            .finish()
+    }
 }
 
 impl Scope {
@@ -89,6 +104,7 @@ impl Scope {
             name: name.into(),
             overrides: Overrides::default(),
             use_current_span: false,
+            on_report: None,
         }
     }
 
@@ -158,11 +174,31 @@ impl Scope {
         self
     }
 
+    /// Calls `f` with the scope's report when it ends (also when its future is dropped
+    /// unfinished): for middleware that logs, counts or records reports
+    /// ([`Recorder::hook`](crate::Recorder::hook)).
+    pub fn on_report(mut self, f: impl Fn(&Report) + Send + Sync + 'static) -> Self {
+        self.on_report = Some(Arc::new(f));
+        self
+    }
+
+    /// [`on_report`](Self::on_report) with a hook already shared.
+    pub(crate) fn on_report_shared(mut self, f: Option<OnReport>) -> Self {
+        self.on_report = f;
+        self
+    }
+
     /// Runs `fut` inside this scope and returns its output with the scope's [`Report`].
     ///
     /// Dropping the returned future cancels the work; connections it held go back to the pool.
     pub fn capture<F: Future>(self, fut: F) -> Capture<F> {
-        Capture::new(self.name, self.overrides, self.use_current_span, fut)
+        Capture::new(
+            self.name,
+            self.overrides,
+            self.use_current_span,
+            self.on_report,
+            fut,
+        )
     }
 }
 

@@ -323,3 +323,15 @@ pub async fn eventually<T>(mut check: impl FnMut() -> Option<T>) -> T {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Makes the observer layer the process's subscriber, once (for binaries that own it).
+#[cfg(feature = "observe")]
+pub fn install_observer() {
+    use tracing_subscriber::prelude::*;
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        tracing_subscriber::registry()
+            .with(pgscope::observe())
+            .init();
+    });
+}
