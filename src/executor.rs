@@ -55,6 +55,27 @@ impl Parts {
     }
 }
 
+impl Parts {
+    /// The statement's parameter set: its exact text (literals) and its bound values, hashed.
+    /// sqlx keeps the encoded values private; their `Debug` rendering (types and bytes) is
+    /// streamed into the hash without an allocation. Asked only from a statement's second
+    /// execution in a scope on.
+    fn params_hash(&self, text_hash: u64) -> u64 {
+        struct Hasher(xxhash_rust::xxh3::Xxh3);
+        impl std::fmt::Write for Hasher {
+            fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                self.0.update(s.as_bytes());
+                Ok(())
+            }
+        }
+        let mut hasher = Hasher(xxhash_rust::xxh3::Xxh3::with_seed(text_hash));
+        if let Some(Ok(Some(arguments))) = &self.arguments {
+            let _ = std::fmt::Write::write_fmt(&mut hasher, format_args!("{arguments:?}"));
+        }
+        hasher.0.digest()
+    }
+}
+
 impl Execute<'_, Postgres> for Parts {
     fn sql(self) -> SqlStr {
         self.sql
@@ -98,9 +119,10 @@ impl<'c> Query<'c> {
         pool: &Arc<PoolInner>,
         interrupted: &'c AtomicBool,
         scope: Option<Arc<ScopeInner>>,
-        sql: &str,
+        parts: &Parts,
     ) -> Result<Query<'c>, sqlx::Error> {
-        let fingerprint = pool.cache.get(sql);
+        let sql = parts.sql.as_str();
+        let (fingerprint, text_hash) = pool.cache.lookup(sql);
         if scope.is_none() {
             pool.unscoped_statement();
         }
@@ -110,6 +132,7 @@ impl<'c> Query<'c> {
                 &fingerprint,
                 owner.rules(&pool.settings),
                 scope::in_allowed_repetition(),
+                || Some(parts.params_hash(text_hash)),
             )
         });
         match verdict {
@@ -259,7 +282,7 @@ impl<'c> Executor<'c> for &'c mut Connection {
     {
         let parts = Parts::take(query);
         let scope = self.query_scope();
-        let query = match Query::start(&self.pool, &self.interrupted, scope, parts.sql.as_str()) {
+        let query = match Query::start(&self.pool, &self.interrupted, scope, &parts) {
             Ok(q) => q,
             Err(e) => return futures_util::stream::once(async move { Err(e) }).boxed(),
         };
@@ -280,7 +303,7 @@ impl<'c> Executor<'c> for &'c mut Connection {
     {
         let parts = Parts::take(query);
         let scope = self.query_scope();
-        let started = Query::start(&self.pool, &self.interrupted, scope, parts.sql.as_str());
+        let started = Query::start(&self.pool, &self.interrupted, scope, &parts);
         let raw = &mut *self.raw;
         Box::pin(async move {
             let mut query = started?;

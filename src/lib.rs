@@ -103,7 +103,7 @@ mod telemetry;
 mod testing;
 mod wrapped;
 
-pub use self::detect::{Finding, Mode, NPlusOne, NestedAcquire};
+pub use self::detect::{Duplicate, Finding, Mode, NPlusOne, NestedAcquire};
 pub use self::error::{Error, Result};
 pub use self::fingerprint::{Fingerprint, FingerprintCache, fingerprint};
 #[allow(deprecated)]

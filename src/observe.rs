@@ -239,7 +239,9 @@ impl Inner {
         };
         // Admitted and finished at once: it already ran.
         let verdict = scope::with_state(scope.as_ref(), &shared.unscoped, |state| {
-            let verdict = state.admit(fp, rules, scope::in_allowed_repetition());
+            // Bound values are not in sqlx's event: the parameter set is unknown, so a
+            // repetition is an N+1, never a duplicate.
+            let verdict = state.admit(fp, rules, scope::in_allowed_repetition(), || None);
             state.finished(fp, &run);
             verdict
         });

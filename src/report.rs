@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::detect::{NPlusOne, NestedAcquire};
+use crate::detect::{Duplicate, NPlusOne, NestedAcquire};
 use crate::fingerprint::Fingerprint;
 
 /// How one statement ended.
@@ -100,6 +100,7 @@ pub struct Report {
     totals: Totals,
     fingerprints: Vec<FingerprintStats>,
     n_plus_one: Vec<NPlusOne>,
+    duplicates: Vec<Duplicate>,
     nested: Vec<NestedAcquire>,
 }
 
@@ -120,6 +121,35 @@ pub struct FingerprintStats {
     /// Id of the fingerprint that ran just before this one first did (0: none): the parent
     /// of an N+1.
     pub(crate) after: u64,
+    /// The parameter sets of its repetitions.
+    pub(crate) params: ParamSets,
+}
+
+/// What the repetitions of one statement in a scope were called with, from the second
+/// execution on (the first costs nothing: single statements pay no hashing).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ParamSets {
+    /// Hash of the first parameter set seen (0: none yet).
+    first: u64,
+    /// Two different parameter sets were seen, or some could not be seen (the observer does
+    /// not see bound values): treat the repetition as an N+1.
+    varied: bool,
+}
+
+impl ParamSets {
+    /// Records one execution's parameter set (`None`: unknown).
+    pub(crate) fn record(&mut self, params: Option<u64>) {
+        match params {
+            None => self.varied = true,
+            Some(hash) if self.first == 0 => self.first = hash.max(1),
+            Some(hash) => self.varied |= hash.max(1) != self.first,
+        }
+    }
+
+    /// Whether every repetition so far had the same parameters (a duplicate, not an N+1).
+    pub(crate) fn all_same(&self) -> bool {
+        !self.varied
+    }
 }
 
 impl FingerprintStats {
@@ -134,6 +164,7 @@ impl FingerprintStats {
             max: Duration::ZERO,
             first: 0,
             after: 0,
+            params: ParamSets::default(),
         }
     }
 
@@ -206,8 +237,14 @@ impl Report {
             totals,
             fingerprints,
             n_plus_one,
+            duplicates: Vec::new(),
             nested,
         }
+    }
+
+    pub(crate) fn with_duplicates(mut self, duplicates: Vec<Duplicate>) -> Self {
+        self.duplicates = duplicates;
+        self
     }
 
     /// The scope's name (`anonymous` for [`capture`](crate::capture)).
@@ -284,6 +321,13 @@ impl Report {
     /// N+1 findings, one per repeated fingerprint, with the final count.
     pub fn n_plus_one(&self) -> &[NPlusOne] {
         &self.n_plus_one
+    }
+
+    /// Statements repeated with the same parameters, one per fingerprint, with the final
+    /// count: reuse the result rather than batch (see [`Duplicate`]). A statement repeated
+    /// with different parameters is an [N+1](Self::n_plus_one) instead.
+    pub fn duplicates(&self) -> &[Duplicate] {
+        &self.duplicates
     }
 
     /// Times the scope acquired a connection while already holding one.
@@ -439,6 +483,9 @@ impl fmt::Display for Report {
             )?;
         }
         for item in &self.n_plus_one {
+            writeln!(f, "  WARNING {item}")?;
+        }
+        for item in &self.duplicates {
             writeln!(f, "  WARNING {item}")?;
         }
         for item in &self.nested {

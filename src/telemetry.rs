@@ -195,6 +195,14 @@ pub(crate) fn n_plus_one(item: &NPlusOne) {
     let _ = item;
 }
 
+/// A duplicate was found.
+pub(crate) fn duplicate(item: &crate::detect::Duplicate) {
+    #[cfg(feature = "otel")]
+    crate::otel::record_duplicate(item);
+    #[cfg(not(feature = "otel"))]
+    let _ = item;
+}
+
 /// A statement was refused by the query budget of scope `route`.
 pub(crate) fn budget_exceeded(route: &str) {
     #[cfg(feature = "otel")]

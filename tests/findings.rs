@@ -238,3 +238,90 @@ async fn constant_query_assertions_fail_on_the_naive_feed_and_pass_on_the_join()
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn different_parameters_are_an_n_plus_one_and_the_same_ones_a_duplicate() {
+    let pool = pool("findings_duplicate", PoolOptions::new()).await;
+    let lookup = "SELECT name FROM users WHERE id = $1";
+    let ((), distinct) = pgscope::capture(common::repeat(&pool, lookup, 20)).await;
+    assert_eq!(distinct.n_plus_one().len(), 1, "{distinct}");
+    assert!(distinct.duplicates().is_empty(), "{distinct}");
+
+    let ((), same) = pgscope::capture(async {
+        for _ in 0..20 {
+            sqlx::query_scalar::<_, String>(lookup)
+                .bind(7_i64)
+                .fetch_one(&pool)
+                .await
+                .expect("lookup");
+        }
+    })
+    .await;
+    assert!(same.n_plus_one().is_empty(), "{same}");
+    assert_eq!(same.duplicates().len(), 1, "{same}");
+    let d = &same.duplicates()[0];
+    assert_eq!(d.count(), 20);
+    assert_eq!(d.fingerprint().normalized(), lookup);
+    assert!(
+        d.call_site().starts_with("tests/findings.rs:"),
+        "{}",
+        d.call_site()
+    );
+    assert!(
+        same.to_string().contains("with the same parameters"),
+        "{same}"
+    );
+
+    // Literal values are parameters too: the same literal is a duplicate, varying ones an N+1.
+    let ((), literal) = pgscope::capture(async {
+        for _ in 0..8 {
+            sqlx::query("SELECT name FROM users WHERE id = 3")
+                .fetch_one(&pool)
+                .await
+                .expect("literal");
+        }
+    })
+    .await;
+    assert_eq!(literal.duplicates().len(), 1, "{literal}");
+    let ((), literals) = pgscope::capture(async {
+        for id in 1..=8 {
+            let sql = format!("SELECT name FROM users WHERE id = {id}");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&pool)
+                .await
+                .expect("literal");
+        }
+    })
+    .await;
+    assert_eq!(literals.n_plus_one().len(), 1, "{literals}");
+    assert!(literals.duplicates().is_empty());
+}
+
+#[tokio::test]
+async fn duplicates_reach_the_callback() {
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let log = seen.clone();
+    let pool = pool(
+        "findings_duplicate_cb",
+        PoolOptions::new().on_finding(move |finding| {
+            if let pgscope::Finding::Duplicate(d) = finding {
+                log.lock().expect("lock").push(d.count());
+            }
+        }),
+    )
+    .await;
+    let ((), _) = pgscope::capture(async {
+        for _ in 0..10 {
+            sqlx::query("SELECT count(*) FROM posts")
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+        }
+    })
+    .await;
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        [6],
+        "once, on the crossing execution"
+    );
+}

@@ -154,15 +154,15 @@ impl std::fmt::Display for CallSite {
     }
 }
 
-/// The call site of an N+1 in scope `route` on statement `fingerprint`: the one found the
-/// first time this pair crossed the threshold. An N+1 endpoint finds its N+1 on every request;
-/// after the first, it costs a map lookup instead of a stack walk. (A finding is reported once
-/// per scope and statement, so a route that runs the statement from two places reports the
-/// first, as within one scope.)
-pub(crate) fn call_site_for(route: &str, fingerprint: u64) -> CallSite {
+/// The call site of a finding of kind `kind` (N+1 or duplicate) in scope `route` on statement
+/// `fingerprint`: the one found the first time this triple crossed the threshold. An N+1
+/// endpoint finds its N+1 on every request; after the first, it costs a map lookup instead of
+/// a stack walk. (A finding is reported once per scope and statement, so a route that repeats
+/// the statement from two places reports the first, as within one scope.)
+pub(crate) fn call_site_for(route: &str, fingerprint: u64, kind: u64) -> CallSite {
     static SEEN: std::sync::OnceLock<dashmap::DashMap<u64, CallSite>> = std::sync::OnceLock::new();
     let seen = SEEN.get_or_init(dashmap::DashMap::new);
-    let key = xxhash_rust::xxh3::xxh3_64_with_seed(route.as_bytes(), fingerprint);
+    let key = xxhash_rust::xxh3::xxh3_64_with_seed(route.as_bytes(), fingerprint ^ kind);
     if let Some(site) = seen.get(&key) {
         return site.clone();
     }

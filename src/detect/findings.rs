@@ -167,6 +167,8 @@ pub(crate) fn batched(normalized: &str) -> Option<String> {
 pub enum Finding<'a> {
     /// An N+1, when first found in its scope (its count is the crossing execution's).
     NPlusOne(&'a NPlusOne),
+    /// A statement repeated with the same parameters, when first found in its scope.
+    Duplicate(&'a Duplicate),
     /// A scope acquired a second connection while holding one.
     NestedAcquire(&'a NestedAcquire),
     /// A statement refused by a query budget.
@@ -176,6 +178,70 @@ pub enum Finding<'a> {
         /// The budget in force.
         budget: u32,
     },
+}
+
+/// One statement repeated with the *same* parameters past the threshold inside one scope: the
+/// same rows fetched again and again. Not an N+1 (batching would not help): reuse the result
+/// (load it once and pass it down, or cache it).
+///
+/// # Examples
+/// ```no_run
+/// # fn f(report: pgscope::Report) {
+/// for d in report.duplicates() {
+///     println!("`{}` ran {} times with the same parameters, from {}", d.fingerprint().normalized(), d.count(), d.call_site());
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Duplicate {
+    pub(crate) scope: String,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) count: u64,
+    pub(crate) threshold: u32,
+    pub(crate) call_site: CallSite,
+}
+
+impl Duplicate {
+    /// The repeated statement's fingerprint.
+    pub fn fingerprint(&self) -> &Fingerprint {
+        &self.fingerprint
+    }
+
+    /// How many times it ran in the scope (at detection, or at the end of the scope in a
+    /// [`Report`](crate::Report)).
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The threshold that was crossed (the N+1 threshold).
+    pub fn threshold(&self) -> u32 {
+        self.threshold
+    }
+
+    /// Where it ran from; as [`NPlusOne::call_site`].
+    pub fn call_site(&self) -> &str {
+        self.call_site.get()
+    }
+
+    /// The scope (route) it happened in.
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+}
+
+impl fmt::Display for Duplicate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "duplicate in {}: {}x `{}` with the same parameters from {} (fix: reuse the result: \
+             load it once and pass it down, or cache it)",
+            self.scope,
+            self.count,
+            self.fingerprint.normalized(),
+            self.call_site
+        )
+    }
 }
 
 /// One scope holding a second connection while it already holds one: under pool pressure every
@@ -218,6 +284,7 @@ impl fmt::Display for NestedAcquire {
 /// A finding to report as a WARN once its call site is resolved.
 pub(crate) enum Warning {
     NPlusOne(NPlusOne),
+    Duplicate(Duplicate),
     Nested(NestedAcquire),
 }
 
@@ -225,6 +292,7 @@ impl Warning {
     fn call_site(&self) -> &CallSite {
         match self {
             Warning::NPlusOne(item) => &item.call_site,
+            Warning::Duplicate(item) => &item.call_site,
             Warning::Nested(item) => &item.acquired_at,
         }
     }
@@ -232,6 +300,7 @@ impl Warning {
     fn emit(&self) {
         match self {
             Warning::NPlusOne(item) => emit_n_plus_one(item),
+            Warning::Duplicate(item) => emit_duplicate(item),
             Warning::Nested(item) => emit_nested(item),
         }
     }
@@ -307,6 +376,22 @@ fn emit_n_plus_one(item: &NPlusOne) {
         after = item.parent.as_ref().map(|p| p.normalized()),
         suggestion = item.suggestion(),
         "N+1 query: the same statement ran {} times in {}; batch it with `= ANY($1)` or a JOIN",
+        item.count,
+        item.scope,
+    );
+}
+
+fn emit_duplicate(item: &Duplicate) {
+    tracing::warn!(
+        target: "pgscope::duplicate",
+        scope = %item.scope,
+        fingerprint = %item.fingerprint.hex(),
+        statement = %item.fingerprint.normalized(),
+        count = item.count,
+        threshold = item.threshold,
+        call_site = %item.call_site.get(),
+        "duplicate query: the same statement ran {} times with the same parameters in {}; \
+         reuse the result (load it once and pass it down, or cache it)",
         item.count,
         item.scope,
     );

@@ -11,7 +11,7 @@ mod findings;
 use crate::fingerprint::Fingerprint;
 
 pub(crate) use self::call_site::{CallSite, call_site_for};
-pub use self::findings::{Finding, NPlusOne, NestedAcquire};
+pub use self::findings::{Duplicate, Finding, NPlusOne, NestedAcquire};
 pub(crate) use self::findings::{
     Warning, batched, dispatching, hint_unscoped, nested_acquire, warn_later,
 };
@@ -152,7 +152,10 @@ pub(crate) struct Seen {
     pub(crate) count: u64,
     /// Time in the database of the executions that finished so far.
     pub(crate) total: std::time::Duration,
-    /// Whether an N+1 of this fingerprint was already reported in the scope.
+    /// Whether every repetition so far had the same parameters (a duplicate, not an N+1).
+    pub(crate) same_params: bool,
+    /// Whether this kind of repetition (N+1 or duplicate) was already reported for this
+    /// fingerprint in the scope.
     pub(crate) reported: bool,
     /// Whether the statement runs inside [`allow_repetition`](crate::allow_repetition).
     pub(crate) allowed_repetition: bool,
@@ -173,9 +176,20 @@ pub(crate) enum Verdict {
     NPlusOne(Crossing),
 }
 
+/// Which repetition a crossing is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Repeat {
+    /// The same statement with different parameters: batch it.
+    NPlusOne,
+    /// The same statement with the same parameters: reuse the result.
+    Duplicate,
+}
+
 /// A statement that crossed the N+1 threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Crossing {
+    /// An N+1 (different parameters) or a duplicate (the same).
+    pub(crate) kind: Repeat,
     pub(crate) count: u64,
     pub(crate) threshold: u32,
     pub(crate) mode: Mode,
@@ -184,9 +198,10 @@ pub(crate) struct Crossing {
 }
 
 impl Crossing {
-    /// Whether the statement must not be sent.
+    /// Whether the statement must not be sent: an N+1 in [`Mode::Error`] (a duplicate is
+    /// only reported).
     pub(crate) fn refuses(&self) -> bool {
-        self.mode == Mode::Error
+        self.mode == Mode::Error && self.kind == Repeat::NPlusOne
     }
 }
 
@@ -242,12 +257,18 @@ impl<'a> Rules<'a> {
             .settings
             .n_plus_one_min_total
             .is_none_or(|min| seen.total >= min);
-        let crossing =
-            seen.count > u64::from(threshold) && weighty && (mode == Mode::Error || !seen.reported);
+        let kind = if seen.same_params {
+            Repeat::Duplicate
+        } else {
+            Repeat::NPlusOne
+        };
+        let refusing = mode == Mode::Error && kind == Repeat::NPlusOne;
+        let crossing = seen.count > u64::from(threshold) && weighty && (refusing || !seen.reported);
         if mode == Mode::Off || !checked || !crossing || o.allow.allows_fingerprint(fp.id()) {
             return Verdict::Run;
         }
         Verdict::NPlusOne(Crossing {
+            kind,
             count: seen.count,
             threshold,
             mode,
@@ -265,6 +286,7 @@ mod tests {
             queries,
             count,
             total: std::time::Duration::ZERO,
+            same_params: false,
             reported: false,
             allowed_repetition: false,
         }

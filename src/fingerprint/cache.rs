@@ -86,10 +86,20 @@ impl FingerprintCache {
 
     /// The fingerprint of `sql`, computed on a miss.
     pub fn get(&self, sql: &str) -> Fingerprint {
+        self.lookup(sql).0
+    }
+
+    /// The fingerprint of `sql`, and a hash of its exact text (which differs when literal
+    /// values differ: part of a statement's parameter set).
+    pub(crate) fn lookup(&self, sql: &str) -> (Fingerprint, u64) {
+        let key = xxhash_rust::xxh3::xxh3_128(sql.as_bytes());
+        (self.get_keyed(sql, key), key as u64)
+    }
+
+    fn get_keyed(&self, sql: &str, key: u128) -> Fingerprint {
         if self.per_shard == 0 {
             return super::fingerprint(sql);
         }
-        let key = xxhash_rust::xxh3::xxh3_128(sql.as_bytes());
         let shard = &self.shards[(key >> 64) as usize % SHARDS];
         {
             let guard = shard.read();

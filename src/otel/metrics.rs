@@ -255,6 +255,7 @@ impl CreateTime {
 struct ScopeMetrics {
     queries: Histogram<u64>,
     n_plus_one: Counter<u64>,
+    duplicates: Counter<u64>,
     budget: Counter<u64>,
     routes: Capped,
     pairs: Capped,
@@ -278,6 +279,13 @@ fn scope_metrics() -> &'static ScopeMetrics {
                 .with_unit("{detection}")
                 .with_description("N+1 patterns detected, by route and fingerprint.")
                 .build(),
+            duplicates: meter
+                .u64_counter(metric::PGSCOPE_DUPLICATE_DETECTED)
+                .with_unit("{detection}")
+                .with_description(
+                    "Statements repeated with the same parameters, by route and fingerprint.",
+                )
+                .build(),
             budget: meter
                 .u64_counter(metric::PGSCOPE_QUERY_BUDGET_EXCEEDED)
                 .with_unit("{query}")
@@ -300,16 +308,25 @@ pub(crate) fn record_scope(report: &Report) {
 
 pub(crate) fn record_n_plus_one(item: &NPlusOne) {
     let m = scope_metrics();
-    let key = format!("{}\u{0}{:016x}", item.scope(), item.fingerprint().id());
+    record_finding(&m.n_plus_one, item.scope(), item.fingerprint());
+}
+
+pub(crate) fn record_duplicate(item: &crate::detect::Duplicate) {
+    let m = scope_metrics();
+    record_finding(&m.duplicates, item.scope(), item.fingerprint());
+}
+
+/// Counts a finding by route and fingerprint (the pair capped: a flood of findings lands in
+/// `other`).
+fn record_finding(counter: &Counter<u64>, scope: &str, fp: &Fingerprint) {
+    let m = scope_metrics();
+    let key = format!("{scope}\u{0}{:016x}", fp.id());
     let (route, fingerprint) = if m.pairs.admit(&key) == OTHER {
         (OTHER.to_owned(), OTHER.to_owned())
     } else {
-        (
-            m.routes.admit(item.scope()).to_owned(),
-            item.fingerprint().hex(),
-        )
+        (m.routes.admit(scope).to_owned(), fp.hex())
     };
-    m.n_plus_one.add(
+    counter.add(
         1,
         &[
             KeyValue::new(attr::PGSCOPE_ROUTE, route),

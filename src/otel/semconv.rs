@@ -28,6 +28,9 @@ pub mod metric {
     pub const PGSCOPE_SCOPE_QUERIES: &str = "pgscope.scope.queries";
     /// Counter of N+1 patterns, by `pgscope.route` and `pgscope.fingerprint`.
     pub const PGSCOPE_N_PLUS_ONE_DETECTED: &str = "pgscope.n_plus_one.detected";
+    /// Counter of duplicates (a statement repeated with the same parameters), by
+    /// `pgscope.route` and `pgscope.fingerprint`.
+    pub const PGSCOPE_DUPLICATE_DETECTED: &str = "pgscope.duplicate.detected";
     /// Counter of statements refused by a query budget, by `pgscope.route`.
     pub const PGSCOPE_QUERY_BUDGET_EXCEEDED: &str = "pgscope.query_budget.exceeded";
 }
@@ -74,6 +77,11 @@ pub mod attr {
     /// N+1 patterns found in the scope (on the span); also the name of the span event per
     /// pattern.
     pub const PGSCOPE_N_PLUS_ONE: &str = "pgscope.n_plus_one";
+    /// Duplicates found in the scope (on the span); also the name of the span event per
+    /// duplicate.
+    pub const PGSCOPE_DUPLICATE: &str = "pgscope.duplicate";
+    /// The batched statement that replaces an N+1, on its event.
+    pub const PGSCOPE_SUGGESTION: &str = "pgscope.suggestion";
     /// Repetitions of the statement, on an N+1 event.
     pub const PGSCOPE_COUNT: &str = "pgscope.count";
     /// The threshold the repetitions crossed, on an N+1 event.

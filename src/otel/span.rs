@@ -11,7 +11,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::semconv::ErrorAttributes;
 use super::server::shared_str;
 use super::{SCHEMA_URL, attr};
-use crate::detect::NPlusOne;
 use crate::fingerprint::Fingerprint;
 use crate::report::Report;
 
@@ -166,25 +165,52 @@ pub(crate) fn summarize_scope(span: &tracing::Span, report: &Report, named: bool
         );
         span.set_attribute(attr::PGSCOPE_N_PLUS_ONE, report.n_plus_one().len() as i64);
         for item in report.n_plus_one() {
-            span.add_event(attr::PGSCOPE_N_PLUS_ONE, n_plus_one_attributes(item));
+            let mut attributes = finding_attributes(
+                item.fingerprint(),
+                item.count(),
+                item.threshold(),
+                item.call_site(),
+                item.scope(),
+            );
+            if let Some(batched) = item.suggestion() {
+                attributes.push(KeyValue::new(attr::PGSCOPE_SUGGESTION, batched));
+            }
+            span.add_event(attr::PGSCOPE_N_PLUS_ONE, attributes);
+        }
+        for item in report.duplicates() {
+            let attributes = finding_attributes(
+                item.fingerprint(),
+                item.count(),
+                item.threshold(),
+                item.call_site(),
+                item.scope(),
+            );
+            span.add_event(attr::PGSCOPE_DUPLICATE, attributes);
         }
     }
 }
 
-fn n_plus_one_attributes(item: &NPlusOne) -> Vec<KeyValue> {
+/// The attributes of a finding's span event.
+fn finding_attributes(
+    fp: &Fingerprint,
+    count: u64,
+    threshold: u32,
+    call_site: &str,
+    scope: &str,
+) -> Vec<KeyValue> {
     let mut attributes = vec![
-        KeyValue::new(attr::PGSCOPE_FINGERPRINT, item.fingerprint().hex()),
+        KeyValue::new(attr::PGSCOPE_FINGERPRINT, fp.hex()),
+        KeyValue::new(attr::DB_QUERY_TEXT, fp.normalized().to_owned()),
         KeyValue::new(
-            attr::DB_QUERY_TEXT,
-            item.fingerprint().normalized().to_owned(),
+            attr::PGSCOPE_COUNT,
+            i64::try_from(count).unwrap_or(i64::MAX),
         ),
-        KeyValue::new(attr::PGSCOPE_COUNT, item.count() as i64),
-        KeyValue::new(attr::PGSCOPE_THRESHOLD, i64::from(item.threshold())),
-        KeyValue::new(attr::CODE_LOCATION, item.call_site().to_owned()),
-        KeyValue::new(attr::PGSCOPE_ROUTE, item.scope().to_owned()),
+        KeyValue::new(attr::PGSCOPE_THRESHOLD, i64::from(threshold)),
+        KeyValue::new(attr::CODE_LOCATION, call_site.to_owned()),
+        KeyValue::new(attr::PGSCOPE_ROUTE, scope.to_owned()),
     ];
     // The semantic-convention code attributes, when the call site is `file:line`.
-    if let Some((file, line)) = item.call_site().rsplit_once(':')
+    if let Some((file, line)) = call_site.rsplit_once(':')
         && let Ok(line) = line.parse::<i64>()
     {
         attributes.push(KeyValue::new(attr::CODE_FILE_PATH, file.to_owned()));

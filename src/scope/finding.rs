@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use super::state::{ScopeInner, with_state};
-use crate::detect::{self, CallSite, Crossing, Finding, NPlusOne, Settings, Warning};
+use crate::detect::{
+    self, CallSite, Crossing, Duplicate, Finding, NPlusOne, Repeat, Settings, Warning,
+};
 use crate::fingerprint::Fingerprint;
 use crate::telemetry;
 
@@ -25,11 +27,15 @@ pub(crate) fn n_plus_one(
     settings: &Settings,
 ) -> bool {
     let owner = scope.map_or(unscoped, |s| &**s);
+    if crossing.kind == Repeat::Duplicate {
+        duplicate(scope, unscoped, owner, fingerprint, crossing, settings);
+        return true;
+    }
     let refuses = crossing.refuses();
     let item = if crossing.reported {
         None
     } else {
-        let call_site: CallSite = detect::call_site_for(&owner.name, fingerprint.id());
+        let call_site: CallSite = detect::call_site_for(&owner.name, fingerprint.id(), 1);
         if owner.overrides.allow.has_call_sites()
             && owner.overrides.allow.allows_site(call_site.get())
         {
@@ -64,4 +70,34 @@ pub(crate) fn n_plus_one(
         detect::warn_later(Warning::NPlusOne(item), owner.span.clone());
     }
     !refuses
+}
+
+/// A statement repeated with the same parameters: recorded and reported once per (scope,
+/// fingerprint), never refused.
+#[cold]
+fn duplicate(
+    scope: Option<&Arc<ScopeInner>>,
+    unscoped: &ScopeInner,
+    owner: &ScopeInner,
+    fingerprint: &Fingerprint,
+    crossing: Crossing,
+    settings: &Settings,
+) {
+    let call_site = detect::call_site_for(&owner.name, fingerprint.id(), 2);
+    if owner.overrides.allow.has_call_sites() && owner.overrides.allow.allows_site(call_site.get())
+    {
+        return;
+    }
+    let item = Duplicate {
+        scope: owner.name.to_string(),
+        fingerprint: fingerprint.clone(),
+        count: crossing.count,
+        threshold: crossing.threshold,
+        call_site,
+    };
+    if with_state(scope, unscoped, |state| state.add_duplicate(&item)) {
+        telemetry::duplicate(&item);
+        settings.on_finding.call(&Finding::Duplicate(&item));
+        detect::warn_later(Warning::Duplicate(item), owner.span.clone());
+    }
 }

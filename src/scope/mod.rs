@@ -183,6 +183,7 @@ impl Scope {
     }
 
     /// [`on_report`](Self::on_report) with a hook already shared.
+    #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
     pub(crate) fn on_report_shared(mut self, f: Option<OnReport>) -> Self {
         self.on_report = f;
         self

@@ -14,7 +14,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::span;
-use crate::detect::{NPlusOne, NestedAcquire, Overrides, Rules, Seen, Settings, Verdict};
+use crate::detect::{
+    Duplicate, NPlusOne, NestedAcquire, Overrides, Rules, Seen, Settings, Verdict,
+};
 use crate::fingerprint::Fingerprint;
 use crate::health::Health;
 use crate::report::{Execution, FingerprintStats, Report, Totals};
@@ -58,6 +60,7 @@ pub(crate) struct State {
     rows: HashMap<u64, FingerprintStats>,
     overflow: Option<FingerprintStats>,
     n_plus_one: Vec<NPlusOne>,
+    duplicates: Vec<Duplicate>,
     nested: Vec<NestedAcquire>,
     /// Connections this scope holds right now (explicit acquires), with where each was acquired.
     held: Vec<(u64, &'static Location<'static>)>,
@@ -191,11 +194,15 @@ impl State {
 
     /// Asks the rules about a statement and counts it unless it is refused by the budget
     /// (counted as rejected instead). The catch-all state counts without checking.
+    ///
+    /// `params` gives the hash of the statement's parameter set (`None`: unknown); it is asked
+    /// from the statement's second execution in the scope on, so single statements pay nothing.
     pub(crate) fn admit(
         &mut self,
         fp: &Fingerprint,
         rules: Rules<'_>,
         allowed_repetition: bool,
+        params: impl FnOnce() -> Option<u64>,
     ) -> Verdict {
         if self.catch_all {
             self.totals.queries += 1;
@@ -213,20 +220,29 @@ impl State {
         if row.count == 0 && row.fingerprint.is_some() {
             row.first = seq;
             row.after = after;
+        } else {
+            row.params.record(params());
         }
         row.count += 1;
         let count = row.count;
         let total = row.total;
-        let reported = self
-            .n_plus_one
-            .iter()
-            .any(|n| n.fingerprint().id() == fp.id());
+        let same_params = row.count > 1 && row.params.all_same();
+        let reported = if same_params {
+            self.duplicates
+                .iter()
+                .any(|n| n.fingerprint().id() == fp.id())
+        } else {
+            self.n_plus_one
+                .iter()
+                .any(|n| n.fingerprint().id() == fp.id())
+        };
         rules.admit(
             fp,
             Seen {
                 queries: self.totals.queries - 1,
                 count,
                 total,
+                same_params,
                 reported,
                 allowed_repetition,
             },
@@ -247,6 +263,16 @@ impl State {
         (after != 0 && after != fp.id())
             .then(|| self.rows.get(&after)?.fingerprint.clone())
             .flatten()
+    }
+
+    /// Records a duplicate finding, once per fingerprint; false when one was already recorded.
+    pub(crate) fn add_duplicate(&mut self, item: &Duplicate) -> bool {
+        let id = item.fingerprint().id();
+        if self.duplicates.iter().any(|n| n.fingerprint().id() == id) {
+            return false;
+        }
+        self.duplicates.push(item.clone());
+        true
     }
 
     /// Records an N+1 finding, once per fingerprint; false when one was already recorded.
@@ -339,6 +365,7 @@ impl State {
             }
         }
         self.n_plus_one.extend(child.n_plus_one.iter().cloned());
+        self.duplicates.extend(child.duplicates.iter().cloned());
         self.nested.extend(child.nested.iter().cloned());
         for health in &child.pools {
             if !self.pools.iter().any(|p| Arc::ptr_eq(p, health)) {
@@ -367,6 +394,12 @@ impl State {
                 item.count = row.count;
             }
         }
+        let mut duplicates = self.duplicates.clone();
+        for item in &mut duplicates {
+            if let Some(row) = self.rows.get(&item.fingerprint().id()) {
+                item.count = row.count;
+            }
+        }
         Report::new(
             name.to_owned(),
             self.totals,
@@ -374,6 +407,7 @@ impl State {
             n_plus_one,
             self.nested.clone(),
         )
+        .with_duplicates(duplicates)
     }
 }
 
@@ -391,7 +425,7 @@ mod tests {
         let rules = Rules::new(&settings, &overrides);
         let fp = crate::fingerprint(sql);
         for _ in 0..times {
-            if state.admit(&fp, rules, false) == Verdict::Run {
+            if state.admit(&fp, rules, false, || None) == Verdict::Run {
                 let run = Execution {
                     elapsed: Duration::from_millis(1),
                     rows: 1,
@@ -452,7 +486,7 @@ mod tests {
         let rules = Rules::new(&settings, &overrides);
         let fp = crate::fingerprint("SELECT * FROM users WHERE id = $1");
         for _ in 0..10 {
-            assert_eq!(state.admit(&fp, rules, false), Verdict::Run);
+            assert_eq!(state.admit(&fp, rules, false, || None), Verdict::Run);
         }
         assert_eq!(state.report("unscoped").queries(), 10);
     }
