@@ -311,7 +311,7 @@ async fn main() {
     );
 }
 
-/// The shape of an N+1 endpoint under load: each request a scope running `SELECT 1` ten times
+/// The shape of an N+1 endpoint under load: each request a scope running one lookup ten times
 /// (so every scope crosses the N+1 threshold and reports a finding), on raw sqlx (no scope),
 /// on pgscope with detection on, and with detection off (`Mode::Off`).
 async fn n_plus_one_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) {
@@ -331,7 +331,7 @@ async fn n_plus_one_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) 
     let on = pool(pgscope::Mode::Warn).await.expect("pgscope pool");
     let off = pool(pgscope::Mode::Off).await.expect("pgscope pool");
     println!(
-        "\nN+1-shaped requests (a scope of 10 × SELECT 1 each, every one a finding), pool of 16:"
+        "\nN+1-shaped requests (a scope of 10 × `SELECT $1::bigint`, 10 values: every scope an N+1, parameters hashed from the 2nd execution), pool of 16:"
     );
     println!(
         "| concurrency | raw sqlx q/s | detection on q/s | ratio | detection off q/s | ratio | client CPU µs/query raw / on / off |"
@@ -367,6 +367,9 @@ async fn n_plus_one_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) 
     }
 }
 
+/// The repeated statement of the N+1-shaped requests: one bound value, different each time.
+const LOOKUP: &str = "SELECT $1::bigint";
+
 /// Runs N+1-shaped requests on side `i` (0 raw, 1 detection on, 2 off); (queries, CPU).
 async fn requests(
     i: usize,
@@ -387,14 +390,19 @@ async fn requests(
             while !stop.load(Ordering::Relaxed) {
                 match &pool {
                     None => {
-                        for _ in 0..10 {
-                            sqlx::query("SELECT 1").execute(&raw).await.expect("raw");
+                        for i in 0..10_i64 {
+                            sqlx::query(LOOKUP)
+                                .bind(i)
+                                .execute(&raw)
+                                .await
+                                .expect("raw");
                         }
                     }
                     Some(pool) => {
                         let ((), _report) = pgscope::capture_named("GET /api/feed", async {
-                            for _ in 0..10 {
-                                sqlx::query("SELECT 1")
+                            for i in 0..10_i64 {
+                                sqlx::query(LOOKUP)
+                                    .bind(i)
                                     .execute(pool)
                                     .await
                                     .expect("pgscope");

@@ -61,18 +61,38 @@ impl Parts {
     /// streamed into the hash without an allocation. Asked only from a statement's second
     /// execution in a scope on.
     fn params_hash(&self, text_hash: u64) -> u64 {
-        struct Hasher(xxhash_rust::xxh3::Xxh3);
+        /// `Debug` writes many short pieces: gather them on the stack, hash in blocks.
+        struct Hasher {
+            state: xxhash_rust::xxh3::Xxh3,
+            block: [u8; 256],
+            len: usize,
+        }
         impl std::fmt::Write for Hasher {
             fn write_str(&mut self, s: &str) -> std::fmt::Result {
-                self.0.update(s.as_bytes());
+                let bytes = s.as_bytes();
+                if self.len + bytes.len() > self.block.len() {
+                    self.state.update(&self.block[..self.len]);
+                    self.len = 0;
+                    if bytes.len() > self.block.len() {
+                        self.state.update(bytes);
+                        return Ok(());
+                    }
+                }
+                self.block[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+                self.len += bytes.len();
                 Ok(())
             }
         }
-        let mut hasher = Hasher(xxhash_rust::xxh3::Xxh3::with_seed(text_hash));
+        let mut hasher = Hasher {
+            state: xxhash_rust::xxh3::Xxh3::with_seed(text_hash),
+            block: [0; 256],
+            len: 0,
+        };
         if let Some(Ok(Some(arguments))) = &self.arguments {
             let _ = std::fmt::Write::write_fmt(&mut hasher, format_args!("{arguments:?}"));
         }
-        hasher.0.digest()
+        hasher.state.update(&hasher.block[..hasher.len]);
+        hasher.state.digest()
     }
 }
 

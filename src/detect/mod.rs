@@ -236,6 +236,17 @@ impl<'a> Rules<'a> {
             .filter(|budget| queries >= u64::from(*budget))
     }
 
+    /// Whether repetitions of `fp` are checked at all (so worth knowing their parameters).
+    pub(crate) fn checks(&self, fp: &Fingerprint, allowed_repetition: bool) -> bool {
+        let mode = self
+            .overrides
+            .n_plus_one_mode
+            .unwrap_or(self.settings.n_plus_one_mode);
+        mode != Mode::Off
+            && !allowed_repetition
+            && (self.settings.n_plus_one_writes || fp.operation() == "SELECT")
+    }
+
     /// Decides on a statement with fingerprint `fp`.
     pub(crate) fn admit(&self, fp: &Fingerprint, seen: Seen) -> Verdict {
         if let Some(budget) = self.budget(seen.queries) {

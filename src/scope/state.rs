@@ -220,7 +220,7 @@ impl State {
         if row.count == 0 && row.fingerprint.is_some() {
             row.first = seq;
             row.after = after;
-        } else {
+        } else if rules.checks(fp, allowed_repetition) {
             row.params.record(params());
         }
         row.count += 1;
