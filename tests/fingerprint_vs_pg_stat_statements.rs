@@ -13,7 +13,8 @@ use std::collections::HashMap;
 
 use sqlx::{Connection, PgConnection};
 
-/// `{i}` is an integer literal, `{s}` a string literal, `{iv}` an interval, `{b}` a boolean,
+/// `{i}` is an integer literal, `{f}` a non-integer number, `{s}` a string literal, `{iv}` an
+/// interval, `{b}` a boolean,
 /// `{n}` a list of 1–4 integers, `{rows}` 1–3 VALUES rows.
 const TEMPLATES: &[&str] = &[
     "SELECT id, name FROM users WHERE id = {i}",
@@ -32,6 +33,11 @@ const TEMPLATES: &[&str] = &[
     "SELECT title FROM posts ORDER BY 1 DESC",
     "SELECT title FROM posts WHERE score BETWEEN {i} AND {i}",
     "SELECT title FROM posts WHERE title LIKE {s}",
+    // An integer and a numeric constant in the same place: different queryids, and so
+    // different fingerprints.
+    "SELECT title FROM posts WHERE score > {i}",
+    "SELECT title FROM posts WHERE score > {f}",
+    "SELECT title FROM posts WHERE score > -{f}",
     "SELECT title FROM posts WHERE title ILIKE {s}",
     "SELECT p.title, u.name FROM posts p JOIN users u ON u.id = p.author_id WHERE p.id = {i}",
     "SELECT p.title, u.name FROM posts p LEFT JOIN users u ON u.id = p.author_id WHERE p.id = {i}",
@@ -90,6 +96,11 @@ fn lit(kind: &str, v: usize, k: usize) -> String {
     let x = (v * 7 + k * 13) % 97 + 1;
     match kind {
         "i" => x.to_string(),
+        "f" => match v % 3 {
+            0 => format!("{x}.5"),
+            1 => format!("0.00{x}"),
+            _ => format!("{x}e-3"),
+        },
         "s" => format!("'w{x}%'"),
         "iv" => format!("'{x} days'"),
         "b" => if (v + k).is_multiple_of(2) {

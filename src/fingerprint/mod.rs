@@ -11,10 +11,15 @@
 //!    (`IS NULL`, `IS NOT TRUE`, `NOT NULL` stay); keywords are upper-cased, unquoted
 //!    identifiers lower-cased, `"quoted"` identifiers keep their case (and lose their quotes
 //!    only when that changes nothing); comments, whitespace and trailing `;` disappear.
-//! 3. The id is XXH3-64 (seed 0) of the UTF-8 bytes of that normalized text.
+//! 3. The id is XXH3-64 (seed 0) of the UTF-8 bytes of that normalized text, with two
+//!    differences the text does not show: a constant that is a number with a fraction or an
+//!    exponent (`0.5`, `1e3`) is followed by a `#` byte (PostgreSQL types it `numeric`, not
+//!    `integer`, and gives it a different `queryid`), and the quotes kept around reserved words
+//!    (`"user"`) are left out (so the id is that of `user`).
 //!
-//! Because the id is a hash of the normalized text, two statements share an id exactly when
-//! they normalize to the same text, which is what you see in reports.
+//! Because the id is a hash of the normalized text, two statements with the same id show the
+//! same text in reports (`WHERE score > 42` and `WHERE score > 0.5` show the same text under
+//! different ids).
 //!
 //! # Differences from `pg_stat_statements`
 //! Statements that differ only in the length of a constant list share a fingerprint (the list
@@ -64,7 +69,8 @@ struct Inner {
 }
 
 impl Fingerprint {
-    /// The stable 64-bit id: XXH3-64 of [`normalized`](Self::normalized).
+    /// The stable 64-bit id: XXH3-64 of [`normalized`](Self::normalized) (see the module docs
+    /// for the two differences the text does not show).
     pub fn id(&self) -> u64 {
         self.0.id
     }

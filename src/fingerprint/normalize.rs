@@ -73,33 +73,69 @@ struct Renderer<'a> {
     out: String,
     last: Last,
     placeholders: u32,
-    /// Byte positions in `out` of quotes shown but not part of the identity (see
-    /// [`Normalized::quotes`]).
-    quotes: Vec<usize>,
+    /// What the text shows but the identity does not, and the other way round (see
+    /// [`Normalized::hidden`]).
+    hidden: Vec<(usize, Hidden)>,
 }
 
-/// A statement's normalized text, and the byte positions of quotes kept only for display:
-/// `"user"` is shown quoted (unquoted it would be the `user` keyword, and the shown SQL would
-/// not be valid), but fingerprints as `user` did before, so ids and grouping do not change.
+/// A difference between the displayed text and the text the id hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hidden {
+    /// The byte at this position is shown but not hashed (a display-only quote).
+    Shown,
+    /// This byte is hashed here but not shown: a non-integer numeric constant's marker, so
+    /// `score > 42` and `score > 0.5` keep different ids, as PostgreSQL's `queryid`s do.
+    Hashed(u8),
+}
+
+/// A statement's normalized text, and where it differs from what its id hashes: `"user"` is
+/// shown quoted (unquoted it would be the `user` keyword, and the shown SQL would not be
+/// valid) but fingerprints as `user` did before; `0.5` is shown as `$1` like `42` but
+/// fingerprints apart from it.
 pub(crate) struct Normalized {
     pub(crate) text: String,
-    pub(crate) quotes: Vec<usize>,
+    /// In increasing position order.
+    pub(crate) hidden: Vec<(usize, Hidden)>,
 }
 
 impl Normalized {
-    /// XXH3-64 of the text without its display-only quotes.
+    /// XXH3-64 of the text as the id sees it.
     pub(crate) fn id(&self) -> u64 {
-        if self.quotes.is_empty() {
+        if self.hidden.is_empty() {
             return xxhash_rust::xxh3::xxh3_64(self.text.as_bytes());
         }
+        let text = self.text.as_bytes();
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         let mut from = 0;
-        for &q in &self.quotes {
-            hasher.update(&self.text.as_bytes()[from..q]);
-            from = q + 1;
+        for &(at, hidden) in &self.hidden {
+            hasher.update(&text[from..at]);
+            match hidden {
+                Hidden::Shown => from = at + 1,
+                Hidden::Hashed(byte) => {
+                    hasher.update(&[byte]);
+                    from = at;
+                }
+            }
         }
-        hasher.update(&self.text.as_bytes()[from..]);
+        hasher.update(&text[from..]);
         hasher.digest()
+    }
+}
+
+/// Whether the constant at `start` is a number that is not an integer (`0.5`, `.5`, `1e3`):
+/// PostgreSQL types it `numeric`, not `integer`, and its `queryid` differs.
+fn is_non_integer(sql: &str, start: usize) -> bool {
+    let b = sql.as_bytes();
+    match b.get(start) {
+        Some(b'.') => b.get(start + 1).is_some_and(u8::is_ascii_digit),
+        Some(c) if c.is_ascii_digit() => {
+            let digits = b[start..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit() || **c == b'_')
+                .count();
+            matches!(b.get(start + digits), Some(b'.' | b'e' | b'E'))
+        }
+        _ => false,
     }
 }
 
@@ -303,7 +339,7 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> Normalized {
         out: String::with_capacity(sql.len().min(4096)),
         last: Last::Start,
         placeholders: 0,
-        quotes: Vec::new(),
+        hidden: Vec::new(),
     };
     // Number of trailing `;` to drop so `SELECT 1;` equals `SELECT 1`.
     let mut end = toks.len();
@@ -388,8 +424,8 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> Normalized {
                     {
                         if reserved(name) {
                             r.push(Last::Ident, None, text);
-                            r.quotes.push(r.out.len() - text.len());
-                            r.quotes.push(r.out.len() - 1);
+                            r.hidden.push((r.out.len() - text.len(), Hidden::Shown));
+                            r.hidden.push((r.out.len() - 1, Hidden::Shown));
                         } else {
                             r.push(Last::Ident, None, name)
                         }
@@ -415,6 +451,9 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> Normalized {
                     r.push(Last::Value, None, &sql[start..start + len]);
                 } else {
                     r.placeholder();
+                    if is_non_integer(sql, start) {
+                        r.hidden.push((r.out.len(), Hidden::Hashed(b'#')));
+                    }
                 }
             }
             Tok::Param => r.placeholder(),
@@ -466,7 +505,7 @@ pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> Normalized {
     }
     Normalized {
         text: r.out,
-        quotes: r.quotes,
+        hidden: r.hidden,
     }
 }
 

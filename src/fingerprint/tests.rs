@@ -323,3 +323,27 @@ fn quoted_reserved_words_keep_their_quotes_in_the_text_but_not_in_the_id() {
         fingerprint("SELECT * FROM user").id()
     );
 }
+
+#[test]
+fn integers_and_other_numbers_share_the_text_but_not_the_id() {
+    let int = fingerprint("SELECT * FROM posts WHERE score > 42");
+    let numeric = fingerprint("SELECT * FROM posts WHERE score > 0.001");
+    assert_eq!(int.normalized(), numeric.normalized());
+    assert_ne!(int.id(), numeric.id(), "PostgreSQL types them differently");
+    for same_kind in [
+        "SELECT * FROM posts WHERE score > 7.5",
+        "SELECT * FROM posts WHERE score > 1e3",
+        "SELECT * FROM posts WHERE score > -.25",
+    ] {
+        assert_eq!(fingerprint(same_kind).id(), numeric.id(), "{same_kind}");
+    }
+    assert_eq!(
+        fingerprint("SELECT * FROM posts WHERE score > 9").id(),
+        int.id()
+    );
+    // A `$n` parameter still shares the integer's fingerprint (documented).
+    assert_eq!(
+        fingerprint("SELECT * FROM posts WHERE score > $1").id(),
+        int.id()
+    );
+}
