@@ -69,3 +69,37 @@ fn help_explains_usage_and_bad_flags_fail() {
     assert_eq!(code, 2);
     assert!(err.contains("unknown option"));
 }
+
+#[test]
+fn a_big_input_is_processed_in_parallel_with_the_same_output_in_input_order() {
+    // Over the 1 MiB threshold: split across cores, written back in order.
+    let mut input = String::new();
+    let mut expected = String::new();
+    let mut i = 0u64;
+    while input.len() < 3 << 20 {
+        let sql = match i % 4 {
+            0 => format!("SELECT name, email FROM users WHERE id = {i} AND tenant = 'acme-{i}'"),
+            1 => format!(
+                "INSERT INTO events (kind, n) VALUES ('click', {i}), ('view', {})",
+                i + 1
+            ),
+            2 => format!(
+                "UPDATE posts SET score = score + {i}.5 WHERE author_id IN ({i}, {})",
+                i + 2
+            ),
+            _ => format!("select \"user\".id from \"user\" where \"user\".id = {i} -- c{i}"),
+        };
+        let fp = pgscope::fingerprint(&sql);
+        expected.push_str(&format!("{:016x}\t{}\n", fp.id(), fp.normalized()));
+        input.push_str(&sql);
+        input.push('\n');
+        i += 1;
+    }
+    let (code, out, _) = run(&["fingerprint"], input.as_bytes());
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count() as u64, i);
+    assert!(
+        out == expected,
+        "output differs from the library's, line by line"
+    );
+}

@@ -72,22 +72,83 @@ fn fingerprint(nul: bool) -> io::Result<()> {
     let mut input = Vec::new();
     io::stdin().lock().read_to_end(&mut input)?;
     let sep = if nul { b'\0' } else { b'\n' };
+    let parts = split(&input, sep);
     let stdout = io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
-    for chunk in input.split(|&b| b == sep) {
-        // Invalid UTF-8 is replaced, never rejected: every statement gets a line.
-        let text = String::from_utf8_lossy(chunk);
-        let text = text.trim_end_matches('\r');
-        if text.trim().is_empty() {
-            continue;
+    let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
+    if parts.len() == 1 {
+        out.write_all(&render(parts[0], sep))?;
+    } else {
+        // Big inputs: one part per core, rendered at once, written in input order.
+        let rendered: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let handles: Vec<_> = parts
+                .iter()
+                .map(|part| s.spawn(move || render(part, sep)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        for part in rendered {
+            out.write_all(&part)?;
         }
-        let fp = pgscope::fingerprint(text);
-        writeln!(
-            out,
-            "{:016x}\t{}",
-            fp.id(),
-            fp.normalized().replace(['\n', '\t'], " ")
-        )?;
     }
     out.flush()
+}
+
+/// Below this, one thread: starting others costs more than it saves.
+const PARALLEL_FROM: usize = 1 << 20;
+
+/// `input` cut into one part per core at statement boundaries (one part for small inputs).
+fn split(input: &[u8], sep: u8) -> Vec<&[u8]> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if input.len() < PARALLEL_FROM || cores == 1 {
+        return vec![input];
+    }
+    let mut parts = Vec::with_capacity(cores);
+    let mut rest = input;
+    for i in (1..cores).rev() {
+        let target = rest.len() / (i + 1);
+        let Some(cut) = memchr::memchr(sep, &rest[target..]).map(|p| target + p + 1) else {
+            break;
+        };
+        let (part, tail) = rest.split_at(cut);
+        parts.push(part);
+        rest = tail;
+    }
+    parts.push(rest);
+    parts
+}
+
+/// One output line per statement of `part`: `<16-hex id>\t<normalized>\n`.
+fn render(part: &[u8], sep: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(part.len());
+    let mut text = String::new();
+    for chunk in part.split(|&b| b == sep) {
+        // Invalid UTF-8 is replaced, never rejected: every statement gets a line.
+        let sql = String::from_utf8_lossy(chunk);
+        let sql = sql.trim_end_matches('\r');
+        if sql.trim().is_empty() {
+            continue;
+        }
+        let id = pgscope::fingerprint_to(sql, &mut text);
+        push_hex(&mut out, id);
+        out.push(b'\t');
+        let start = out.len();
+        out.extend_from_slice(text.as_bytes());
+        for b in &mut out[start..] {
+            if matches!(*b, b'\n' | b'\t') {
+                *b = b' ';
+            }
+        }
+        out.push(b'\n');
+    }
+    out
+}
+
+fn push_hex(out: &mut Vec<u8>, id: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(DIGITS[((id >> (shift * 4)) & 0xf) as usize]);
+    }
 }

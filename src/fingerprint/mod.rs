@@ -160,6 +160,28 @@ pub fn fingerprint(sql: &str) -> Fingerprint {
     })
 }
 
+/// Like [`fingerprint`], for tools that fingerprint millions of statements (the `pgscope` CLI
+/// on a log file): writes the normalized text into `out` (replacing what it held, reusing its
+/// memory) and returns the id, with no allocation once `out` has grown to size.
+///
+/// # Examples
+/// ```
+/// let mut text = String::new();
+/// for sql in ["SELECT 1", "select 2"] {
+///     let id = pgscope::fingerprint_to(sql, &mut text);
+///     assert_eq!(text, "SELECT $1");
+///     assert_eq!(id, pgscope::fingerprint(sql).id());
+/// }
+/// ```
+pub fn fingerprint_to(sql: &str, out: &mut String) -> u64 {
+    with_tokens(sql, |toks| {
+        let normalized = normalize::normalize_into(sql, toks, std::mem::take(out));
+        let id = normalized.id();
+        *out = normalized.text;
+        id
+    })
+}
+
 /// Tokenizes `sql` into a reused per-thread buffer (saving an allocation per statement) and
 /// runs `f` on the tokens.
 fn with_tokens<R>(sql: &str, f: impl FnOnce(&[lexer::Tok]) -> R) -> R {

@@ -334,9 +334,16 @@ pub(crate) fn operation(toks: &[Tok]) -> &'static str {
 }
 
 pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> Normalized {
+    normalize_into(sql, toks, String::with_capacity(sql.len().min(4096)))
+}
+
+/// [`normalize`] into `out` (cleared first): a caller that fingerprints many statements
+/// reuses one buffer.
+pub(crate) fn normalize_into(sql: &str, toks: &[Tok], mut out: String) -> Normalized {
+    out.clear();
     let mut r = Renderer {
         sql,
-        out: String::with_capacity(sql.len().min(4096)),
+        out,
         last: Last::Start,
         placeholders: 0,
         hidden: Vec::new(),
