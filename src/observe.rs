@@ -75,7 +75,7 @@ where
 /// Settings of the observer layer; [`layer`](Observer::layer) builds it.
 ///
 /// Only settings that make sense for statements that already ran are here: no query budget
-/// and no error mode (see the [module docs](crate::observe)).
+/// and no error mode (see the [module docs](mod@crate::observe)).
 ///
 /// # Examples
 /// ```no_run

@@ -6,6 +6,46 @@ use std::panic::Location;
 use super::call_site::{CallSite, location};
 use crate::fingerprint::Fingerprint;
 
+/// The accessors the repetition findings ([`NPlusOne`], [`Duplicate`]) share.
+macro_rules! repetition_accessors {
+    () => {
+        /// The repeated statement's fingerprint (its normalized text is the SQL to look at).
+        pub fn fingerprint(&self) -> &Fingerprint {
+            &self.fingerprint
+        }
+
+        /// How many times the statement ran in the scope (at detection time in a warning, at the
+        /// end of the scope in a [`Report`](crate::Report)).
+        pub fn count(&self) -> u64 {
+            self.count
+        }
+
+        /// The threshold that was crossed.
+        pub fn threshold(&self) -> u32 {
+            self.threshold
+        }
+
+        /// `file:line` of the first frame in your code (outside pgscope, sqlx, tokio and std) that
+        /// ran the query that crossed the threshold. Line numbers need line tables in the binary
+        /// (debug builds have them; for release add `debug = "line-tables-only"` to
+        /// `[profile.release]`); without them, the first function of yours that was not inlined,
+        /// e.g. `my_app::routes::feed (no line tables: …)`; with no symbols at all (`strip = true`),
+        /// `<unknown: symbols stripped>`.
+        ///
+        /// The stack is captured when the rule fires (instruction pointers only) and resolved here,
+        /// the first time it is read, once per distinct stack: symbol lookup never runs on the
+        /// statement's path.
+        pub fn call_site(&self) -> &str {
+            self.call_site.get()
+        }
+
+        /// The scope (route) it happened in.
+        pub fn scope(&self) -> &str {
+            &self.scope
+        }
+    };
+}
+
 /// One N+1 finding: a statement repeated past the threshold inside one scope.
 ///
 /// # Examples
@@ -36,40 +76,7 @@ pub struct NPlusOne {
 }
 
 impl NPlusOne {
-    /// The repeated statement's fingerprint (its normalized text is the SQL to look at).
-    pub fn fingerprint(&self) -> &Fingerprint {
-        &self.fingerprint
-    }
-
-    /// How many times the statement ran in the scope (at detection time in a warning, at the
-    /// end of the scope in a [`Report`](crate::Report)).
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    /// The threshold that was crossed.
-    pub fn threshold(&self) -> u32 {
-        self.threshold
-    }
-
-    /// `file:line` of the first frame in your code (outside pgscope, sqlx, tokio and std) that
-    /// ran the query that crossed the threshold. Line numbers need line tables in the binary
-    /// (debug builds have them; for release add `debug = "line-tables-only"` to
-    /// `[profile.release]`); without them, the first function of yours that was not inlined,
-    /// e.g. `my_app::routes::feed (no line tables: …)`; with no symbols at all (`strip = true`),
-    /// `<unknown: symbols stripped>`.
-    ///
-    /// The stack is captured when the rule fires (instruction pointers only) and resolved here,
-    /// the first time it is read, once per distinct stack: symbol lookup never runs on the
-    /// statement's path.
-    pub fn call_site(&self) -> &str {
-        self.call_site.get()
-    }
-
-    /// The scope (route) it happened in.
-    pub fn scope(&self) -> &str {
-        &self.scope
-    }
+    repetition_accessors!();
 
     /// The statement that ran just before the repeated one first did: usually the query whose
     /// rows the loop goes over (`SELECT … FROM posts`), the one to JOIN with.
@@ -203,31 +210,7 @@ pub struct Duplicate {
 }
 
 impl Duplicate {
-    /// The repeated statement's fingerprint.
-    pub fn fingerprint(&self) -> &Fingerprint {
-        &self.fingerprint
-    }
-
-    /// How many times it ran in the scope (at detection, or at the end of the scope in a
-    /// [`Report`](crate::Report)).
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    /// The threshold that was crossed (the N+1 threshold).
-    pub fn threshold(&self) -> u32 {
-        self.threshold
-    }
-
-    /// Where it ran from; as [`NPlusOne::call_site`].
-    pub fn call_site(&self) -> &str {
-        self.call_site.get()
-    }
-
-    /// The scope (route) it happened in.
-    pub fn scope(&self) -> &str {
-        &self.scope
-    }
+    repetition_accessors!();
 }
 
 impl fmt::Display for Duplicate {

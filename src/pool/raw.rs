@@ -15,8 +15,8 @@ use super::connection::{Connection, PoolConnection};
 
 /// A pooled connection that dereferences to sqlx's `PgConnection`, as `sqlx::Acquire` requires
 /// (`sqlx::migrate!().run(&pool)` acquires one). The time it is held and waited for counts in
-/// the scope like any [`PoolConnection`]; its statements are sqlx's own (see the [module
-/// docs](self)).
+/// the scope like any [`PoolConnection`]; its statements are sqlx's own: seen by the observer
+/// layer ([`observe`](crate::observe())) when it is installed, unobserved otherwise.
 pub struct RawConnection(PoolConnection);
 
 impl RawConnection {

@@ -179,6 +179,16 @@ pub(crate) fn with_state<R>(
     f(&mut unscoped.state.lock())
 }
 
+/// Adds `item` unless `list` has one with the same key; whether it was added.
+fn push_once<T: Clone>(list: &mut Vec<T>, item: &T, key: impl Fn(&T) -> u64) -> bool {
+    let k = key(item);
+    if list.iter().any(|x| key(x) == k) {
+        return false;
+    }
+    list.push(item.clone());
+    true
+}
+
 impl State {
     /// The row for `fp`, created on first use; past the cap, the shared overflow row.
     fn row(&mut self, fp: &Fingerprint) -> &mut FingerprintStats {
@@ -267,22 +277,12 @@ impl State {
 
     /// Records a duplicate finding, once per fingerprint; false when one was already recorded.
     pub(crate) fn add_duplicate(&mut self, item: &Duplicate) -> bool {
-        let id = item.fingerprint().id();
-        if self.duplicates.iter().any(|n| n.fingerprint().id() == id) {
-            return false;
-        }
-        self.duplicates.push(item.clone());
-        true
+        push_once(&mut self.duplicates, item, |d| d.fingerprint().id())
     }
 
     /// Records an N+1 finding, once per fingerprint; false when one was already recorded.
     pub(crate) fn add_n_plus_one(&mut self, item: &NPlusOne) -> bool {
-        let id = item.fingerprint().id();
-        if self.n_plus_one.iter().any(|n| n.fingerprint().id() == id) {
-            return false;
-        }
-        self.n_plus_one.push(item.clone());
-        true
+        push_once(&mut self.n_plus_one, item, |n| n.fingerprint().id())
     }
 
     /// A statement ended.
