@@ -150,6 +150,12 @@ impl ParamSets {
     pub(crate) fn all_same(&self) -> bool {
         !self.varied
     }
+
+    /// Whether another parameter set could change the verdict: once two differ, it is an N+1
+    /// for good, and hashing stops (an N+1 loop hashes two executions, not all of them).
+    pub(crate) fn open(&self) -> bool {
+        !self.varied
+    }
 }
 
 impl FingerprintStats {

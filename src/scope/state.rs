@@ -230,7 +230,7 @@ impl State {
         if row.count == 0 && row.fingerprint.is_some() {
             row.first = seq;
             row.after = after;
-        } else if rules.checks(fp, allowed_repetition) {
+        } else if row.params.open() && rules.checks(fp, allowed_repetition) {
             row.params.record(params());
         }
         row.count += 1;
