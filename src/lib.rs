@@ -36,11 +36,25 @@
 //! acquired in the scope. Everything else goes to [`Pool::unscoped_report`]: nothing is lost.
 //!
 //! ## Detection
-//! A statement repeated more than the threshold (default 5) in one scope is an N+1: it is
-//! reported once per scope and statement as a `tracing` WARN event (target
-//! `pgscope::n_plus_one`) and in [`Report::n_plus_one`]; in [`Mode::Error`] the crossing
-//! statement fails instead. A [query budget](PoolOptions::query_budget) refuses statements past
-//! a per-scope limit before they reach PostgreSQL.
+//! A statement repeated more than the threshold (default 5) in one scope is one of two
+//! findings, each reported once per scope and statement as a `tracing` WARN and in the report:
+//! - with *different* parameters, an **N+1** ([`Report::n_plus_one`], target
+//!   `pgscope::n_plus_one`): batch it. The finding names the statement that ran before the loop
+//!   ([`NPlusOne::parent`], the one to JOIN with) and, when the shape makes it certain, the
+//!   batched statement ([`NPlusOne::suggestion`]: `… WHERE id = ANY($1)`). In [`Mode::Error`]
+//!   the crossing statement fails instead.
+//! - with the *same* parameters, a **duplicate** ([`Report::duplicates`], target
+//!   `pgscope::duplicate`): reuse the result.
+//!
+//! ```text
+//! WARNING N+1 in GET /api/feed: 20x `SELECT name FROM users WHERE id = $1` after `SELECT
+//! author_id, title FROM posts ORDER BY id LIMIT $1` from src/feed.rs:42 (fix: one query,
+//! `SELECT name FROM users WHERE id = ANY($1)` with an array of the values, or a JOIN)
+//! ```
+//!
+//! [`PoolOptions::on_finding`] hands every finding to one callback. A
+//! [query budget](PoolOptions::query_budget) refuses statements past a per-scope limit before
+//! they reach PostgreSQL.
 //!
 //! ## Web frameworks
 //! [`http::ScopeLayer`] (feature `tower`, or `axum`) is a tower layer that runs each request in
