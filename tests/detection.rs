@@ -1,4 +1,4 @@
-//! N+1 detection, query budgets and nested acquires, modelled on the feed endpoint of the seeds.
+//! N+1 detection, query budgets and nested acquires, modelled on a social feed endpoint.
 
 mod common;
 
