@@ -138,31 +138,23 @@ async fn run(
                             n += 1;
                         }
                     }
-                    Side::Scoped => {
+                    // A worker in one scope: through pgscope's pool, or through the raw pool
+                    // seen by the observer.
+                    Side::Scoped | Side::Observed => {
                         let scope = pgscope::Scope::new("bench").use_current_span();
                         let ((), _report) = scope
                             .capture(async {
                                 while !stop.load(Ordering::Relaxed) {
-                                    sqlx::query(w.sql())
-                                        .fetch_all(&pg)
-                                        .await
-                                        .expect("pgscope query");
+                                    let query = sqlx::query(w.sql());
+                                    let rows = match side {
+                                        Side::Observed => query.fetch_all(&raw).await,
+                                        _ => query.fetch_all(&pg).await,
+                                    };
+                                    rows.expect("query");
                                     n += 1;
                                 }
                             })
                             .await;
-                    }
-                    Side::Observed => {
-                        let ((), _report) = pgscope::capture_named("bench", async {
-                            while !stop.load(Ordering::Relaxed) {
-                                sqlx::query(w.sql())
-                                    .fetch_all(&raw)
-                                    .await
-                                    .expect("observed query");
-                                n += 1;
-                            }
-                        })
-                        .await;
                     }
                     Side::ScopePerQuery => {
                         while !stop.load(Ordering::Relaxed) {
