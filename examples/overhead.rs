@@ -182,6 +182,54 @@ async fn run(
     (done.load(Ordering::Relaxed), cpu_time() - cpu_before)
 }
 
+/// Runs each of `N` sides `rounds` times, reversing the order every other round so drift in the
+/// machine's load hits every side alike; queries and client CPU per side.
+async fn interleaved<const N: usize, F, Fut>(rounds: usize, mut cell: F) -> [(u64, Duration); N]
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = (u64, Duration)>,
+{
+    let mut totals = [(0u64, Duration::ZERO); N];
+    for round in 0..rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..N).collect()
+        } else {
+            (0..N).rev().collect()
+        };
+        for i in order {
+            let (n, cpu) = cell(i).await;
+            totals[i].0 += n;
+            totals[i].1 += cpu;
+        }
+    }
+    totals
+}
+
+/// One table row: `label`, raw sqlx's q/s (side 0), q/s and ratio to raw of sides
+/// `1..=ratios`, then client CPU µs per query of every side.
+fn row<const N: usize>(
+    label: &str,
+    cells: &[(u64, Duration); N],
+    ratios: usize,
+    secs: f64,
+) -> String {
+    let qps = |i: usize| cells[i].0 as f64 / secs;
+    let mut out = format!("| {label} | {:.0} |", qps(0));
+    for i in 1..=ratios {
+        out.push_str(&format!(
+            " {:.0} | {:.3} |",
+            qps(i),
+            cells[i].0 as f64 / cells[0].0.max(1) as f64
+        ));
+    }
+    let cpu: Vec<String> = cells
+        .iter()
+        .map(|(n, cpu)| format!("{:.1}", cpu.as_secs_f64() * 1e6 / (*n).max(1) as f64))
+        .collect();
+    out.push_str(&format!(" {} |", cpu.join(" / ")));
+    out
+}
+
 /// CPU time (user + system) this process has used so far: every thread, including the
 /// exporter's and the in-process sink's.
 fn cpu_time() -> Duration {
@@ -249,46 +297,18 @@ async fn main() {
     };
     for w in plain {
         for workers in [1usize, 16] {
-            let mut totals = [0u64; 5];
-            let mut cpu = [Duration::ZERO; 5];
-            for round in 0..rounds {
-                // alternate the order each round
-                let mut order = [
-                    Side::Raw,
-                    Side::Scoped,
-                    Side::ScopePerQuery,
-                    Side::Observed,
-                    Side::SqlxEvents,
-                ];
-                if round % 2 == 1 {
-                    order.reverse();
-                }
-                for side in order {
-                    let (n, used) = run(side, &raw, &pg, w, workers, dur).await;
-                    totals[side as usize] += n;
-                    cpu[side as usize] += used;
-                }
-            }
-            let secs = seconds * rounds as f64;
-            let qps = |n: u64| n as f64 / secs;
-            let per = |i: usize| cpu[i].as_secs_f64() * 1e6 / totals[i].max(1) as f64;
-            println!(
-                "| {} | {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.3} | {:.0} | {:.3} | {:.1} / {:.1} / {:.1} / {:.1} / {:.1} |",
-                w.name(),
-                workers,
-                qps(totals[0]),
-                qps(totals[1]),
-                totals[1] as f64 / totals[0] as f64,
-                qps(totals[2]),
-                totals[2] as f64 / totals[0] as f64,
-                qps(totals[3]),
-                totals[3] as f64 / totals[0] as f64,
-                per(0),
-                per(1),
-                per(2),
-                per(3),
-                per(4),
-            );
+            const SIDES: [Side; 5] = [
+                Side::Raw,
+                Side::Scoped,
+                Side::ScopePerQuery,
+                Side::Observed,
+                Side::SqlxEvents,
+            ];
+            let cells: [(u64, Duration); 5] =
+                interleaved(rounds, |i| run(SIDES[i], &raw, &pg, w, workers, dur)).await;
+            let label = format!("{} | {workers}", w.name());
+            // Ratios for the three pgscope sides; sqlx's events alone only as CPU.
+            println!("{}", row(&label, &cells, 3, seconds * rounds as f64));
         }
     }
     if !otel_only {
@@ -330,31 +350,11 @@ async fn n_plus_one_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) 
     );
     println!("|---:|---:|---:|---:|---:|---:|---|");
     for workers in [1usize, 16] {
-        let mut n = [0u64; 3];
-        let mut cpu = [Duration::ZERO; 3];
-        for round in 0..rounds {
-            let mut order = [0usize, 1, 2];
-            if round % 2 == 1 {
-                order.reverse();
-            }
-            for i in order {
-                let (count, used) = requests(i, raw, [&on, &off], workers, dur).await;
-                n[i] += count;
-                cpu[i] += used;
-            }
-        }
-        let qps = |i: usize| n[i] as f64 / (seconds * rounds as f64);
-        let per = |i: usize| cpu[i].as_secs_f64() * 1e6 / n[i].max(1) as f64;
+        let cells: [(u64, Duration); 3] =
+            interleaved(rounds, |i| requests(i, raw, [&on, &off], workers, dur)).await;
         println!(
-            "| {workers} | {:.0} | {:.0} | {:.3} | {:.0} | {:.3} | {:.1} / {:.1} / {:.1} |",
-            qps(0),
-            qps(1),
-            n[1] as f64 / n[0] as f64,
-            qps(2),
-            n[2] as f64 / n[0] as f64,
-            per(0),
-            per(1),
-            per(2),
+            "{}",
+            row(&workers.to_string(), &cells, 2, seconds * rounds as f64)
         );
     }
 }
@@ -491,39 +491,17 @@ async fn otel_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) {
     println!("|---|---:|---:|---:|---:|---:|---:|---|");
     for w in [Workload::SelectOne, Workload::TenRows] {
         for workers in [1usize, 16] {
-            let mut n = [0u64; 3];
-            let mut cpu = [Duration::ZERO; 3];
-            for round in 0..rounds {
-                let mut order = [0usize, 1, 2];
-                if round % 2 == 1 {
-                    order.reverse();
-                }
-                for i in order {
-                    let (side, pool) = match i {
-                        0 => (Side::Raw, &spans),
-                        1 => (Side::Scoped, &spans),
-                        _ => (Side::Scoped, &quiet),
-                    };
-                    let (count, used) = run(side, raw, pool, w, workers, dur).await;
-                    n[i] += count;
-                    cpu[i] += used;
-                }
-            }
-            let qps = |i: usize| n[i] as f64 / (seconds * rounds as f64);
-            let per = |i: usize| cpu[i].as_secs_f64() * 1e6 / n[i].max(1) as f64;
-            println!(
-                "| {} | {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.3} | {:.1} / {:.1} / {:.1} |",
-                w.name(),
-                workers,
-                qps(0),
-                qps(1),
-                n[1] as f64 / n[0] as f64,
-                qps(2),
-                n[2] as f64 / n[0] as f64,
-                per(0),
-                per(1),
-                per(2),
-            );
+            let cells: [(u64, Duration); 3] = interleaved(rounds, |i| {
+                let (side, pool) = match i {
+                    0 => (Side::Raw, &spans),
+                    1 => (Side::Scoped, &spans),
+                    _ => (Side::Scoped, &quiet),
+                };
+                run(side, raw, pool, w, workers, dur)
+            })
+            .await;
+            let label = format!("{} | {workers}", w.name());
+            println!("{}", row(&label, &cells, 2, seconds * rounds as f64));
         }
     }
     drop(_guard);
