@@ -30,10 +30,13 @@
 //! ## Scopes
 //! [`capture`] / [`capture_named`] / [`Scope::capture`] run a future in a scope. Queries count for
 //! the scope when they run in that future, in tasks started with [`spawn`], in futures
-//! instrumented with a `tracing` span created inside the scope (this needs a
-//! `tracing_subscriber::Registry`-based subscriber with the `pgscope` target enabled at INFO,
-//! since the scope is found through its `pgscope.scope` span), or through a connection or transaction
-//! acquired in the scope. Everything else goes to [`Pool::unscoped_report`]: nothing is lost.
+//! instrumented with a `tracing` span created inside the scope, or through a connection or
+//! transaction acquired in the scope. The span route needs a `tracing_subscriber::Registry`-based
+//! subscriber, and finds the scope through the request span it runs in or, without one, through
+//! the scope's own `pgscope.scope` span: a DEBUG span on target `pgscope::scope`, kept out of
+//! logs at the usual levels and recorded when any layer enables it (give that target `debug` in
+//! a per-layer filter, e.g. the OpenTelemetry layer's, as `otel::init` does). Everything else
+//! goes to [`Pool::unscoped_report`]: nothing is lost.
 //!
 //! ## Detection
 //! A statement repeated more than the threshold (default 5) in one scope is one of two

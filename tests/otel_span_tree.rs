@@ -24,7 +24,7 @@ async fn statements_and_scope_summaries_hang_under_the_request_that_ran_them() {
         .protocol(pgscope::otel::Protocol::Grpc)
         // Spans with target `hidden` are logged (so they exist) but not exported.
         .log_filter("off,hidden=info")
-        .export_filter("info,sqlx=off,hidden=off")
+        .export_filter("info,sqlx=off,hidden=off,pgscope::scope=debug")
         .init();
     let opts = common::schema("otel_tree").await;
     let pool = pgscope::Pool::connect_with(opts.clone())

@@ -91,7 +91,8 @@ impl OtelBuilder {
             log_filter: None,
             log_to_stderr: true,
             // sqlx logs raw statements (with literals) in its own events: keep them out.
-            export_filter: "info,sqlx=off".to_owned(),
+            // Scope spans pgscope opens are DEBUG so they stay out of logs: export them.
+            export_filter: "info,sqlx=off,pgscope::scope=debug".to_owned(),
             context_activation: true,
             sample_ratio: None,
         }
@@ -162,7 +163,9 @@ impl OtelBuilder {
     }
 
     /// `EnvFilter` directives for which `tracing` spans and events are exported. By default,
-    /// `info,sqlx=off` (sqlx's own events carry raw SQL). Statement spans do not go through
+    /// `info,sqlx=off,pgscope::scope=debug` (sqlx's own events carry raw SQL; the
+    /// `pgscope.scope` spans pgscope opens for scopes without a request span are DEBUG, so they
+    /// are exported without showing in the log). Keep `pgscope::scope=debug` when you replace it. Statement spans do not go through
     /// `tracing`: see [`PoolOptions::query_spans`](crate::PoolOptions::query_spans) and
     /// [`trace_sample_ratio`](Self::trace_sample_ratio).
     pub fn export_filter(mut self, directives: impl Into<String>) -> Self {

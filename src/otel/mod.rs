@@ -12,8 +12,12 @@
 //!   sampler (`OTEL_TRACES_SAMPLER`, [`OtelBuilder::trace_sample_ratio`]), and an unsampled
 //!   statement costs almost nothing. [`PoolOptions::query_spans`](crate::PoolOptions::query_spans)
 //!   turns them off for a pool.
-//! - **Scope spans** (`pgscope.scope`) are `tracing` spans (a `tracing_opentelemetry` layer
-//!   exports them). They get `pgscope.queries`, `pgscope.db_time_ms`,
+//! - **Scope spans**: a scope puts its summary on the request span it runs in (the current
+//!   `tracing` span when it is exported), else on a `pgscope.scope` span of its own. That span is
+//!   a DEBUG span on target `pgscope::scope`, so it never shows in an application's log at the
+//!   usual levels; a `tracing_opentelemetry` layer exports it when its filter enables that
+//!   target ([`init`] does: `pgscope::scope=debug`). With your own setup, add the directive to
+//!   the OpenTelemetry layer's filter, not to the log's. They get `pgscope.queries`, `pgscope.db_time_ms`,
 //!   `pgscope.connection_hold_ms`, `pgscope.pool_wait_ms` and `pgscope.n_plus_one` when the scope
 //!   ends, plus one `pgscope.n_plus_one` span event per N+1 found (fingerprint, statement, count,
 //!   call site), so the N+1 shows on the trace in Jaeger.

@@ -87,8 +87,12 @@ impl ScopeInner {
             let (span, owns_span) = match claimed {
                 Some(span) => (span, false),
                 None => {
-                    let span = tracing::info_span!(
-                        target: "pgscope", "pgscope.scope", pgscope.scope = %name
+                    // DEBUG on its own target: kept out of the application's logs at the usual
+                    // levels, exported when the OpenTelemetry layer's filter asks for it
+                    // (`otel::init` does), and recorded (so it carries the scope) whenever any
+                    // layer enables it.
+                    let span = tracing::debug_span!(
+                        target: "pgscope::scope", "pgscope.scope", pgscope.scope = %name
                     );
                     // A new span: always free to carry the scope.
                     span::claim(&span, weak);
