@@ -27,6 +27,7 @@ use sqlx::{Either, Execute, Executor, Postgres, SqlStr};
 use crate::detect::{Finding, Verdict};
 use crate::error::Error;
 use crate::fingerprint::Fingerprint;
+use crate::plan::Candidate;
 use crate::pool::{Connection, Pool, PoolInner, acquire_in};
 use crate::report::{ErrorClass, Execution, Outcome};
 use crate::scope::{self, ScopeInner};
@@ -130,6 +131,8 @@ pub(crate) struct Query<'c> {
     /// An observer layer saw sqlx's event for this statement.
     logged: bool,
     span: StatementSpan,
+    /// Chosen for `EXPLAIN` (its arguments cloned): explained once it succeeded.
+    candidate: Option<Box<Candidate>>,
 }
 
 impl<'c> Query<'c> {
@@ -189,6 +192,13 @@ impl<'c> Query<'c> {
                 }
             }
         }
+        let candidate = pool.planner.as_ref().and_then(|planner| {
+            let arguments = match &parts.arguments {
+                Some(Ok(Some(arguments))) => Some(arguments),
+                _ => None,
+            };
+            planner.consider(&fingerprint, sql, arguments, &owner.span)
+        });
         let span = pool.telemetry.start(&fingerprint, sql);
         Ok(Query {
             pool: Arc::clone(pool),
@@ -201,6 +211,7 @@ impl<'c> Query<'c> {
             done: false,
             logged: false,
             span,
+            candidate,
         })
     }
 
@@ -227,6 +238,14 @@ impl<'c> Query<'c> {
             state.finished(fp, &run)
         });
         self.pool.telemetry.finish(&mut self.span, fp, &run);
+        if let Some(planner) = &self.pool.planner
+            && matches!(run.outcome, Outcome::Ok)
+        {
+            planner.finished(fp, run.elapsed);
+            if let Some(candidate) = self.candidate.take() {
+                planner.submit(candidate, run.elapsed);
+            }
+        }
     }
 }
 

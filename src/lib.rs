@@ -112,6 +112,8 @@ pub mod observe;
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub mod otel;
 #[cfg(feature = "pool")]
+mod plan;
+#[cfg(feature = "pool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
 mod pool;
 mod report;
@@ -129,6 +131,12 @@ pub use self::health::{Diagnosis, PoolStats, ScopeLoad};
 #[cfg(feature = "observe")]
 #[cfg_attr(docsrs, doc(cfg(feature = "observe")))]
 pub use self::observe::{NotObserved, Observer, observe, verify_observed};
+#[cfg(feature = "pool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
+pub use self::plan::{
+    ExplainOptions, PlanChange, PlanShape, Plans, SizeClass, SizedPlan, StatementPlans,
+    assert_plan_stable, explain,
+};
 #[cfg(feature = "pool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
 pub use self::pool::{Connection, Pool, PoolConnection, PoolOptions, RawConnection, Transaction};

@@ -203,6 +203,26 @@ pub(crate) fn duplicate(item: &crate::detect::Duplicate) {
     let _ = item;
 }
 
+/// A statement's plan changed; the event goes on `span` (the request's, while it is open).
+/// `shapes` and `sizes` are (from, to).
+#[cfg(feature = "pool")]
+pub(crate) fn plan_changed(
+    span: &tracing::Span,
+    fingerprint: u64,
+    statement: &str,
+    shapes: [&str; 2],
+    sizes: [String; 2],
+    call_site: &str,
+) {
+    #[cfg(feature = "otel")]
+    {
+        crate::otel::record_plan_change(fingerprint);
+        crate::otel::plan_change_event(span, fingerprint, statement, shapes, sizes, call_site);
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, fingerprint, statement, shapes, sizes, call_site);
+}
+
 /// A statement was refused by the query budget of scope `route`.
 pub(crate) fn budget_exceeded(route: &str) {
     #[cfg(feature = "otel")]

@@ -33,7 +33,7 @@
 
 mod cache;
 mod keywords;
-mod lexer;
+pub(crate) mod lexer;
 mod normalize;
 mod summary;
 

@@ -257,6 +257,7 @@ struct ScopeMetrics {
     n_plus_one: Counter<u64>,
     duplicates: Counter<u64>,
     budget: Counter<u64>,
+    plan_changes: Counter<u64>,
     routes: Capped,
     pairs: Capped,
 }
@@ -291,10 +292,23 @@ fn scope_metrics() -> &'static ScopeMetrics {
                 .with_unit("{query}")
                 .with_description("Statements refused because the scope's query budget was spent.")
                 .build(),
+            plan_changes: meter
+                .u64_counter(metric::PGSCOPE_PLAN_CHANGES)
+                .with_unit("{change}")
+                .with_description("Plan shape changes of a statement, by fingerprint.")
+                .build(),
             routes: Capped::default(),
             pairs: Capped::default(),
         }
     })
+}
+
+pub(crate) fn record_plan_change(fingerprint: u64) {
+    let m = scope_metrics();
+    let hex = format!("{fingerprint:016x}");
+    let fingerprint = m.pairs.admit(&hex).to_owned();
+    m.plan_changes
+        .add(1, &[KeyValue::new(attr::PGSCOPE_FINGERPRINT, fingerprint)]);
 }
 
 pub(crate) fn record_scope(report: &Report) {

@@ -33,6 +33,9 @@ pub mod metric {
     pub const PGSCOPE_DUPLICATE_DETECTED: &str = "pgscope.duplicate.detected";
     /// Counter of statements refused by a query budget, by `pgscope.route`.
     pub const PGSCOPE_QUERY_BUDGET_EXCEEDED: &str = "pgscope.query_budget.exceeded";
+    /// Counter of plan changes (a statement's plan shape differs across size classes or over
+    /// time), by `pgscope.fingerprint`.
+    pub const PGSCOPE_PLAN_CHANGES: &str = "pgscope.plan.changes";
 }
 
 /// Attribute names used by pgscope (semantic conventions v1.44.0 where they exist).
@@ -74,6 +77,17 @@ pub mod attr {
     pub const PGSCOPE_CONNECTION_HOLD_MS: &str = "pgscope.connection_hold_ms";
     /// Time the scope waited for the pool, in milliseconds.
     pub const PGSCOPE_POOL_WAIT_MS: &str = "pgscope.pool_wait_ms";
+    /// Span event of a plan change (`pgscope.plan.from`, `pgscope.plan.to`, the size classes,
+    /// the statement and its call site).
+    pub const PGSCOPE_PLAN_CHANGE: &str = "pgscope.plan_change";
+    /// The plan shape before a change.
+    pub const PGSCOPE_PLAN_FROM: &str = "pgscope.plan.from";
+    /// The plan shape after a change.
+    pub const PGSCOPE_PLAN_TO: &str = "pgscope.plan.to";
+    /// The size class of the plan before a change.
+    pub const PGSCOPE_PLAN_FROM_SIZE: &str = "pgscope.plan.from_size";
+    /// The size class of the plan after a change.
+    pub const PGSCOPE_PLAN_TO_SIZE: &str = "pgscope.plan.to_size";
     /// N+1 patterns found in the scope (on the span); also the name of the span event per
     /// pattern.
     pub const PGSCOPE_N_PLUS_ONE: &str = "pgscope.n_plus_one";

@@ -218,3 +218,31 @@ fn finding_attributes(
     }
     attributes
 }
+
+/// A plan change as an event on `span` (the request's span while it is open): `shapes` and
+/// `sizes` are (from, to).
+pub(crate) fn plan_change_event(
+    span: &tracing::Span,
+    fingerprint: u64,
+    statement: &str,
+    shapes: [&str; 2],
+    sizes: [String; 2],
+    call_site: &str,
+) {
+    if span.is_disabled() {
+        return;
+    }
+    let [from_size, to_size] = sizes;
+    span.add_event(
+        attr::PGSCOPE_PLAN_CHANGE,
+        vec![
+            KeyValue::new(attr::PGSCOPE_FINGERPRINT, format!("{fingerprint:016x}")),
+            KeyValue::new(attr::DB_QUERY_TEXT, statement.to_owned()),
+            KeyValue::new(attr::PGSCOPE_PLAN_FROM, shapes[0].to_owned()),
+            KeyValue::new(attr::PGSCOPE_PLAN_TO, shapes[1].to_owned()),
+            KeyValue::new(attr::PGSCOPE_PLAN_FROM_SIZE, from_size),
+            KeyValue::new(attr::PGSCOPE_PLAN_TO_SIZE, to_size),
+            KeyValue::new(attr::CODE_LOCATION, call_site.to_owned()),
+        ],
+    );
+}

@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use crate::detect::Settings;
 use crate::fingerprint::FingerprintCache;
 use crate::health::{Health, PoolStats, StatsSource};
+use crate::plan::Planner;
 use crate::scope::ScopeInner;
 use crate::telemetry::PoolTelemetry;
 
@@ -22,6 +23,8 @@ pub(crate) struct PoolInner {
     pub(crate) name: String,
     pub(crate) health: Arc<Health>,
     pub(crate) telemetry: PoolTelemetry,
+    /// `EXPLAIN` on the side, when [`PoolOptions::explain`](crate::PoolOptions::explain) is set.
+    pub(crate) planner: Option<Arc<Planner>>,
     waiters: AtomicU64,
     timeouts: AtomicU64,
     acquires: AtomicU64,
@@ -38,6 +41,7 @@ impl PoolInner {
         settings: Settings,
         starvation_window: Duration,
         telemetry: PoolTelemetry,
+        planner: Option<Arc<Planner>>,
     ) -> Self {
         PoolInner {
             sqlx,
@@ -47,6 +51,7 @@ impl PoolInner {
             name,
             health: Arc::new(Health::new(starvation_window)),
             telemetry,
+            planner,
             waiters: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             acquires: AtomicU64::new(0),

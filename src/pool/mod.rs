@@ -113,6 +113,17 @@ impl Pool {
         self.0.stats()
     }
 
+    /// The plans explained so far (empty unless [`PoolOptions::explain`] is set): per
+    /// statement, its plan shape per size class, when each was seen, the explained executions'
+    /// durations, and how many plan changes were reported.
+    pub fn plans(&self) -> crate::plan::Plans {
+        self.0
+            .planner
+            .as_ref()
+            .map(|p| p.snapshot())
+            .unwrap_or_default()
+    }
+
     /// Which scopes (routes) hold this pool's connections (over the last one to two starvation
     /// windows), whether tasks are waiting, and the pool's capacity in requests per second at
     /// the measured hold times.

@@ -10,6 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use super::Pool;
 use super::inner::PoolInner;
 use crate::detect::{Finding, Mode, OnFinding, Settings};
+use crate::plan::{ExplainOptions, Planner};
 use crate::telemetry;
 
 /// Configuration for a [`Pool`], mirroring `sqlx::postgres::PgPoolOptions` plus pgscope's own
@@ -38,6 +39,7 @@ pub struct PoolOptions {
     telemetry: telemetry::Options,
     name: Option<String>,
     starvation_window: Duration,
+    explain: Option<ExplainOptions>,
 }
 
 impl Default for PoolOptions {
@@ -55,6 +57,7 @@ impl fmt::Debug for PoolOptions {
             .field("settings", &self.settings)
             .field("telemetry", &self.telemetry)
             .field("name", &self.name)
+            .field("explain", &self.explain)
             .finish_non_exhaustive()
     }
 }
@@ -75,6 +78,7 @@ impl PoolOptions {
             name: None,
             // "Waiters > 0 for more than a few seconds" is the classic sign of an N+1-bound pool.
             starvation_window: Duration::from_secs(5),
+            explain: None,
         }
     }
 
@@ -253,6 +257,21 @@ impl PoolOptions {
         self.settings.nested_acquire_mode
     }
 
+    /// Explains, on a connection of its own and off the request's path, the executions
+    /// `options` picks (slow ones, a sample), keeps a plan shape per statement and size class,
+    /// and reports plan changes (WARN on target `pgscope::plan_change`, the
+    /// `pgscope.plan.changes` counter, an event on the request's span). Off by default; read
+    /// the plans with [`Pool::plans`]. See [`ExplainOptions`].
+    pub fn explain(mut self, options: ExplainOptions) -> Self {
+        self.explain = Some(options);
+        self
+    }
+
+    /// The explain settings, if explaining is on.
+    pub fn get_explain(&self) -> Option<&ExplainOptions> {
+        self.explain.as_ref()
+    }
+
     /// When tasks wait for a connection continuously for this long, the pool logs a WARN
     /// (target `pgscope::pool_starvation`) naming the routes that hold connections longest,
     /// at most once per window. Also the window [`Pool::diagnose`] reports on. By default, 5 s.
@@ -396,6 +415,10 @@ impl PoolOptions {
                 user: connect.get_username().to_owned(),
                 options: connect.get_options().map(str::to_owned),
             };
+            let planner = self
+                .explain
+                .clone()
+                .map(|o| Arc::new(Planner::new(o, &connect, stats.clone())));
             let telemetry =
                 telemetry::PoolTelemetry::new(&self.telemetry, Some(&server), &name, Some(stats));
             PoolInner::new(
@@ -405,6 +428,7 @@ impl PoolOptions {
                 self.settings,
                 self.starvation_window,
                 telemetry,
+                planner,
             )
         }))
     }
