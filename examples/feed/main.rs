@@ -11,6 +11,7 @@
 mod app;
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod plans;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -274,6 +275,7 @@ async fn main() {
         }
     };
     let opts = feed_schema().await;
+    let plan_opts = opts.clone();
     let t = Instant::now();
     app::setup_schema(&opts)
         .await
@@ -442,4 +444,5 @@ async fn main() {
     if let Some(d) = naive_diagnosis {
         println!("\npool diagnosis at the end of the naive act: {d}");
     }
+    plans::act(plan_opts, &[5, 100, 1000], 300).await;
 }

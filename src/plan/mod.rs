@@ -148,9 +148,11 @@ impl Plans {
         &self.statements
     }
 
-    /// The statement with this normalized text, if it was explained.
-    pub fn statement(&self, normalized: &str) -> Option<&StatementPlans> {
-        self.statements.iter().find(|s| s.statement == normalized)
+    /// The plans of `sql` (as the application sends it, or normalized: compared by
+    /// fingerprint), if it was explained.
+    pub fn statement(&self, sql: &str) -> Option<&StatementPlans> {
+        let id = crate::fingerprint::fingerprint(sql).id();
+        self.statements.iter().find(|s| s.fingerprint == id)
     }
 
     /// `EXPLAIN`s that returned a plan.
