@@ -342,19 +342,29 @@ async fn n_plus_one_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) 
     };
     let on = pool(pgscope::Mode::Warn).await.expect("pgscope pool");
     let off = pool(pgscope::Mode::Off).await.expect("pgscope pool");
+    // EXPLAIN on with its defaults (explain after executions slower than 100 ms): nothing
+    // here is slow, so this is its cost on the path of every statement.
+    let explain = pgscope::PoolOptions::new()
+        .max_connections(16)
+        .explain(pgscope::ExplainOptions::new())
+        .connect(url)
+        .await
+        .expect("pgscope pool");
     println!(
         "\nN+1-shaped requests (a scope of 10 × `SELECT $1::bigint`, 10 values: every scope an N+1, parameters hashed from the 2nd execution), pool of 16:"
     );
     println!(
-        "| concurrency | raw sqlx q/s | detection on q/s | ratio | detection off q/s | ratio | client CPU µs/query raw / on / off |"
+        "| concurrency | raw sqlx q/s | detection on q/s | ratio | detection off q/s | ratio | detection + explain on q/s | ratio | client CPU µs/query raw / on / off / explain |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for workers in [1usize, 16] {
-        let cells: [(u64, Duration); 3] =
-            interleaved(rounds, |i| requests(i, raw, [&on, &off], workers, dur)).await;
+        let cells: [(u64, Duration); 4] = interleaved(rounds, |i| {
+            requests(i, raw, [&on, &off, &explain], workers, dur)
+        })
+        .await;
         println!(
             "{}",
-            row(&workers.to_string(), &cells, 2, seconds * rounds as f64)
+            row(&workers.to_string(), &cells, 3, seconds * rounds as f64)
         );
     }
 }
@@ -362,11 +372,12 @@ async fn n_plus_one_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) 
 /// The repeated statement of the N+1-shaped requests: one bound value, different each time.
 const LOOKUP: &str = "SELECT $1::bigint";
 
-/// Runs N+1-shaped requests on side `i` (0 raw, 1 detection on, 2 off); (queries, CPU).
+/// Runs N+1-shaped requests on side `i` (0 raw, 1 detection on, 2 off, 3 explain on);
+/// (queries, CPU).
 async fn requests(
     i: usize,
     raw: &PgPool,
-    pools: [&pgscope::Pool; 2],
+    pools: [&pgscope::Pool; 3],
     workers: usize,
     dur: Duration,
 ) -> (u64, Duration) {
