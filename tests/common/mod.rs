@@ -28,7 +28,7 @@ async fn answers(url: &str) -> bool {
     )
 }
 
-fn pg_bin(name: &str) -> PathBuf {
+pub fn pg_bin(name: &str) -> PathBuf {
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         let p = PathBuf::from(dir).join(name);
@@ -48,7 +48,7 @@ fn pg_bin(name: &str) -> PathBuf {
 }
 
 /// Runs a command as the `postgres` OS user when we are root (initdb refuses to run as root).
-fn run_pg(cmd: &PathBuf, args: &[&str]) -> std::process::Output {
+pub fn run_pg(cmd: &PathBuf, args: &[&str]) -> std::process::Output {
     let is_root = Command::new("id")
         .arg("-u")
         .output()

@@ -1,0 +1,357 @@
+//! Faults under load, on real PostgreSQL: 256 concurrent scopes on a pool of 16 running reads,
+//! writes and transactions while the server restarts, or while backends are killed every few
+//! milliseconds. Every statement either succeeds or returns an error to its caller; each
+//! scope's report equals what its caller saw; nothing leaks (connections in use, waiters); the
+//! pool serves again; pgscope does not flood the log. Its own binary: it installs the global
+//! subscriber that counts pgscope's log lines.
+
+mod common;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::events::Events;
+use sqlx::ConnectOptions as _;
+use sqlx::postgres::PgConnectOptions;
+
+const SCOPES: usize = 256;
+const OPS_PER_SCOPE: usize = 24;
+
+/// What a scope's caller saw.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    ok: u64,
+    failed: u64,
+    /// Acquires that failed: no statement was sent.
+    not_sent: u64,
+}
+
+impl Seen {
+    fn note<T, E>(&mut self, result: &Result<T, E>) {
+        match result {
+            Ok(_) => self.ok += 1,
+            Err(_) => self.failed += 1,
+        }
+    }
+}
+
+/// One scope: reads, writes and transactions in turn, each on an explicitly acquired
+/// connection, so that a failed acquire (nothing sent) is told apart from a failed statement.
+async fn scope_work(pool: pgscope::Pool, i: usize) -> Seen {
+    let mut seen = Seen::default();
+    for op in 0..OPS_PER_SCOPE {
+        match (i + op) % 3 {
+            0 => {
+                let Ok(mut conn) = pool.acquire().await else {
+                    seen.not_sent += 1;
+                    continue;
+                };
+                let r = sqlx::query("SELECT $1::int + 0 AS read, pg_sleep(0.001)")
+                    .bind(op as i32)
+                    .fetch_one(&mut *conn)
+                    .await;
+                seen.note(&r);
+            }
+            1 => {
+                let Ok(mut conn) = pool.acquire().await else {
+                    seen.not_sent += 1;
+                    continue;
+                };
+                let r = sqlx::query("INSERT INTO fault_events (scope, op) VALUES ($1, $2)")
+                    .bind(i as i32)
+                    .bind(op as i32)
+                    .execute(&mut *conn)
+                    .await;
+                seen.note(&r);
+            }
+            _ => {
+                // BEGIN and COMMIT are transaction statements, counted apart; the two
+                // statements inside are the ones a caller sees.
+                let Ok(mut tx) = pool.begin().await else {
+                    seen.not_sent += 1;
+                    continue;
+                };
+                let r = sqlx::query("INSERT INTO fault_events (scope, op) VALUES ($1, $2)")
+                    .bind(i as i32)
+                    .bind(op as i32)
+                    .execute(&mut *tx)
+                    .await;
+                seen.note(&r);
+                if r.is_ok() {
+                    let r = sqlx::query("SELECT count(*) FROM fault_events WHERE scope = $1")
+                        .bind(i as i32)
+                        .fetch_one(&mut *tx)
+                        .await;
+                    seen.note(&r);
+                }
+                let _ = tx.commit().await;
+            }
+        }
+    }
+    seen
+}
+
+/// Runs the load with `fault` started 300 ms in; checks every guarantee; returns the totals
+/// and how long the pool took to serve again after the fault ended.
+async fn load_with_fault(
+    pool: &pgscope::Pool,
+    fault: impl std::future::Future<Output = ()>,
+) -> (Seen, Duration) {
+    let events = Events::global();
+    let warns_before = pgscope_warnings(events);
+    let tasks: Vec<_> = (0..SCOPES)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(pgscope::capture_named(
+                format!("scope {i}"),
+                scope_work(pool, i),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fault.await;
+    let fault_ended = Instant::now();
+    // The pool serves again within seconds.
+    let recovered = loop {
+        if sqlx::query("SELECT 1").execute(pool).await.is_ok() {
+            break fault_ended.elapsed();
+        }
+        assert!(
+            fault_ended.elapsed() < Duration::from_secs(15),
+            "the pool does not serve again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut total = Seen::default();
+    for task in tasks {
+        // A panic anywhere (pgscope's or the test's) fails here.
+        let (seen, report) = task.await.expect("no panic");
+        assert_eq!(
+            report.queries(),
+            seen.ok + seen.failed,
+            "{}: pgscope counted what the caller sent ({seen:?})",
+            report.name()
+        );
+        assert_eq!(
+            report.failed_queries(),
+            seen.failed,
+            "{}: and the failures the caller saw ({seen:?})",
+            report.name()
+        );
+        assert_eq!(report.rejected_queries(), 0);
+        total.ok += seen.ok;
+        total.failed += seen.failed;
+        total.not_sent += seen.not_sent;
+    }
+    // No connection, hold or waiter leaks.
+    common::eventually(|| {
+        let stats = pool.stats();
+        (stats.in_use() == 0 && stats.waiters() == 0).then_some(())
+    })
+    .await;
+    let warns = pgscope_warnings(events) - warns_before;
+    assert!(
+        warns <= 10,
+        "{warns} WARN lines from pgscope under one fault: a storm"
+    );
+    (total, recovered)
+}
+
+fn pgscope_warnings(events: &Events) -> usize {
+    events
+        .all()
+        .iter()
+        .filter(|e| e.level <= tracing::Level::WARN && e.target.starts_with("pgscope"))
+        .count()
+}
+
+fn pool_options() -> pgscope::PoolOptions {
+    pgscope::PoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(10))
+        // The load repeats its statements on purpose: no N+1 findings in the way.
+        .n_plus_one_threshold(10_000)
+}
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS fault_events (id bigserial PRIMARY KEY, scope int NOT NULL, op int NOT NULL)";
+
+/// A cluster of the test's own, so it can be restarted.
+struct Cluster {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Cluster {
+    fn start(port: u16) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("pgscope-faults-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let _ = std::process::Command::new("chown")
+            .args(["-R", "postgres", dir.to_str().unwrap_or_default()])
+            .output();
+        let data = dir.join("data");
+        let out = common::run_pg(
+            &common::pg_bin("initdb"),
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Cluster { dir, port };
+        cluster.pg_ctl(&["start"]);
+        cluster
+    }
+
+    fn pg_ctl(&self, action: &[&str]) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("log");
+        let opts = format!(
+            "-p {} -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=100",
+            self.port
+        );
+        let mut args = vec![
+            "-D",
+            data.to_str().unwrap_or_default(),
+            "-l",
+            log.to_str().unwrap_or_default(),
+            "-o",
+            &opts,
+            "-w",
+        ];
+        args.extend_from_slice(action);
+        let out = common::run_pg(&common::pg_bin("pg_ctl"), &args);
+        assert!(
+            out.status.success(),
+            "pg_ctl {action:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = common::run_pg(
+            &common::pg_bin("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_mid_load_loses_no_count_and_leaks_nothing() {
+    Events::global();
+    let cluster = Cluster::start(54341);
+    let opts = PgConnectOptions::from_str(&cluster.url()).expect("url");
+    common::setup(&opts, SCHEMA).await;
+    let pool = pool_options().connect_with(opts).await.expect("connect");
+    let restart = async {
+        let started = Instant::now();
+        tokio::task::block_in_place(|| cluster.pg_ctl(&["-m", "fast", "restart"]));
+        eprintln!("restart took {:.2} s", started.elapsed().as_secs_f64());
+    };
+    let (seen, recovered) = load_with_fault(&pool, restart).await;
+    eprintln!(
+        "restart: {} statements ok, {} failed, {} acquires failed; serving again {:.0} ms after the restart",
+        seen.ok,
+        seen.failed,
+        seen.not_sent,
+        recovered.as_secs_f64() * 1000.0
+    );
+    assert!(seen.ok > 0);
+    assert!(
+        seen.failed + seen.not_sent > 0,
+        "the restart hit the load (else the test proves nothing)"
+    );
+    // Everything counted in the scopes is in the pool's totals too: nothing went unscoped.
+    assert_eq!(
+        pool.unscoped_report().queries(),
+        1 + recovered_probes(&pool)
+    );
+}
+
+/// Probes `load_with_fault` ran outside any scope (one `SELECT 1` per attempt).
+fn recovered_probes(pool: &pgscope::Pool) -> u64 {
+    pool.unscoped_report()
+        .fingerprints()
+        .iter()
+        .find(|f| f.normalized() == "SELECT $1")
+        .map_or(0, |f| f.count())
+        .saturating_sub(1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_killed_every_few_milliseconds_lose_no_count_and_leak_nothing() {
+    Events::global();
+    let opts = common::schema("faults_kill")
+        .await
+        .application_name("pgscope-faults-kill");
+    common::setup(&opts, SCHEMA).await;
+    let pool = pool_options()
+        .connect_with(opts.clone())
+        .await
+        .expect("connect");
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = tokio::spawn({
+        let (stop, opts) = (stop.clone(), opts.clone());
+        async move {
+            let mut admin = opts
+                .application_name("pgscope-faults-admin")
+                .connect()
+                .await
+                .expect("admin");
+            let mut killed = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE application_name = 'pgscope-faults-kill' ORDER BY random() LIMIT 1) k",
+                )
+                .fetch_one(&mut admin)
+                .await
+                .expect("terminate");
+                killed += n as u64;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            killed
+        }
+    });
+    let storm = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.store(true, Ordering::Relaxed);
+    };
+    let (seen, recovered) = load_with_fault(&pool, storm).await;
+    let killed = killer.await.expect("killer");
+    eprintln!(
+        "kill storm: {killed} backends killed; {} statements ok, {} failed, {} acquires failed; serving again {:.0} ms after",
+        seen.ok,
+        seen.failed,
+        seen.not_sent,
+        recovered.as_secs_f64() * 1000.0
+    );
+    assert!(killed > 10, "the storm killed backends");
+    assert!(seen.ok > 0);
+    assert!(seen.failed > 0, "the storm hit statements");
+}
