@@ -355,3 +355,261 @@ async fn backends_killed_every_few_milliseconds_lose_no_count_and_leak_nothing()
     assert!(seen.ok > 0);
     assert!(seen.failed > 0, "the storm hit statements");
 }
+
+/// A TCP proxy between pool and server that can freeze: while frozen, no byte crosses in
+/// either direction (new connections are accepted and then wait too).
+struct Proxy {
+    addr: std::net::SocketAddr,
+    frozen: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let frozen = Arc::new(AtomicBool::new(false));
+        let flag = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, flag) = (upstream.clone(), flag.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::join!(pump(cr, sw, flag.clone()), pump(sr, cw, flag));
+                });
+            }
+        });
+        Proxy { addr, frozen }
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        while frozen.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_stall_gives_typed_acquire_timeouts_at_the_timeout_and_then_recovers() {
+    Events::global();
+    let direct = common::schema("faults_stall").await;
+    common::setup(&direct, SCHEMA).await;
+    let proxy = Proxy::start(format!("{}:{}", direct.get_host(), direct.get_port())).await;
+    let opts = direct.clone().host("127.0.0.1").port(proxy.addr.port());
+    let acquire_timeout = Duration::from_secs(1);
+    let pool = pgscope::PoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(acquire_timeout)
+        .n_plus_one_threshold(10_000)
+        .connect_with(opts)
+        .await
+        .expect("connect through the proxy");
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..32)
+        .map(|i| {
+            let (pool, stop) = (pool.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut timeouts, mut other) = (0u64, 0u64, 0u64);
+                let mut slowest_timeout = Duration::ZERO;
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let ((), report) = pgscope::capture_named(format!("worker {i}"), async {
+                        match sqlx::query("SELECT $1::int AS stalled, pg_sleep(0.001)")
+                            .bind(i)
+                            .fetch_one(&pool)
+                            .await
+                        {
+                            Ok(_) => ok += 1,
+                            Err(sqlx::Error::PoolTimedOut) => {
+                                timeouts += 1;
+                                slowest_timeout = slowest_timeout.max(started.elapsed());
+                            }
+                            Err(_) => other += 1,
+                        }
+                    })
+                    .await;
+                    assert!(report.queries() <= 1);
+                }
+                (ok, timeouts, other, slowest_timeout)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = pool.stats().acquire_timeouts();
+    proxy.frozen.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let during = pool.stats().acquire_timeouts() - before;
+    proxy.frozen.store(false, Ordering::Relaxed);
+    let resumed = Instant::now();
+    let recovered = loop {
+        if sqlx::query("SELECT 1").execute(&pool).await.is_ok() {
+            break resumed.elapsed();
+        }
+        assert!(resumed.elapsed() < Duration::from_secs(10), "no recovery");
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut timeouts, mut other, mut slowest) = (0, 0, 0, Duration::ZERO);
+    for w in workers {
+        let (o, t, x, s) = w.await.expect("no panic");
+        (ok, timeouts, other, slowest) = (ok + o, timeouts + t, other + x, slowest.max(s));
+    }
+    eprintln!(
+        "stall: {ok} ok, {timeouts} acquire timeouts ({during} during the 5 s stall, slowest after {:.2} s), {other} other errors; serving {:.0} ms after the stall",
+        slowest.as_secs_f64(),
+        recovered.as_secs_f64() * 1000.0
+    );
+    assert!(during > 0, "callers waiting through the stall time out");
+    assert_eq!(
+        pool.stats().acquire_timeouts() - before,
+        timeouts,
+        "every timeout a caller saw is counted, and no other"
+    );
+    assert!(
+        slowest < acquire_timeout + Duration::from_millis(700),
+        "a waiting caller gets its error at its timeout, not at the end of the stall: {slowest:?}"
+    );
+    assert_eq!(
+        other, 0,
+        "the stall delays statements; it does not break them"
+    );
+    common::eventually(|| {
+        let stats = pool.stats();
+        (stats.in_use() == 0 && stats.waiters() == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancellation_storm_keeps_counts_exact_and_reuses_no_interrupted_connection() {
+    Events::global();
+    let opts = common::schema("faults_cancel").await;
+    common::setup(&opts, SCHEMA).await;
+    let pool = pool_options().connect_with(opts).await.expect("connect");
+    let tasks: Vec<_> = (0..SCOPES)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut cancelled = 0u64;
+                let mut rng = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let (seen, report) = pgscope::capture_named(format!("scope {i}"), async {
+                    let mut seen = Seen::default();
+                    for _ in 0..OPS_PER_SCOPE {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        // Dropped somewhere: mid-acquire, mid-query or mid-transaction.
+                        let deadline = Duration::from_micros(rng % 1_000_000);
+                        // What the caller saw, noted the moment each statement returns (a
+                        // cancelled op's statement, if it was sent, is pgscope's to count as
+                        // failed).
+                        let done = Arc::new(std::sync::Mutex::new(Seen::default()));
+                        let sink = done.clone();
+                        let note = move |r: &Result<(), sqlx::Error>| {
+                            sink.lock().expect("lock").note(r);
+                        };
+                        let op = async {
+                            if rng % 2 == 0 {
+                                let r = sqlx::query("SELECT $1::int AS echoed, pg_sleep(0.002)")
+                                    .bind(7)
+                                    .fetch_one(&pool)
+                                    .await
+                                    .map(drop);
+                                note(&r);
+                            } else if let Ok(mut tx) = pool.begin().await {
+                                let r = sqlx::query(
+                                    "INSERT INTO fault_events (scope, op) VALUES ($1, 0)",
+                                )
+                                .bind(i as i32)
+                                .execute(&mut *tx)
+                                .await
+                                .map(drop);
+                                note(&r);
+                                let _ = tx.commit().await;
+                            }
+                        };
+                        if tokio::time::timeout(deadline, op).await.is_err() {
+                            cancelled += 1;
+                        }
+                        let local = *done.lock().expect("lock");
+                        seen.ok += local.ok;
+                        seen.failed += local.failed;
+                    }
+                    seen
+                })
+                .await;
+                (seen, cancelled, report)
+            })
+        })
+        .collect();
+    let (mut total, mut cancelled_total, mut cut) = (Seen::default(), 0, 0);
+    for task in tasks {
+        let (seen, cancelled, report) = task.await.expect("no panic");
+        // Every statement that completed was seen as completed by its caller, and the other way
+        // round; statements cut off by a cancellation are counted as failed, at most one per
+        // cancelled operation.
+        assert_eq!(
+            report.queries() - report.failed_queries(),
+            seen.ok,
+            "{}: {seen:?}",
+            report.name()
+        );
+        assert!(
+            report.failed_queries() <= seen.failed + cancelled,
+            "{}: {} failed vs {seen:?} and {cancelled} cancelled",
+            report.name(),
+            report.failed_queries()
+        );
+        total.ok += seen.ok;
+        total.failed += seen.failed;
+        cancelled_total += cancelled;
+        cut += report.failed_queries() - seen.failed;
+    }
+    eprintln!(
+        "cancellation storm: {} ops cancelled ({cut} of them mid-statement, counted as failed), {} statements completed, {} failed",
+        cancelled_total, total.ok, total.failed
+    );
+    assert!(
+        cancelled_total > 100 && total.ok > 100,
+        "the storm was a storm"
+    );
+    common::eventually(|| {
+        let stats = pool.stats();
+        (stats.in_use() == 0 && stats.waiters() == 0).then_some(())
+    })
+    .await;
+    // A connection left mid-protocol and reused would answer the next statement with the
+    // previous one's rows, or a protocol error: every answer here must be its own.
+    for n in 0..200_i32 {
+        let echoed: i32 = sqlx::query_scalar("SELECT $1::int AS echoed")
+            .bind(n)
+            .fetch_one(&pool)
+            .await
+            .expect("a clean connection");
+        assert_eq!(echoed, n);
+    }
+}
