@@ -533,7 +533,7 @@ async fn a_cancellation_storm_keeps_counts_exact_and_reuses_no_interrupted_conne
                             sink.lock().expect("lock").note(r);
                         };
                         let op = async {
-                            if rng % 2 == 0 {
+                            if rng.is_multiple_of(2) {
                                 let r = sqlx::query("SELECT $1::int AS echoed, pg_sleep(0.002)")
                                     .bind(7)
                                     .fetch_one(&pool)
