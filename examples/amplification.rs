@@ -185,7 +185,7 @@ async fn phase(
     stop.store(true, Ordering::Relaxed);
     let mut normal = Histogram::<u64>::new(3).expect("histogram");
     for t in tasks {
-        normal.add(&t.await.expect("client")).expect("add");
+        normal.add(t.await.expect("client")).expect("add");
     }
     // Requests still running when the phase ends are abandoned (they count as unanswered).
     let mut in_flight = attacker.await.expect("attacker");
@@ -261,11 +261,11 @@ async fn main() {
             ms(p.normal.value_at_quantile(0.99)),
             ms(p99(&profile.pool_wait_us.lock())),
             p.hostile.len(),
-            if item_requests == 0 {
-                "-".to_owned()
-            } else {
-                (items.statements.load(Ordering::Relaxed) / item_requests).to_string()
-            },
+            items
+                .statements
+                .load(Ordering::Relaxed)
+                .checked_div(item_requests)
+                .map_or_else(|| "-".to_owned(), |per| per.to_string()),
             if p.hostile.is_empty() {
                 "-".to_owned()
             } else {
