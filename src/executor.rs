@@ -197,7 +197,7 @@ impl<'c> Query<'c> {
                 Some(Ok(Some(arguments))) => Some(arguments),
                 _ => None,
             };
-            planner.consider(&fingerprint, sql, arguments, &owner.span)
+            planner.consider(&fingerprint, sql, arguments, scope.as_ref())
         });
         let span = pool.telemetry.start(&fingerprint, sql);
         Ok(Query {

@@ -39,6 +39,7 @@ use sqlx::{Connection as _, Execute, Postgres, Row as _};
 use crate::detect::CallSite;
 use crate::fingerprint::Fingerprint;
 use crate::health::StatsSource;
+use crate::scope::ScopeInner;
 use crate::wrapped::Wrapped;
 
 pub use self::shape::PlanShape;
@@ -307,7 +308,9 @@ pub(crate) struct Candidate {
     arguments: Option<PgArguments>,
     class: SizeClass,
     call_site: CallSite,
-    span: tracing::Span,
+    /// The scope whose span gets the plan-change event, if it is still open then. Not the span
+    /// itself: holding it would keep the request's span open until the EXPLAIN ends.
+    scope: Option<Weak<ScopeInner>>,
 }
 
 /// A pool's explainer.
@@ -374,7 +377,7 @@ impl Planner {
         fingerprint: &Fingerprint,
         sql: &str,
         arguments: Option<&PgArguments>,
-        span: &tracing::Span,
+        scope: Option<&Arc<ScopeInner>>,
     ) -> Option<Box<Candidate>> {
         if self.options.sample.is_none() && self.wanted.load(Ordering::Relaxed) == 0 {
             return None;
@@ -420,7 +423,7 @@ impl Planner {
             arguments: arguments.cloned(),
             class,
             call_site: CallSite::capture(),
-            span: span.clone(),
+            scope: scope.map(Arc::downgrade),
         }))
     }
 
@@ -558,8 +561,12 @@ impl Planner {
                     "between size classes"
                 }
             );
+            let scope = candidate.scope.as_ref().and_then(Weak::upgrade);
+            let span = scope
+                .as_ref()
+                .map_or_else(tracing::Span::none, |s| s.span.clone());
             crate::telemetry::plan_changed(
-                &candidate.span,
+                &span,
                 change.fingerprint,
                 &change.statement,
                 [change.from.signature(), change.to.signature()],
