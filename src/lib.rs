@@ -135,11 +135,13 @@ pub use self::observe::{NotObserved, Observer, observe, verify_observed};
 #[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
 pub use self::plan::{
     ExplainOptions, PlanChange, PlanShape, Plans, SizeClass, SizedPlan, StatementPlans,
-    assert_plan_stable, explain,
 };
 #[cfg(feature = "pool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
-pub use self::pool::{Connection, Pool, PoolConnection, PoolOptions, RawConnection, Transaction};
+pub use self::pool::{
+    Connection, Pool, PoolConnection, PoolOptions, RawConnection, Transaction, assert_plan_stable,
+    explain,
+};
 pub use self::report::{FingerprintStats, Report};
 #[allow(deprecated)]
 pub use self::scope::batch;

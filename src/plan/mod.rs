@@ -1,28 +1,7 @@
 //! Plans: `EXPLAIN` on the side for the statements that matter, plan shapes per size class,
 //! and plan flips (the plan that changes when an N+1 fix binds 500 ids instead of one).
 //!
-//! Off by default; [`PoolOptions::explain`](crate::PoolOptions::explain) turns it on. Which
-//! executions are explained: one that ran slower than [`ExplainOptions::slower_than`] makes
-//! its statement's *next* execution a candidate (its arguments are gone by the time its
-//! duration is known), and [`ExplainOptions::sample`] makes one execution in N of each
-//! statement a candidate. A candidate is explained at most once per (statement, size class)
-//! per [`ExplainOptions::interval`]; only then are its arguments cloned.
-//!
-//! The `EXPLAIN (FORMAT JSON)` runs with the same bound arguments, after the statement ended,
-//! in a task of its own, on a connection of its own (not one of the pool's, opened on first
-//! use with the pool's connect options, `application_name` `pgscope explain` and a
-//! `statement_timeout`), one at a time, and never while the pool has waiters: a candidate that
-//! meets a busy explainer or a waiting pool is skipped (counted). An `EXPLAIN` that fails is
-//! counted and logged once per statement; it never reaches the application.
-//!
-//! **Which plan is shown.** PostgreSQL plans the statement inside an `EXPLAIN` when the
-//! `EXPLAIN` runs, with the bound parameter values at hand: the plan is the *custom* plan for
-//! those values, the one the server uses for a statement's first five executions on a
-//! connection and whenever the custom plan is estimated cheaper than the generic one
-//! (`plan_cache_mode = auto`). After five executions of one prepared statement on one
-//! connection, the server may switch that connection to a *generic* plan (planned without the
-//! values), which this `EXPLAIN` does not show; `plan_cache_mode = force_custom_plan` on the
-//! application's connections makes the shown plan the one that runs.
+//! See [`ExplainOptions`] for what is explained, when and how.
 
 mod shape;
 mod size;
@@ -34,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection};
-use sqlx::{Connection as _, Execute, Postgres, Row as _};
+use sqlx::{Connection as _, Row as _};
 
 use crate::detect::CallSite;
 use crate::fingerprint::Fingerprint;
@@ -46,6 +25,29 @@ pub use self::shape::PlanShape;
 pub use self::size::SizeClass;
 
 /// Which executions [`PoolOptions::explain`](crate::PoolOptions::explain) explains, and how.
+///
+/// Off by default; [`PoolOptions::explain`](crate::PoolOptions::explain) turns it on. Which
+/// executions are explained: one that ran slower than [`slower_than`](Self::slower_than) makes
+/// its statement's *next* execution a candidate (its arguments are gone by the time its
+/// duration is known), and [`sample`](Self::sample) makes one execution in N of each
+/// statement a candidate. A candidate is explained at most once per (statement, size class)
+/// per [`interval`](Self::interval); only then are its arguments cloned.
+///
+/// The `EXPLAIN (FORMAT JSON)` runs with the same bound arguments, after the statement ended,
+/// in a task of its own, on a connection of its own (not one of the pool's, opened on first
+/// use with the pool's connect options, `application_name` `pgscope explain` and a
+/// `statement_timeout`), one at a time, and never while the pool has waiters: a candidate that
+/// meets a busy explainer or a waiting pool is skipped (counted). An `EXPLAIN` that fails is
+/// counted and logged once per statement; it never reaches the application.
+///
+/// **Which plan is shown.** PostgreSQL plans the statement inside an `EXPLAIN` when the
+/// `EXPLAIN` runs, with the bound parameter values at hand: the plan is the *custom* plan for
+/// those values, the one the server uses for a statement's first five executions on a
+/// connection and whenever the custom plan is estimated cheaper than the generic one
+/// (`plan_cache_mode = auto`). After five executions of one prepared statement on one
+/// connection, the server may switch that connection to a *generic* plan (planned without the
+/// values), which this `EXPLAIN` does not show; `plan_cache_mode = force_custom_plan` on the
+/// application's connections makes the shown plan the one that runs.
 ///
 /// # Examples
 /// ```no_run
@@ -719,7 +721,7 @@ fn is_explainable(normalized: &str) -> bool {
 
 /// Why an `EXPLAIN` failed.
 #[derive(Debug)]
-enum ExplainError {
+pub(crate) enum ExplainError {
     /// The server refused it; the connection is fine.
     Statement(sqlx::Error),
     /// The connection is lost or the output could not be read.
@@ -737,7 +739,7 @@ impl std::fmt::Display for ExplainError {
 
 /// `EXPLAIN (FORMAT JSON)` of `sql` with `arguments` on `connection`; sqlx's own statement
 /// events are not counted by an observer layer.
-async fn explain_on(
+pub(crate) async fn explain_on(
     connection: &mut PgConnection,
     sql: &str,
     arguments: Option<PgArguments>,
@@ -761,77 +763,4 @@ async fn explain_on(
         .try_get_unchecked(0)
         .map_err(|e| ExplainError::Connection(e.to_string()))?;
     PlanShape::from_explain_json(&json).map_err(ExplainError::Connection)
-}
-
-/// The plan shape of one statement, with its bound arguments, as `EXPLAIN (FORMAT JSON)`
-/// reports it for those values (a custom plan; see the [module docs](self)). Runs on one of
-/// the pool's connections, outside any scope's count.
-///
-/// # Examples
-/// ```no_run
-/// # async fn t(pool: pgscope::Pool) -> Result<(), sqlx::Error> {
-/// let one = pgscope::explain(&pool, sqlx::query("SELECT * FROM tasks WHERE id = $1").bind(1_i64)).await?;
-/// assert!(one.to_string().starts_with("Index Scan"));
-/// # Ok(()) }
-/// ```
-pub async fn explain<'q, A>(
-    pool: &crate::Pool,
-    mut query: sqlx::query::Query<'q, Postgres, A>,
-) -> Result<PlanShape, sqlx::Error>
-where
-    A: 'q + sqlx::IntoArguments<Postgres>,
-{
-    let arguments = query.take_arguments().map_err(sqlx::Error::Encode)?;
-    let sql = query.sql();
-    let mut connection = pool.as_sqlx().acquire().await?;
-    explain_on(&mut connection, sql.as_str(), arguments, false)
-        .await
-        .map_err(|e| match e {
-            ExplainError::Statement(e) => e,
-            ExplainError::Connection(e) => sqlx::Error::Protocol(e),
-        })
-}
-
-/// Fails when the plan of `sql` changes with the size of the array bound as `$1`: binds a
-/// `Vec<i64>` of each size (`1..=size`) and compares the shapes. The seed of an N+1 fix's
-/// test: "the batched statement's plan does not degrade at the sizes we expect".
-///
-/// # Panics
-/// When the shapes differ (naming every size and its shape), or an `EXPLAIN` fails.
-///
-/// # Examples
-/// ```no_run
-/// # async fn t(pool: pgscope::Pool) {
-/// pgscope::assert_plan_stable(&pool, "SELECT * FROM tasks WHERE project_id = ANY($1)", [5, 500]).await;
-/// # }
-/// ```
-#[track_caller]
-pub fn assert_plan_stable<'a>(
-    pool: &'a crate::Pool,
-    sql: &'a str,
-    sizes: impl IntoIterator<Item = usize>,
-) -> impl std::future::Future<Output = ()> + 'a {
-    let caller = std::panic::Location::caller();
-    let sizes: Vec<usize> = sizes.into_iter().collect();
-    async move {
-        let mut shapes = Vec::with_capacity(sizes.len());
-        for &size in &sizes {
-            let ids: Vec<i64> = (1..=size as i64).collect();
-            let query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).bind(ids);
-            match explain(pool, query).await {
-                Ok(shape) => shapes.push((size, shape)),
-                Err(e) => panic!("{caller}: EXPLAIN of `{sql}` with {size} ids failed: {e}"),
-            }
-        }
-        if shapes.windows(2).any(|w| w[0].1 != w[1].1) {
-            let lines: Vec<String> = shapes
-                .iter()
-                .map(|(size, shape)| format!("  {size:>7} ids: {shape}"))
-                .collect();
-            panic!(
-                "{caller}: the plan of `{sql}` changes with the size of $1:\n{}",
-                lines.join("\n")
-            );
-        }
-    }
 }

@@ -3,6 +3,7 @@
 //! guard in `connection.rs`, transactions in `transaction.rs`.
 
 mod connection;
+mod explain;
 mod inner;
 mod options;
 mod raw;
@@ -22,6 +23,7 @@ use crate::scope;
 
 pub(crate) use self::connection::acquire_in;
 pub use self::connection::{Connection, PoolConnection};
+pub use self::explain::{assert_plan_stable, explain};
 pub(crate) use self::inner::PoolInner;
 pub use self::options::PoolOptions;
 pub use self::raw::RawConnection;
