@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use tracing::Instrument;
 
 #[derive(Clone, Copy)]
 enum Workload {
@@ -391,27 +392,36 @@ async fn requests(
         handles.push(tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                // Each request a traced request on every side (a no-op without a subscriber).
+                let request = tracing::info_span!("GET /api/feed");
                 match &pool {
                     None => {
-                        for i in 0..10_i64 {
-                            sqlx::query(LOOKUP)
-                                .bind(i)
-                                .execute(&raw)
-                                .await
-                                .expect("raw");
-                        }
-                    }
-                    Some(pool) => {
-                        let ((), _report) = pgscope::capture_named("GET /api/feed", async {
+                        async {
                             for i in 0..10_i64 {
                                 sqlx::query(LOOKUP)
                                     .bind(i)
-                                    .execute(pool)
+                                    .execute(&raw)
                                     .await
-                                    .expect("pgscope");
+                                    .expect("raw");
                             }
-                        })
+                        }
+                        .instrument(request)
                         .await;
+                    }
+                    Some(pool) => {
+                        let ((), _report) = pgscope::Scope::new("GET /api/feed")
+                            .use_current_span()
+                            .capture(async {
+                                for i in 0..10_i64 {
+                                    sqlx::query(LOOKUP)
+                                        .bind(i)
+                                        .execute(pool)
+                                        .await
+                                        .expect("pgscope");
+                                }
+                            })
+                            .instrument(request)
+                            .await;
                     }
                 }
                 n += 10;
@@ -514,6 +524,30 @@ async fn otel_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) {
             let label = format!("{} | {workers}", w.name());
             println!("{}", row(&label, &cells, 2, seconds * rounds as f64));
         }
+    }
+    // The N+1 shape with export on: raw sqlx, a span per statement, compressed spans.
+    let compressed = pgscope::PoolOptions::new()
+        .max_connections(16)
+        .compress_query_spans(true)
+        .connect(url)
+        .await
+        .expect("pgscope pool");
+    println!(
+        "\nN+1-shaped requests (a traced request of 10 × `SELECT $1::bigint`) with OTLP export:"
+    );
+    println!(
+        "| concurrency | raw sqlx q/s | span per statement q/s | ratio | compressed spans q/s | ratio | statement spans off q/s | ratio | client CPU µs/query raw / per statement / compressed / off |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for workers in [1usize, 16] {
+        let cells: [(u64, Duration); 4] = interleaved(rounds, |i| {
+            requests(i, raw, [&spans, &compressed, &quiet], workers, dur)
+        })
+        .await;
+        println!(
+            "{}",
+            row(&workers.to_string(), &cells, 3, seconds * rounds as f64)
+        );
     }
     drop(_guard);
     println!("OTLP bytes exported: {}", received.load(Ordering::Relaxed));

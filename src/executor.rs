@@ -199,7 +199,7 @@ impl<'c> Query<'c> {
             };
             planner.consider(&fingerprint, sql, arguments, scope.as_ref())
         });
-        let span = pool.telemetry.start(&fingerprint, sql);
+        let span = pool.telemetry.start(&fingerprint, sql, scope.is_some());
         Ok(Query {
             pool: Arc::clone(pool),
             interrupted,
@@ -238,6 +238,11 @@ impl<'c> Query<'c> {
             state.finished(fp, &run)
         });
         self.pool.telemetry.finish(&mut self.span, fp, &run);
+        if self.span.is_deferred()
+            && let Some(scope) = &self.scope
+        {
+            scope.add_span(&mut self.span);
+        }
         if let Some(planner) = &self.pool.planner
             && matches!(run.outcome, Outcome::Ok)
         {

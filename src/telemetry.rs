@@ -17,6 +17,9 @@ pub(crate) struct Options {
     pub(crate) record_raw_sql: bool,
     /// One CLIENT span per statement.
     pub(crate) statement_spans: bool,
+    /// Consecutive statements of a scope with the same fingerprint under the same parent
+    /// become one span.
+    pub(crate) compress_spans: bool,
 }
 
 impl Default for Options {
@@ -25,6 +28,7 @@ impl Default for Options {
             // Literal values are personal data until proven otherwise.
             record_raw_sql: false,
             statement_spans: true,
+            compress_spans: false,
         }
     }
 }
@@ -51,6 +55,69 @@ pub(crate) struct PoolTelemetry {
 pub(crate) struct StatementSpan {
     #[cfg(feature = "otel")]
     inner: crate::otel::StatementSpan,
+}
+
+impl StatementSpan {
+    /// Whether the span waits for its scope to merge it with its neighbours (compression).
+    pub(crate) fn is_deferred(&self) -> bool {
+        #[cfg(feature = "otel")]
+        return matches!(self.inner, crate::otel::StatementSpan::Deferred(_));
+        #[cfg(not(feature = "otel"))]
+        false
+    }
+}
+
+/// A scope's run of consecutive equal statements, waiting to be exported as one span.
+#[derive(Default)]
+pub(crate) struct PendingRun {
+    #[cfg(feature = "otel")]
+    inner: crate::otel::PendingRun,
+}
+
+/// Spans ready to export; built outside any lock.
+#[derive(Default)]
+#[must_use]
+pub(crate) struct Flushed {
+    #[cfg(feature = "otel")]
+    spans: Vec<crate::otel::Compressed>,
+}
+
+impl Flushed {
+    pub(crate) fn export(self) {
+        #[cfg(feature = "otel")]
+        for span in self.spans {
+            span.export();
+        }
+    }
+}
+
+impl PendingRun {
+    /// Adds an ended statement's deferred span; returns the spans the run no longer holds.
+    pub(crate) fn add(&mut self, span: &mut StatementSpan) -> Flushed {
+        #[cfg(feature = "otel")]
+        return Flushed {
+            spans: span
+                .inner
+                .take_deferred()
+                .map(|d| self.inner.add(d))
+                .unwrap_or_default(),
+        };
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = span;
+            Flushed::default()
+        }
+    }
+
+    /// Ends the run.
+    pub(crate) fn take(&mut self) -> Flushed {
+        #[cfg(feature = "otel")]
+        return Flushed {
+            spans: self.inner.take().into_iter().collect(),
+        };
+        #[cfg(not(feature = "otel"))]
+        Flushed::default()
+    }
 }
 
 impl PoolTelemetry {
@@ -80,6 +147,7 @@ impl PoolTelemetry {
                     stats,
                     options.record_raw_sql,
                     options.statement_spans,
+                    options.compress_spans,
                 ),
             }
         }
@@ -90,15 +158,15 @@ impl PoolTelemetry {
         }
     }
 
-    /// A statement starts.
-    pub(crate) fn start(&self, fp: &Fingerprint, sql: &str) -> StatementSpan {
+    /// A statement starts; `scoped`: it runs in a scope (which can merge its span).
+    pub(crate) fn start(&self, fp: &Fingerprint, sql: &str, scoped: bool) -> StatementSpan {
         #[cfg(feature = "otel")]
         return StatementSpan {
-            inner: self.inner.start(fp, sql, None),
+            inner: self.inner.start(fp, sql, None, scoped),
         };
         #[cfg(not(feature = "otel"))]
         {
-            let _ = (fp, sql);
+            let _ = (fp, sql, scoped);
             StatementSpan {}
         }
     }
@@ -113,9 +181,12 @@ impl PoolTelemetry {
     ) -> StatementSpan {
         #[cfg(feature = "otel")]
         return StatementSpan {
-            inner: self
-                .inner
-                .start(fp, sql, std::time::SystemTime::now().checked_sub(elapsed)),
+            inner: self.inner.start(
+                fp,
+                sql,
+                std::time::SystemTime::now().checked_sub(elapsed),
+                false,
+            ),
         };
         #[cfg(not(feature = "otel"))]
         {

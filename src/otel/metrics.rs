@@ -130,7 +130,7 @@ impl PoolMetrics {
             ],
         };
         PoolMetrics {
-            base: server.attributes.clone(),
+            base: server.attributes.to_vec(),
             pool: pool_kv,
             duration: meter
                 .f64_histogram(metric::DB_CLIENT_OPERATION_DURATION)

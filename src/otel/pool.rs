@@ -26,6 +26,7 @@ pub(crate) struct PoolTelemetry {
     fingerprints: DashMap<u64, Arc<FingerprintAttributes>>,
     record_raw_sql: bool,
     statement_spans: bool,
+    compress_spans: bool,
 }
 
 impl PoolTelemetry {
@@ -35,6 +36,7 @@ impl PoolTelemetry {
         stats: Option<Weak<dyn StatsSource>>,
         record_raw_sql: bool,
         statement_spans: bool,
+        compress_spans: bool,
     ) -> Self {
         PoolTelemetry {
             metrics: PoolMetrics::new(&server, pool_name, stats),
@@ -42,6 +44,7 @@ impl PoolTelemetry {
             fingerprints: DashMap::new(),
             record_raw_sql,
             statement_spans,
+            compress_spans,
         }
     }
 
@@ -59,11 +62,14 @@ impl PoolTelemetry {
 
     /// Starts the statement's span (none when statement spans are off). `started`: when it
     /// began, for a statement reported after it ended (observer mode); `None` is now.
+    /// `scoped`: the statement runs in a scope, which can merge its span with its neighbours'
+    /// when compression is on.
     pub(crate) fn start(
         &self,
         fp: &Fingerprint,
         sql: &str,
         started: Option<SystemTime>,
+        scoped: bool,
     ) -> StatementSpan {
         if !self.statement_spans {
             return StatementSpan::none();
@@ -74,13 +80,14 @@ impl PoolTelemetry {
             &own,
             self.record_raw_sql.then_some(sql),
             started,
+            scoped && self.compress_spans,
         )
     }
 
     /// Ends the statement's span and records its duration.
     pub(crate) fn finish(&self, span: &mut StatementSpan, fp: &Fingerprint, run: &Execution<'_>) {
         let error = error_attributes(run.outcome);
-        span.end(run.rows, error.as_ref());
+        span.end(run.rows, run.elapsed, error.as_ref());
         let secs = run.elapsed.as_secs_f64();
         match &error {
             None => self

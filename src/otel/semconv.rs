@@ -80,6 +80,12 @@ pub mod attr {
     /// Span event of a plan change (`pgscope.plan.from`, `pgscope.plan.to`, the size classes,
     /// the statement and its call site).
     pub const PGSCOPE_PLAN_CHANGE: &str = "pgscope.plan_change";
+    /// Statements a compressed statement span stands for (consecutive statements of one
+    /// scope with the same fingerprint under the same parent).
+    pub const PGSCOPE_COMPOSITE_COUNT: &str = "pgscope.composite.count";
+    /// The summed duration of the statements of a compressed span, in milliseconds (the span
+    /// itself runs from the first one's start to the last one's end).
+    pub const PGSCOPE_COMPOSITE_DURATION_SUM_MS: &str = "pgscope.composite.duration_sum_ms";
     /// The plan shape before a change.
     pub const PGSCOPE_PLAN_FROM: &str = "pgscope.plan.from";
     /// The plan shape after a change.

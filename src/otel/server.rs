@@ -1,5 +1,7 @@
 //! What is known about the server at connect time: the attributes every statement shares.
 
+use std::sync::Arc;
+
 use opentelemetry::KeyValue;
 
 use super::attr;
@@ -10,7 +12,7 @@ pub(crate) struct Server {
     /// `db.system.name`, `db.namespace`, `server.address`, `server.port` (when not 5432): the
     /// attributes every statement of a pool shares (reference-counted strings, cloned without
     /// copying).
-    pub(crate) attributes: Vec<KeyValue>,
+    pub(crate) attributes: Arc<[KeyValue]>,
 }
 
 impl Server {
@@ -18,7 +20,7 @@ impl Server {
     /// know the connection they ran on).
     pub(crate) fn unknown() -> Self {
         Server {
-            attributes: vec![KeyValue::new(attr::DB_SYSTEM_NAME, "postgresql")],
+            attributes: Arc::from([KeyValue::new(attr::DB_SYSTEM_NAME, "postgresql")]),
         }
     }
 
@@ -38,7 +40,9 @@ impl Server {
         if port != 5432 {
             attributes.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
         }
-        Server { attributes }
+        Server {
+            attributes: attributes.into(),
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 use opentelemetry::global::BoxedSpan;
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
@@ -23,6 +24,7 @@ pub(crate) struct FingerprintAttributes {
     pub(super) attributes: Vec<KeyValue>,
     pub(super) text: KeyValue,
     pub(super) ok_metric: Arc<[KeyValue]>,
+    pub(super) fingerprint: u64,
 }
 
 impl FingerprintAttributes {
@@ -46,6 +48,7 @@ impl FingerprintAttributes {
             attributes,
             text: KeyValue::new(attr::DB_QUERY_TEXT, shared_str(fp.normalized())),
             ok_metric,
+            fingerprint: fp.id(),
         }
     }
 }
@@ -65,74 +68,270 @@ fn instrumentation_scope() -> &'static InstrumentationScope {
 /// provider (as OpenTelemetry instrumentation libraries do), as a child of the current
 /// `tracing` span's OpenTelemetry context (or of the current OpenTelemetry context outside
 /// any `tracing` span). Non-recording, and nearly free, when no provider is installed or the
-/// sampler drops the trace.
-pub(crate) struct StatementSpan(Option<BoxedSpan>);
+/// sampler drops the trace. With span compression, the span is not built when the statement
+/// starts: its parent and start are kept, and the scope merges it with the statements next to
+/// it ([`Compressed`]).
+pub(crate) enum StatementSpan {
+    /// No span (statement spans turned off for the pool).
+    None,
+    Live(BoxedSpan),
+    Deferred(Box<Deferred>),
+}
+
+/// A statement whose span is built later, maybe as part of a compressed span.
+pub(crate) struct Deferred {
+    parent: opentelemetry::Context,
+    parent_id: opentelemetry::trace::SpanId,
+    fingerprint: u64,
+    start: SystemTime,
+    /// Built when the span is: a merged statement never pays for them.
+    server: Arc<[KeyValue]>,
+    own: Arc<FingerprintAttributes>,
+    raw_sql: Option<String>,
+    end: SystemTime,
+    elapsed: std::time::Duration,
+    rows: u64,
+    error: Option<ErrorAttributes>,
+}
+
+/// The parent a statement starting now hangs under: the current `tracing` span's
+/// OpenTelemetry context, or the current OpenTelemetry context.
+fn current_parent() -> opentelemetry::Context {
+    let current = tracing::Span::current();
+    let parent = if current.is_none() {
+        opentelemetry::Context::current()
+    } else {
+        current.context()
+    };
+    if parent.has_active_span() {
+        parent
+    } else {
+        // The current `tracing` span is not exported (filtered out of the OpenTelemetry
+        // layer): the nearest exported one is the active OpenTelemetry context.
+        opentelemetry::Context::current()
+    }
+}
+
+fn statement_attributes(
+    server: &[KeyValue],
+    own: &FingerprintAttributes,
+    raw_sql: Option<&str>,
+) -> Vec<KeyValue> {
+    let mut attributes = Vec::with_capacity(server.len() + own.attributes.len() + 5);
+    attributes.extend_from_slice(server);
+    attributes.extend_from_slice(&own.attributes);
+    attributes.push(match raw_sql {
+        Some(sql) => KeyValue::new(attr::DB_QUERY_TEXT, sql.to_owned()),
+        None => own.text.clone(),
+    });
+    attributes
+}
+
+/// Sets the row count and, on failure, `error.type`, `db.response.status_code` and status
+/// Error.
+fn finish_span(span: &mut BoxedSpan, rows: u64, error: Option<&ErrorAttributes>) {
+    if !span.is_recording() {
+        return;
+    }
+    span.set_attribute(KeyValue::new(
+        attr::DB_RESPONSE_RETURNED_ROWS,
+        i64::try_from(rows).unwrap_or(i64::MAX),
+    ));
+    if let Some((kind, code)) = error {
+        span.set_attribute(KeyValue::new(attr::ERROR_TYPE, kind.clone()));
+        if let Some(code) = code {
+            span.set_attribute(KeyValue::new(attr::DB_RESPONSE_STATUS_CODE, code.clone()));
+        }
+        // The description is the error class, never the server's message (which can quote
+        // values).
+        span.set_status(Status::error(kind.clone()));
+    }
+}
 
 impl StatementSpan {
     /// No span (statement spans turned off for the pool).
     pub(crate) fn none() -> Self {
-        StatementSpan(None)
+        StatementSpan::None
     }
 
     pub(crate) fn start(
-        server: &[KeyValue],
-        own: &FingerprintAttributes,
+        server: &Arc<[KeyValue]>,
+        own: &Arc<FingerprintAttributes>,
         raw_sql: Option<&str>,
-        start_time: Option<std::time::SystemTime>,
+        start_time: Option<SystemTime>,
+        compress: bool,
     ) -> Self {
-        let current = tracing::Span::current();
-        let mut parent = if current.is_none() {
-            opentelemetry::Context::current()
-        } else {
-            current.context()
-        };
-        if !parent.has_active_span() {
-            // The current `tracing` span is not exported (filtered out of the OpenTelemetry
-            // layer): the nearest exported one is the active OpenTelemetry context.
-            parent = opentelemetry::Context::current();
+        let parent = current_parent();
+        if compress {
+            let parent_id = parent.span().span_context().span_id();
+            let start = start_time.unwrap_or_else(SystemTime::now);
+            return StatementSpan::Deferred(Box::new(Deferred {
+                parent,
+                parent_id,
+                fingerprint: own.fingerprint,
+                start,
+                server: Arc::clone(server),
+                own: Arc::clone(own),
+                raw_sql: raw_sql.map(str::to_owned),
+                end: start,
+                elapsed: std::time::Duration::ZERO,
+                rows: 0,
+                error: None,
+            }));
         }
         let tracer = opentelemetry::global::tracer_with_scope(instrumentation_scope().clone());
-        let mut attributes = Vec::with_capacity(server.len() + own.attributes.len() + 3);
-        attributes.extend_from_slice(server);
-        attributes.extend_from_slice(&own.attributes);
-        attributes.push(match raw_sql {
-            Some(sql) => KeyValue::new(attr::DB_QUERY_TEXT, sql.to_owned()),
-            None => own.text.clone(),
-        });
         let span = tracer
             .span_builder(own.name.clone())
             .with_kind(SpanKind::Client)
-            .with_attributes(attributes);
+            .with_attributes(statement_attributes(server, own, raw_sql));
         let span = match start_time {
             Some(at) => span.with_start_time(at),
             None => span,
         }
         .start_with_context(&tracer, &parent);
-        StatementSpan(Some(span))
+        StatementSpan::Live(span)
     }
 
     /// Ends the span with the row count, and on failure `error.type`,
-    /// `db.response.status_code` and status Error.
-    pub(crate) fn end(&mut self, rows: u64, error: Option<&ErrorAttributes>) {
-        let Some(mut span) = self.0.take() else {
-            return;
-        };
-        if span.is_recording() {
-            span.set_attribute(KeyValue::new(
-                attr::DB_RESPONSE_RETURNED_ROWS,
-                i64::try_from(rows).unwrap_or(i64::MAX),
-            ));
-            if let Some((kind, code)) = error {
-                span.set_attribute(KeyValue::new(attr::ERROR_TYPE, kind.clone()));
-                if let Some(code) = code {
-                    span.set_attribute(KeyValue::new(attr::DB_RESPONSE_STATUS_CODE, code.clone()));
+    /// `db.response.status_code` and status Error. A deferred span only notes how it ended.
+    pub(crate) fn end(
+        &mut self,
+        rows: u64,
+        elapsed: std::time::Duration,
+        error: Option<&ErrorAttributes>,
+    ) {
+        match self {
+            StatementSpan::None => {}
+            StatementSpan::Deferred(deferred) => {
+                deferred.end = deferred.start + elapsed;
+                deferred.elapsed = elapsed;
+                deferred.rows = rows;
+                deferred.error = error.cloned();
+            }
+            StatementSpan::Live(_) => {
+                if let StatementSpan::Live(mut span) = std::mem::replace(self, StatementSpan::None)
+                {
+                    finish_span(&mut span, rows, error);
+                    span.end();
                 }
-                // The description is the error class, never the server's message (which can
-                // quote values).
-                span.set_status(Status::error(kind.clone()));
             }
         }
-        span.end();
+    }
+
+    /// The ended statement, when its span waits for the scope to merge it.
+    pub(crate) fn take_deferred(&mut self) -> Option<Box<Deferred>> {
+        match std::mem::replace(self, StatementSpan::None) {
+            StatementSpan::Deferred(deferred) => Some(deferred),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+}
+
+/// Consecutive statements of one scope with the same fingerprint under the same parent,
+/// exported as one span: the first statement's start and attributes, the last one's end,
+/// `pgscope.composite.count` and `pgscope.composite.duration_sum_ms`, the rows summed.
+pub(crate) struct Compressed {
+    first: Box<Deferred>,
+    count: u64,
+    sum: std::time::Duration,
+    rows: u64,
+    end: SystemTime,
+}
+
+impl Compressed {
+    fn new(first: Box<Deferred>) -> Self {
+        Compressed {
+            count: 1,
+            sum: first.elapsed,
+            rows: first.rows,
+            end: first.end,
+            first,
+        }
+    }
+
+    /// Adds `next` to the run if it continues it; else hands it back.
+    fn extend(&mut self, next: Box<Deferred>) -> Result<(), Box<Deferred>> {
+        if next.error.is_some()
+            || next.fingerprint != self.first.fingerprint
+            || next.parent_id != self.first.parent_id
+        {
+            return Err(next);
+        }
+        self.count += 1;
+        self.sum += next.elapsed;
+        self.rows += next.rows;
+        self.end = self.end.max(next.end);
+        Ok(())
+    }
+
+    /// Builds and ends the span.
+    pub(crate) fn export(self) {
+        let Compressed {
+            first,
+            count,
+            sum,
+            rows,
+            end,
+        } = self;
+        let Deferred {
+            parent,
+            start,
+            server,
+            own,
+            raw_sql,
+            error,
+            ..
+        } = *first;
+        let mut attributes = statement_attributes(&server, &own, raw_sql.as_deref());
+        if count > 1 {
+            attributes.push(KeyValue::new(attr::PGSCOPE_COMPOSITE_COUNT, count as i64));
+            attributes.push(KeyValue::new(
+                attr::PGSCOPE_COMPOSITE_DURATION_SUM_MS,
+                sum.as_secs_f64() * 1000.0,
+            ));
+        }
+        let tracer = opentelemetry::global::tracer_with_scope(instrumentation_scope().clone());
+        let mut span = tracer
+            .span_builder(own.name.clone())
+            .with_kind(SpanKind::Client)
+            .with_start_time(start)
+            .with_attributes(attributes)
+            .start_with_context(&tracer, &parent);
+        finish_span(&mut span, rows, error.as_ref());
+        span.end_with_timestamp(end);
+    }
+}
+
+/// A scope's run of statements waiting to be exported as one span.
+#[derive(Default)]
+pub(crate) struct PendingRun(Option<Compressed>);
+
+impl PendingRun {
+    /// Adds an ended statement: extends the run, or ends it (returned, to export outside any
+    /// lock) and starts a new one. A failed statement is never merged: it is exported alone.
+    pub(crate) fn add(&mut self, next: Box<Deferred>) -> Vec<Compressed> {
+        let next = match &mut self.0 {
+            Some(run) => match run.extend(next) {
+                Ok(()) => return Vec::new(),
+                Err(next) => next,
+            },
+            None => next,
+        };
+        let mut done: Vec<Compressed> = self.0.take().into_iter().collect();
+        if next.error.is_some() {
+            done.push(Compressed::new(next));
+        } else {
+            self.0 = Some(Compressed::new(next));
+        }
+        done
+    }
+
+    /// Ends the run (the scope ended).
+    pub(crate) fn take(&mut self) -> Option<Compressed> {
+        self.0.take()
     }
 }
 

@@ -322,6 +322,22 @@ impl PoolOptions {
         self.telemetry.statement_spans
     }
 
+    /// Span compression: consecutive statements of one scope with the same fingerprint under
+    /// the same parent span are exported as one span, from the first one's start to the last
+    /// one's end, with `pgscope.composite.count` and `pgscope.composite.duration_sum_ms` (and
+    /// the rows summed). An N+1 then reads as one bar marked ×50 in Jaeger instead of 50
+    /// identical bars, and costs one span's export. Failed statements are never merged. Off
+    /// by default. Only matters with the `otel` feature.
+    pub fn compress_query_spans(mut self, enabled: bool) -> Self {
+        self.telemetry.compress_spans = enabled;
+        self
+    }
+
+    /// Whether query spans are compressed.
+    pub fn get_compress_query_spans(&self) -> bool {
+        self.telemetry.compress_spans
+    }
+
     /// The old name of [`query_spans`](Self::query_spans).
     #[deprecated(since = "0.2.0", note = "renamed to `query_spans`")]
     pub fn statement_spans(self, enabled: bool) -> Self {

@@ -20,6 +20,7 @@ use crate::detect::{
 use crate::fingerprint::Fingerprint;
 use crate::health::Health;
 use crate::report::{Execution, FingerprintStats, Report, Totals};
+use crate::telemetry::{PendingRun, StatementSpan};
 
 /// Per-scope fingerprint rows are capped so a scope that runs thousands of distinct statements
 /// (a migration, a fuzzer) cannot grow without bound; the rest is folded into one row.
@@ -48,6 +49,9 @@ pub(crate) struct ScopeInner {
     /// Whether `span` was made for this scope (and must be entered around its future).
     pub(crate) owns_span: bool,
     state: Mutex<State>,
+    /// Statement spans waiting to be merged (span compression), and whether the scope closed
+    /// (then nothing waits).
+    spans: Mutex<(bool, PendingRun)>,
 }
 
 /// Everything a scope accumulates.
@@ -106,6 +110,7 @@ impl ScopeInner {
                 span,
                 owns_span,
                 state: Mutex::new(State::default()),
+                spans: Mutex::default(),
             }
         })
     }
@@ -122,12 +127,28 @@ impl ScopeInner {
                 catch_all: true,
                 ..State::default()
             }),
+            spans: Mutex::default(),
         })
     }
 
     /// The rules for statements of this scope under a pool's `settings`.
     pub(crate) fn rules<'a>(&'a self, settings: &'a Settings) -> Rules<'a> {
         Rules::new(settings, &self.overrides)
+    }
+
+    /// An ended statement's deferred span: merged into the scope's run of equal statements,
+    /// or exported at once when the scope has closed.
+    pub(crate) fn add_span(&self, span: &mut StatementSpan) {
+        let (flushed, rest) = {
+            let mut spans = self.spans.lock();
+            let flushed = spans.1.add(span);
+            let rest = spans.0.then(|| spans.1.take());
+            (flushed, rest)
+        };
+        flushed.export();
+        if let Some(rest) = rest {
+            rest.export();
+        }
     }
 
     /// The report so far.
@@ -139,6 +160,12 @@ impl ScopeInner {
     /// A nested scope's totals are added to its parent's; a top-level scope (a request) feeds
     /// the starvation diagnosis of the pools it used.
     pub(crate) fn close(&self) -> Report {
+        let flushed = {
+            let mut spans = self.spans.lock();
+            spans.0 = true;
+            spans.1.take()
+        };
+        flushed.export();
         let mut state = self.state.lock();
         state.closed = true;
         let report = state.report(&self.name);
