@@ -80,7 +80,7 @@ fn collector_pipelines_reference_defined_components() {
 fn compose_pins_images_and_mounts_the_configs() {
     let compose = load("docker-compose.yml");
     let services = compose["services"].as_mapping().expect("services");
-    for name in ["otel-collector", "jaeger", "prometheus"] {
+    for name in ["otel-collector", "jaeger", "prometheus", "grafana"] {
         let image = compose["services"][name]["image"]
             .as_str()
             .unwrap_or_else(|| panic!("{name} image"));
@@ -90,7 +90,20 @@ fn compose_pins_images_and_mounts_the_configs() {
             "{name} image must be pinned: {image}"
         );
     }
-    assert_eq!(services.len(), 3);
+    assert_eq!(services.len(), 4);
+    // Grafana gets the datasource and the dashboard, both of which exist beside the compose file.
+    let grafana = format!("{:?}", compose["services"]["grafana"]["volumes"]);
+    assert!(grafana.contains("./grafana/provisioning") && grafana.contains("./grafana/dashboards"));
+    let datasource = load("grafana/provisioning/datasources/prometheus.yml");
+    assert_eq!(
+        datasource["datasources"][0]["url"].as_str(),
+        Some("http://prometheus:9090")
+    );
+    let provider = load("grafana/provisioning/dashboards/pgscope.yml");
+    assert_eq!(
+        provider["providers"][0]["options"]["path"].as_str(),
+        Some("/var/lib/grafana/dashboards")
+    );
     let mounts = format!("{:?}", compose["services"]["otel-collector"]["volumes"]);
     assert!(mounts.contains("otel-collector.yaml"));
     let prom = load("prometheus.yml");
