@@ -371,3 +371,53 @@ async fn a_slow_execution_gets_the_next_one_explained() {
         .unwrap_or_else(|| panic!("the slow statement: {plans:?}"));
     assert_eq!(statement.plans()[0].shape().to_string(), "Result");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyze_runs_only_when_asked_and_only_for_select() {
+    let opts = common::schema("plans_analyze").await;
+    common::setup(
+        &opts,
+        "CREATE SEQUENCE analyzed_seq; CREATE TABLE analyzed_writes (n int);",
+    )
+    .await;
+    let pool = |analyze: bool| {
+        pgscope::PoolOptions::new()
+            .explain(
+                pgscope::ExplainOptions::new()
+                    .slower_than(None)
+                    .sample(1)
+                    .interval(Duration::ZERO)
+                    .analyze(analyze),
+            )
+            .connect_with(opts.clone())
+    };
+    let last_value = || common::scalar(&opts, "SELECT last_value FROM analyzed_seq");
+    let rows = || common::scalar(&opts, "SELECT count(*) FROM analyzed_writes");
+
+    // Without `analyze`, EXPLAIN plans and never runs: the sequence moves once.
+    let plain = pool(false).await.expect("connect");
+    sqlx::query("SELECT nextval('analyzed_seq') AS plain_marker")
+        .execute(&plain)
+        .await
+        .expect("select");
+    common::eventually(|| (plain.plans().explained() == 1).then_some(())).await;
+    assert_eq!(last_value().await, 1);
+
+    // With it, a SELECT is explained with ANALYZE (run again: the sequence moves twice) ...
+    let analyzing = pool(true).await.expect("connect");
+    sqlx::query("SELECT nextval('analyzed_seq') AS analyze_marker")
+        .execute(&analyzing)
+        .await
+        .expect("select");
+    common::eventually(|| (analyzing.plans().explained() == 1).then_some(())).await;
+    assert_eq!(last_value().await, 3, "EXPLAIN ANALYZE ran the SELECT");
+
+    // ... and a write never is: the row is inserted once.
+    sqlx::query("INSERT INTO analyzed_writes (n) VALUES ($1)")
+        .bind(1)
+        .execute(&analyzing)
+        .await
+        .expect("insert");
+    common::eventually(|| (analyzing.plans().explained() == 2).then_some(())).await;
+    assert_eq!(rows().await, 1, "EXPLAIN of a write never runs it");
+}
