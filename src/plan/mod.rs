@@ -320,8 +320,11 @@ pub(crate) struct Planner {
     options: ExplainOptions,
     connect: PgConnectOptions,
     stats: Weak<dyn StatsSource>,
-    /// Statements whose next execution is a candidate (a slow execution asked for it).
-    wanted: AtomicUsize,
+    /// Statements whose next execution is a candidate (a slow execution asked for it), by
+    /// fingerprint id, and how many: read without the state lock, so one slow statement that
+    /// never runs again does not make every other statement take it.
+    wanted: dashmap::DashSet<u64>,
+    wanted_count: AtomicUsize,
     state: Mutex<HashMap<u64, Statement>>,
     /// An `EXPLAIN` is running.
     busy: Arc<AtomicBool>,
@@ -334,7 +337,6 @@ pub(crate) struct Planner {
 struct Statement {
     statement: Arc<str>,
     executions: u64,
-    wanted: bool,
     failure_logged: bool,
     classes: BTreeMap<SizeClass, Class>,
     /// Pairs of shapes already reported as a change (by signature hash, smaller first).
@@ -362,7 +364,8 @@ impl Planner {
             options,
             connect,
             stats,
-            wanted: AtomicUsize::new(0),
+            wanted: dashmap::DashSet::new(),
+            wanted_count: AtomicUsize::new(0),
             state: Mutex::new(HashMap::new()),
             busy: Arc::new(AtomicBool::new(false)),
             connection: Arc::new(tokio::sync::Mutex::new(None)),
@@ -373,7 +376,7 @@ impl Planner {
     }
 
     /// Before the statement is sent: whether this execution is a candidate. With sampling off
-    /// and no slow statement waiting, one atomic load.
+    /// and no slow statement waiting, one atomic load; with one waiting, a sharded set lookup.
     pub(crate) fn consider(
         &self,
         fingerprint: &Fingerprint,
@@ -381,16 +384,22 @@ impl Planner {
         arguments: Option<&PgArguments>,
         scope: Option<&Arc<ScopeInner>>,
     ) -> Option<Box<Candidate>> {
-        if self.options.sample.is_none() && self.wanted.load(Ordering::Relaxed) == 0 {
+        let id = fingerprint.id();
+        let wanted =
+            self.wanted_count.load(Ordering::Relaxed) > 0 && self.wanted.remove(&id).is_some();
+        if wanted {
+            self.wanted_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        if self.options.sample.is_none() && !wanted {
             return None;
         }
         let mut state = self.state.lock();
         let full = state.len() >= self.options.max_statements;
-        let entry = match state.get_mut(&fingerprint.id()) {
+        let entry = match state.get_mut(&id) {
             Some(entry) => entry,
-            None if full || self.options.sample.is_none() => return None,
+            None if full => return None,
             None => state
-                .entry(fingerprint.id())
+                .entry(id)
                 .or_insert_with(|| Statement::new(fingerprint)),
         };
         entry.executions += 1;
@@ -398,10 +407,6 @@ impl Planner {
             .options
             .sample
             .is_some_and(|n| (entry.executions - 1) % u64::from(n) == 0);
-        let wanted = std::mem::take(&mut entry.wanted);
-        if wanted {
-            self.wanted.fetch_sub(1, Ordering::Relaxed);
-        }
         if !(sampled || wanted) || !is_explainable(fingerprint.normalized()) {
             return None;
         }
@@ -437,18 +442,11 @@ impl Planner {
         if elapsed < threshold || !is_explainable(fingerprint.normalized()) {
             return;
         }
-        let mut state = self.state.lock();
-        let full = state.len() >= self.options.max_statements;
-        let entry = match state.get_mut(&fingerprint.id()) {
-            Some(entry) => entry,
-            None if full => return,
-            None => state
-                .entry(fingerprint.id())
-                .or_insert_with(|| Statement::new(fingerprint)),
-        };
-        if !entry.wanted {
-            entry.wanted = true;
-            self.wanted.fetch_add(1, Ordering::Relaxed);
+        // Bounded like the plans: past the cap, no new statement is asked for.
+        if self.wanted_count.load(Ordering::Relaxed) < self.options.max_statements
+            && self.wanted.insert(fingerprint.id())
+        {
+            self.wanted_count.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -620,7 +618,6 @@ impl Statement {
         Statement {
             statement: Arc::from(fingerprint.normalized()),
             executions: 0,
-            wanted: false,
             failure_logged: false,
             classes: BTreeMap::new(),
             reported: Vec::new(),
