@@ -171,14 +171,7 @@ async fn every_dashboard_panel_returns_series_from_a_real_prometheus() {
 
     // The workload, on pools made after the meter provider is installed.
     let opts = common::schema("dashboard").await;
-    common::setup(
-        &opts,
-        "CREATE TABLE tasks (id bigserial PRIMARY KEY, project_id bigint NOT NULL);
-         INSERT INTO tasks (project_id) SELECT g % 2000 FROM generate_series(1, 100000) g;
-         CREATE INDEX tasks_project_id_idx ON tasks (project_id);
-         ANALYZE tasks;",
-    )
-    .await;
+    common::tasks_table(&opts).await;
     let pool = pgscope::PoolOptions::new()
         .max_connections(2)
         .query_budget(50)
@@ -188,12 +181,7 @@ async fn every_dashboard_panel_returns_series_from_a_real_prometheus() {
     // EXPLAIN never runs while a pool has waiters: the plan flip gets a pool of its own.
     let plans = pgscope::PoolOptions::new()
         .max_connections(2)
-        .explain(
-            pgscope::ExplainOptions::new()
-                .slower_than(None)
-                .sample(1)
-                .interval(Duration::from_millis(200)),
-        )
+        .explain(common::explain_every_execution().interval(Duration::from_millis(200)))
         .connect_with(opts)
         .await
         .expect("connect");

@@ -24,21 +24,9 @@ async fn a_plan_change_is_a_counter_and_an_event_on_the_request_span() {
         .log_to_stderr(false)
         .init();
     let opts = common::schema("otel_plans").await;
-    common::setup(
-        &opts,
-        "CREATE TABLE tasks (id bigserial PRIMARY KEY, project_id bigint NOT NULL);
-         INSERT INTO tasks (project_id) SELECT g % 2000 FROM generate_series(1, 100000) g;
-         CREATE INDEX tasks_project_id_idx ON tasks (project_id);
-         ANALYZE tasks;",
-    )
-    .await;
+    common::tasks_table(&opts).await;
     let pool = pgscope::PoolOptions::new()
-        .explain(
-            pgscope::ExplainOptions::new()
-                .slower_than(None)
-                .sample(1)
-                .interval(Duration::ZERO),
-        )
+        .explain(common::explain_every_execution())
         .connect_with(opts)
         .await
         .expect("connect");

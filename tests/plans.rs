@@ -18,15 +18,7 @@ const SIZES: [usize; 3] = [5, 500, 50_000];
 /// `tasks`: 100 000 rows over 2 000 projects, an index on `project_id`, fresh statistics.
 async fn tasks(name: &str) -> PgConnectOptions {
     let opts = common::schema(name).await;
-    common::setup(
-        &opts,
-        "CREATE TABLE tasks (id bigserial PRIMARY KEY, project_id bigint NOT NULL, title text NOT NULL);
-         INSERT INTO tasks (project_id, title)
-           SELECT g % 2000, 'task ' || g FROM generate_series(1, 100000) g;
-         CREATE INDEX tasks_project_id_idx ON tasks (project_id);
-         ANALYZE tasks;",
-    )
-    .await;
+    common::tasks_table(&opts).await;
     opts
 }
 
@@ -106,12 +98,7 @@ async fn the_batched_statement_flips_plan_with_its_size_and_pgscope_reports_it_o
     let events = Events::global();
     let opts = tasks("plans_flip").await;
     let pool = pgscope::PoolOptions::new()
-        .explain(
-            pgscope::ExplainOptions::new()
-                .slower_than(None)
-                .sample(1)
-                .interval(Duration::ZERO),
-        )
+        .explain(common::explain_every_execution())
         .connect_with(opts.clone())
         .await
         .expect("connect");
@@ -223,12 +210,7 @@ async fn explain_runs_on_its_own_connection_and_never_while_the_pool_has_waiters
     let opts = tasks("plans_waiters").await;
     let pool = pgscope::PoolOptions::new()
         .max_connections(1)
-        .explain(
-            pgscope::ExplainOptions::new()
-                .slower_than(None)
-                .sample(1)
-                .interval(Duration::ZERO),
-        )
+        .explain(common::explain_every_execution())
         .connect_with(opts.clone())
         .await
         .expect("connect");
@@ -284,12 +266,7 @@ async fn a_failing_explain_is_counted_and_logged_once_and_never_reaches_the_appl
     let events = Events::global();
     let opts = common::schema("plans_failing").await;
     let pool = pgscope::PoolOptions::new()
-        .explain(
-            pgscope::ExplainOptions::new()
-                .slower_than(None)
-                .sample(1)
-                .interval(Duration::ZERO),
-        )
+        .explain(common::explain_every_execution())
         .connect_with(opts)
         .await
         .expect("connect");
@@ -382,13 +359,7 @@ async fn analyze_runs_only_when_asked_and_only_for_select() {
     .await;
     let pool = |analyze: bool| {
         pgscope::PoolOptions::new()
-            .explain(
-                pgscope::ExplainOptions::new()
-                    .slower_than(None)
-                    .sample(1)
-                    .interval(Duration::ZERO)
-                    .analyze(analyze),
-            )
+            .explain(common::explain_every_execution().analyze(analyze))
             .connect_with(opts.clone())
     };
     let last_value = || common::scalar(&opts, "SELECT last_value FROM analyzed_seq");

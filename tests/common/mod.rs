@@ -206,6 +206,29 @@ pub async fn setup(opts: &PgConnectOptions, sql: &str) {
         .expect("setup sql");
 }
 
+/// The plan tests' table: `tasks` with 100 000 rows over 2 000 projects, an index on
+/// `project_id` and fresh statistics (so `= ANY($1)` plans differ with the list's size).
+pub async fn tasks_table(opts: &PgConnectOptions) {
+    setup(
+        opts,
+        "CREATE TABLE tasks (id bigserial PRIMARY KEY, project_id bigint NOT NULL, title text NOT NULL);
+         INSERT INTO tasks (project_id, title)
+           SELECT g % 2000, 'task ' || g FROM generate_series(1, 100000) g;
+         CREATE INDEX tasks_project_id_idx ON tasks (project_id);
+         ANALYZE tasks;",
+    )
+    .await;
+}
+
+/// Explain options for tests: every execution a candidate, no interval, no slowness trigger.
+#[cfg(feature = "pool")]
+pub fn explain_every_execution() -> pgscope::ExplainOptions {
+    pgscope::ExplainOptions::new()
+        .slower_than(None)
+        .sample(1)
+        .interval(Duration::ZERO)
+}
+
 /// Reads one i64 on its own connection (to check what PostgreSQL really saw).
 pub async fn scalar(opts: &PgConnectOptions, sql: &str) -> i64 {
     let mut conn = opts.connect().await.expect("connect");
