@@ -11,13 +11,13 @@ fn run(args: &[&str], input: &[u8]) -> (i32, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn pgscope");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write");
+    // The command streams: it writes output while it still reads input, so feed it from
+    // another thread while this one reads what it prints.
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&input));
     let out = child.wait_with_output().expect("wait");
+    feeder.join().expect("feeder").expect("write");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -102,4 +102,33 @@ fn a_big_input_is_processed_in_parallel_with_the_same_output_in_input_order() {
         out == expected,
         "output differs from the library's, line by line"
     );
+}
+
+#[test]
+fn a_statement_longer_than_a_read_block_and_nul_separated_blocks_match_the_library() {
+    // The command reads in blocks of a few hundred KiB: a 1.5 MiB statement spans several,
+    // and NUL-separated multi-line statements cross block boundaries.
+    let mut long = String::from("SELECT * FROM t WHERE id IN (");
+    let mut i = 0;
+    while long.len() < 3 << 19 {
+        long.push_str(&format!("{i}, "));
+        i += 1;
+    }
+    long.push_str("0)");
+    let mut input = Vec::new();
+    let mut expected = String::new();
+    for n in 0..40_000 {
+        let sql = match n {
+            7 | 20_000 => long.clone(),
+            _ => format!("SELECT a,\n  b FROM t{}\n WHERE c = '{n}'", n % 3),
+        };
+        let fp = pgscope::fingerprint(&sql);
+        expected.push_str(&format!("{:016x}\t{}\n", fp.id(), fp.normalized()));
+        input.extend_from_slice(sql.as_bytes());
+        input.push(0);
+    }
+    let (code, out, _) = run(&["fingerprint", "-z"], &input);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 40_000);
+    assert!(out == expected, "output differs from the library's");
 }

@@ -6,6 +6,7 @@
 
 use std::io::{self, BufWriter, Read, Write};
 use std::process::ExitCode;
+use std::sync::{Mutex, mpsc};
 
 const HELP: &str = "\
 pgscope — PostgreSQL statement tools
@@ -68,87 +69,197 @@ fn main() -> ExitCode {
     }
 }
 
+/// Statements are read in blocks of about this size, cut at the last separator in each block.
+/// Small enough that a few megabytes already keep every core busy and memory stays bounded
+/// however big the input is; big enough that handing a block to a thread costs nothing.
+const BLOCK: usize = 256 << 10;
+
+/// A block of input and the buffer its output is rendered into, reused for the whole run.
+struct Buffers {
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
+/// Reads stdin in blocks, renders them on every core, writes the output in input order.
+///
+/// Memory is bounded by the blocks in flight (a few per core), not by the input's size: the
+/// reader waits for a block to be written before it reuses its buffers.
 fn fingerprint(nul: bool) -> io::Result<()> {
-    let mut input = Vec::new();
-    io::stdin().lock().read_to_end(&mut input)?;
     let sep = if nul { b'\0' } else { b'\n' };
-    let parts = split(&input, sep);
-    let stdout = io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
-    if parts.len() == 1 {
-        out.write_all(&render(parts[0], sep))?;
-    } else {
-        // Big inputs: one part per core, rendered at once, written in input order.
-        let rendered: Vec<Vec<u8>> = std::thread::scope(|s| {
-            let handles: Vec<_> = parts
-                .iter()
-                .map(|part| s.spawn(move || render(part, sep)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
-        for part in rendered {
-            out.write_all(&part)?;
-        }
-    }
-    out.flush()
-}
-
-/// Below this, one thread: starting others costs more than it saves.
-const PARALLEL_FROM: usize = 1 << 20;
-
-/// `input` cut into one part per core at statement boundaries (one part for small inputs).
-fn split(input: &[u8], sep: u8) -> Vec<&[u8]> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if input.len() < PARALLEL_FROM || cores == 1 {
-        return vec![input];
-    }
-    let mut parts = Vec::with_capacity(cores);
-    let mut rest = input;
-    for i in (1..cores).rev() {
-        let target = rest.len() / (i + 1);
-        let Some(cut) = memchr::memchr(sep, &rest[target..]).map(|p| target + p + 1) else {
-            break;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let stdin = io::stdin();
+    let mut input = stdin.lock();
+    if workers == 1 {
+        let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+        let mut bufs = Buffers {
+            input: Vec::new(),
+            output: Vec::new(),
         };
-        let (part, tail) = rest.split_at(cut);
-        parts.push(part);
-        rest = tail;
+        let mut carry = Vec::new();
+        while let Some(len) = read_block(&mut input, &mut bufs.input, &mut carry, sep)? {
+            render(&bufs.input[..len], sep, &mut bufs.output);
+            out.write_all(&bufs.output)?;
+        }
+        return out.flush();
     }
-    parts.push(rest);
-    parts
+
+    let in_flight = workers * 3;
+    let (free_tx, free_rx) = mpsc::sync_channel::<Buffers>(in_flight);
+    for _ in 0..in_flight {
+        let _ = free_tx.send(Buffers {
+            input: Vec::new(),
+            output: Vec::new(),
+        });
+    }
+    let (job_tx, job_rx) = mpsc::sync_channel::<(u64, usize, Buffers)>(in_flight);
+    let job_rx = Mutex::new(job_rx);
+    let (done_tx, done_rx) = mpsc::channel::<(u64, Buffers)>();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            let done_tx = done_tx.clone();
+            let job_rx = &job_rx;
+            s.spawn(move || {
+                loop {
+                    // The lock is held only to take the next block, never while rendering.
+                    let job = job_rx
+                        .lock()
+                        .map_err(|_| ())
+                        .and_then(|rx| rx.recv().map_err(|_| ()));
+                    let Ok((seq, len, mut bufs)) = job else {
+                        return;
+                    };
+                    render(&bufs.input[..len], sep, &mut bufs.output);
+                    if done_tx.send((seq, bufs)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let writer = s.spawn(move || -> io::Result<()> {
+            let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            let mut next = 0u64;
+            let mut waiting = std::collections::BTreeMap::new();
+            for (seq, bufs) in done_rx {
+                waiting.insert(seq, bufs);
+                while let Some(bufs) = waiting.remove(&next) {
+                    out.write_all(&bufs.output)?;
+                    // The reader may have stopped (stdin failed): then nobody needs it back.
+                    let _ = free_tx.send(bufs);
+                    next += 1;
+                }
+            }
+            out.flush()
+        });
+        let mut carry = Vec::new();
+        let mut seq = 0u64;
+        let read = loop {
+            let Ok(mut bufs) = free_rx.recv() else {
+                break Ok(()); // the writer stopped: its error is the one to report
+            };
+            match read_block(&mut input, &mut bufs.input, &mut carry, sep) {
+                Ok(Some(len)) => {
+                    if job_tx.send((seq, len, bufs)).is_err() {
+                        break Ok(());
+                    }
+                    seq += 1;
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        drop(job_tx);
+        drop(free_rx);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("writer thread panicked")));
+        read.and(written)
+    })
 }
 
-/// One output line per statement of `part`: `<16-hex id>\t<normalized>\n`.
-fn render(part: &[u8], sep: u8) -> Vec<u8> {
-    let mut out = Vec::with_capacity(part.len());
-    let mut text = String::new();
-    for chunk in part.split(|&b| b == sep) {
-        // Invalid UTF-8 is replaced, never rejected: every statement gets a line.
-        let sql = String::from_utf8_lossy(chunk);
-        let sql = sql.trim_end_matches('\r');
-        if sql.trim().is_empty() {
-            continue;
+/// Fills `buf` with the statements left over from the last block (`carry`) and the next
+/// block of input, up to its last separator; what follows that separator goes back to
+/// `carry`. A statement longer than a block grows the buffer until it ends. Returns the length
+/// of the block, or `None` at the end of input.
+fn read_block(
+    input: &mut impl Read,
+    buf: &mut Vec<u8>,
+    carry: &mut Vec<u8>,
+    sep: u8,
+) -> io::Result<Option<usize>> {
+    if buf.len() < BLOCK + carry.len() {
+        buf.resize(BLOCK + carry.len(), 0);
+    }
+    buf[..carry.len()].copy_from_slice(carry);
+    let mut filled = carry.len();
+    carry.clear();
+    let mut scanned = 0;
+    loop {
+        while filled < buf.len() {
+            match input.read(&mut buf[filled..]) {
+                Ok(0) => return Ok((filled > 0).then_some(filled)),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
-        let id = pgscope::fingerprint_to(sql, &mut text);
-        push_hex(&mut out, id);
-        out.push(b'\t');
-        let start = out.len();
-        out.extend_from_slice(text.as_bytes());
+        if let Some(last) = memchr::memrchr(sep, &buf[scanned..filled]) {
+            let end = scanned + last + 1;
+            carry.extend_from_slice(&buf[end..filled]);
+            return Ok(Some(end));
+        }
+        scanned = filled;
+        let grown = buf.len() * 2;
+        buf.resize(grown, 0);
+    }
+}
+
+/// Renders one output line per statement of `part` into `out` (cleared first):
+/// `<16-hex id>\t<normalized>\n`.
+fn render(part: &[u8], sep: u8, out: &mut Vec<u8>) {
+    out.clear();
+    let mut text = String::new();
+    match std::str::from_utf8(part) {
+        Ok(part) => {
+            let mut from = 0;
+            for at in memchr::memchr_iter(sep, part.as_bytes()).chain([part.len()]) {
+                // Cut at an ASCII byte (or the end): always a character boundary.
+                if let Some(sql) = part.get(from..at) {
+                    line(sql, &mut text, out);
+                }
+                from = at + 1;
+            }
+        }
+        Err(_) => {
+            for chunk in part.split(|&b| b == sep) {
+                // Invalid UTF-8 is replaced, never rejected: every statement gets a line.
+                line(&String::from_utf8_lossy(chunk), &mut text, out);
+            }
+        }
+    }
+}
+
+fn line(sql: &str, text: &mut String, out: &mut Vec<u8>) {
+    let sql = sql.trim_end_matches('\r');
+    if sql.trim_start().is_empty() {
+        return;
+    }
+    let id = pgscope::fingerprint_to(sql, text);
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut head = [b'\t'; 17];
+    for (i, digit) in head[..16].iter_mut().enumerate() {
+        *digit = DIGITS[((id >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out.extend_from_slice(&head);
+    let start = out.len();
+    out.extend_from_slice(text.as_bytes());
+    // A quoted identifier may hold a newline or a tab; the line format cannot.
+    if memchr::memchr2(b'\n', b'\t', text.as_bytes()).is_some() {
         for b in &mut out[start..] {
             if matches!(*b, b'\n' | b'\t') {
                 *b = b' ';
             }
         }
-        out.push(b'\n');
     }
-    out
-}
-
-fn push_hex(out: &mut Vec<u8>, id: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for shift in (0..16).rev() {
-        out.push(DIGITS[((id >> (shift * 4)) & 0xf) as usize]);
-    }
+    out.push(b'\n');
 }

@@ -145,37 +145,42 @@ pub(super) const KEYWORDS: &[&str] = &[
 
 /// Open-addressing table of the keywords, keyed by a cheap hash of the upper-cased bytes: one
 /// probe and one comparison for most words (this runs once per word of every new statement).
-struct KeywordTable {
-    slots: [u8; 1024],
-}
+/// Built at compile time.
+static SLOTS: [u8; 1024] = build_slots();
 
 const EMPTY: u8 = u8::MAX;
 
+/// Upper-cases an ASCII letter by clearing bit 5. Keywords hold only letters and `_`, and on a
+/// word's bytes (letters, digits, `_`, `$`, bytes ≥ 0x80) this maps a byte to a keyword's letter
+/// or `_` only when the byte is that letter in either case, or `_` itself: comparing masked
+/// bytes is a case-insensitive comparison for this purpose, without a branch per byte.
+const fn fold(b: u8) -> u8 {
+    b & 0xDF
+}
+
 /// Constant-time, case-insensitive hash of a non-empty word: its length and first, middle and
 /// last bytes are enough to spread the keyword list over the table (average probe length 1.09).
-fn kw_hash(word: &[u8]) -> usize {
+const fn kw_hash(word: &[u8]) -> usize {
     let n = word.len();
-    let up = |i: usize| word[i].to_ascii_uppercase();
     let h = (n as u32).wrapping_mul(0x9E37_79B1)
-        ^ u32::from(up(0)).wrapping_mul(0x85EB_CA77)
-        ^ u32::from(up(n - 1)).wrapping_mul(0xC2B2_AE3D)
-        ^ u32::from(up(n / 2)).wrapping_mul(0x27D4_EB2F);
+        ^ (fold(word[0]) as u32).wrapping_mul(0x85EB_CA77)
+        ^ (fold(word[n - 1]) as u32).wrapping_mul(0xC2B2_AE3D)
+        ^ (fold(word[n / 2]) as u32).wrapping_mul(0x27D4_EB2F);
     (h.wrapping_mul(0x9E37_79B1) >> 22) as usize
 }
 
-fn keyword_table() -> &'static KeywordTable {
-    static TABLE: std::sync::OnceLock<KeywordTable> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut slots = [EMPTY; 1024];
-        for (i, k) in KEYWORDS.iter().enumerate() {
-            let mut h = kw_hash(k.as_bytes()) % slots.len();
-            while slots[h] != EMPTY {
-                h = (h + 1) % slots.len();
-            }
-            slots[h] = i as u8;
+const fn build_slots() -> [u8; 1024] {
+    let mut slots = [EMPTY; 1024];
+    let mut i = 0;
+    while i < KEYWORDS.len() {
+        let mut h = kw_hash(KEYWORDS[i].as_bytes()) % slots.len();
+        while slots[h] != EMPTY {
+            h = (h + 1) % slots.len();
         }
-        KeywordTable { slots }
-    })
+        slots[h] = i as u8;
+        i += 1;
+    }
+    slots
 }
 
 pub(crate) fn keyword(word: &[u8]) -> Option<&'static str> {
@@ -183,22 +188,17 @@ pub(crate) fn keyword(word: &[u8]) -> Option<&'static str> {
     if word.len() < 2 || word.len() > LONGEST {
         return None;
     }
-    let table = keyword_table();
-    let mut h = kw_hash(word) % table.slots.len();
+    let mut h = kw_hash(word) % SLOTS.len();
     loop {
-        let slot = table.slots[h];
+        let slot = SLOTS[h];
         if slot == EMPTY {
             return None;
         }
         let k = KEYWORDS[usize::from(slot)];
-        if k.len() == word.len()
-            && k.bytes()
-                .zip(word)
-                .all(|(k, w)| k == w.to_ascii_uppercase())
-        {
+        if k.len() == word.len() && k.bytes().zip(word).all(|(k, &w)| k == fold(w)) {
             return Some(k);
         }
-        h = (h + 1) % table.slots.len();
+        h = (h + 1) % SLOTS.len();
     }
 }
 
