@@ -4,8 +4,14 @@
 //! cargo run --release --example fingerprint_bench
 //! ```
 //! Targets: cached < 100 ns per lookup; cold ≥ 200 MB/s of SQL text.
+//!
+//! Then the `pgscope fingerprint` command as a whole process (built here with `cargo build
+//! --release --bin pgscope`) over a generated log of 38 000 statements and over ten times that,
+//! beside the library's single-thread cold throughput on the same statements.
 
 use std::hint::black_box;
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn short() -> String {
@@ -54,6 +60,11 @@ fn measure(budget: Duration, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    library();
+    cli();
+}
+
+fn library() {
     let budget = Duration::from_millis(1500);
     let statements = [
         ("short", short()),
@@ -87,4 +98,112 @@ fn main() {
             mbps(with_summary)
         );
     }
+}
+
+/// A log-like mix of statements (about 90 bytes each), deterministic.
+fn log(statements: usize) -> String {
+    const TABLES: [&str; 6] = ["users", "posts", "comments", "orders", "sessions", "events"];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut out = String::new();
+    for i in 0..statements {
+        let t = TABLES[next(6) as usize];
+        let line = match next(10) {
+            0..=2 => format!(
+                "SELECT id, name, email, created_at FROM {t} WHERE id = {}",
+                next(1_000_000)
+            ),
+            3 | 4 => format!(
+                "select * from {t} where author_id in ({}, {}, {}) and status = 'published-{i}'",
+                next(999),
+                next(999),
+                next(999)
+            ),
+            5 => format!(
+                "INSERT INTO {t} (user_id, kind, created_at) VALUES ({i}, 'click', '2024-01-{:02}')",
+                i % 28 + 1
+            ),
+            6 | 7 => format!(
+                "UPDATE {t} SET score = score + {}, updated_at = now() WHERE id = $1 -- request {i}",
+                i % 7
+            ),
+            8 => format!(
+                "SELECT count(*) FROM {t} t JOIN users u ON u.id = t.user_id WHERE t.created_at > '2024-05-01' GROUP BY u.id"
+            ),
+            _ => format!("DELETE FROM {t} WHERE id = {i} AND deleted_at IS NULL"),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Best and median wall time of the whole `pgscope fingerprint` process over `input`, as MB/s.
+fn run_cli(bin: &std::path::Path, input: &std::path::Path, runs: usize) -> (f64, f64) {
+    let bytes = std::fs::metadata(input).map_or(0, |m| m.len()) as f64;
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let stdin = std::fs::File::open(input).expect("open the generated log");
+            let start = Instant::now();
+            let status = Command::new(bin)
+                .arg("fingerprint")
+                .stdin(stdin)
+                .stdout(Stdio::null())
+                .status()
+                .expect("run pgscope");
+            assert!(status.success(), "pgscope fingerprint failed");
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    (bytes / times[0] / 1e6, bytes / times[runs / 2] / 1e6)
+}
+
+fn cli() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let built = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "--bin", "pgscope"])
+        .status();
+    let exe = std::env::current_exe().expect("current exe");
+    let Some(bin) = exe
+        .parent()
+        .and_then(|examples| examples.parent())
+        .map(|release| release.join("pgscope"))
+        .filter(|bin| built.is_ok_and(|s| s.success()) && bin.exists())
+    else {
+        println!("\n(`cargo build --release --bin pgscope` failed: no CLI table)");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("pgscope-cli-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    println!();
+    println!(
+        "| input | statements | bytes | CLI process, best MB/s | CLI process, median MB/s | library, 1 thread, MB/s |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for statements in [38_000, 380_000] {
+        let text = log(statements);
+        let path = dir.join(format!("{statements}.sql"));
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .expect("write the generated log");
+        let (best, median) = run_cli(&bin, &path, 15);
+        // The same statements through the library on one thread, no cache, one reused buffer.
+        let mut buf = String::new();
+        let start = Instant::now();
+        for sql in text.lines() {
+            black_box(pgscope::fingerprint_to(black_box(sql), &mut buf));
+        }
+        let library = text.len() as f64 / start.elapsed().as_secs_f64() / 1e6;
+        println!(
+            "| generated log | {statements} | {} | {best:.0} | {median:.0} | {library:.0} |",
+            text.len()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
