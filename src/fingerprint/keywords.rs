@@ -184,6 +184,16 @@ const fn build_slots() -> [u8; 1024] {
 }
 
 pub(crate) fn keyword(word: &[u8]) -> Option<&'static str> {
+    keyword_index(word).map(name)
+}
+
+/// The keyword at `index` of [`KEYWORDS`] (an index [`keyword_index`] returned).
+pub(crate) fn name(index: u8) -> &'static str {
+    KEYWORDS[usize::from(index)]
+}
+
+/// [`keyword`] as an index into [`KEYWORDS`]: one byte in a token instead of a fat pointer.
+pub(crate) fn keyword_index(word: &[u8]) -> Option<u8> {
     const LONGEST: usize = 17; // CURRENT_TIMESTAMP
     if word.len() < 2 || word.len() > LONGEST {
         return None;
@@ -196,7 +206,7 @@ pub(crate) fn keyword(word: &[u8]) -> Option<&'static str> {
         }
         let k = KEYWORDS[usize::from(slot)];
         if k.len() == word.len() && k.bytes().zip(word).all(|(k, &w)| k == fold(w)) {
-            return Some(k);
+            return Some(slot);
         }
         h = (h + 1) % SLOTS.len();
     }

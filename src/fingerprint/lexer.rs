@@ -11,8 +11,9 @@ use std::ops::Range;
 /// because every token boundary is an ASCII byte or the end of input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Tok {
-    /// Unquoted word: an identifier, or a keyword (its upper-case spelling, looked up once here).
-    Word(Range<usize>, Option<&'static str>),
+    /// Unquoted word: an identifier, or a keyword (its index in the keyword table, looked up
+    /// once here; one byte keeps a token at 24 bytes).
+    Word(Range<usize>, Option<u8>),
     /// `"quoted identifier"` including its quotes (case-sensitive).
     QuotedIdent(Range<usize>),
     /// Any literal value (numbers, strings of every form, dollar-quoted bodies, bit strings),
@@ -34,7 +35,7 @@ impl Tok {
     /// The keyword this token is, if it is one.
     pub(crate) fn keyword(&self) -> Option<&'static str> {
         match self {
-            Tok::Word(_, kw) => *kw,
+            Tok::Word(_, kw) => kw.map(super::keywords::name),
             _ => None,
         }
     }
@@ -360,7 +361,7 @@ fn lex_word(s: &[u8], i: usize, out: &mut Vec<Tok>) -> usize {
     while j < n && is_ident_cont(s[j]) {
         j += 1;
     }
-    out.push(Tok::Word(i..j, super::keywords::keyword(&s[i..j])));
+    out.push(Tok::Word(i..j, super::keywords::keyword_index(&s[i..j])));
     j
 }
 

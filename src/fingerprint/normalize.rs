@@ -321,16 +321,21 @@ fn values_rows(sql: &str, toks: &[Tok], i: usize) -> Option<usize> {
 pub(crate) fn operation(toks: &[Tok]) -> &'static str {
     const DML: [&str; 5] = ["SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"];
     match toks.first() {
-        Some(Tok::Word(_, Some(k))) if !matches!(*k, "WITH" | "VALUES") && !DML.contains(k) => k,
-        Some(Tok::Word(_, None)) | None => "",
-        _ => toks
-            .iter()
-            .find_map(|t| match t {
-                Tok::Word(_, Some(k)) if DML.contains(k) => Some(*k),
-                _ => None,
-            })
-            .unwrap_or(""),
+        Some(t @ Tok::Word(..)) => match t.keyword() {
+            Some(k) if !matches!(k, "WITH" | "VALUES") && !DML.contains(&k) => k,
+            Some(_) => first_dml(toks),
+            None => "",
+        },
+        None => "",
+        _ => first_dml(toks),
     }
+}
+
+fn first_dml(toks: &[Tok]) -> &'static str {
+    const DML: [&str; 5] = ["SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"];
+    toks.iter()
+        .find_map(|t| t.keyword().filter(|k| DML.contains(k)))
+        .unwrap_or("")
 }
 
 pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> Normalized {
