@@ -4,7 +4,7 @@
 //! pgscope fingerprint [-z]     read statements from stdin, print `<16-hex id>\t<normalized>`
 //! ```
 
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::process::ExitCode;
 use std::sync::{Mutex, mpsc};
 
@@ -90,10 +90,13 @@ fn fingerprint(nul: bool) -> io::Result<()> {
     let stdin = io::stdin();
     let mut input = stdin.lock();
     if workers == 1 {
-        let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+        // Each block's output is one large write of whole lines: stdout's own line buffer passes
+        // it straight through, so no second buffer (and no copy into it) is needed.
+        let mut out = io::stdout().lock();
         let mut bufs = Buffers {
             input: Vec::new(),
-            output: Vec::new(),
+            // Output is about the input's size plus a 17-byte id per line: one allocation.
+            output: Vec::with_capacity(BLOCK + BLOCK / 2),
         };
         let mut carry = Vec::new();
         while let Some(len) = read_block(&mut input, &mut bufs.input, &mut carry, sep)? {
@@ -103,12 +106,14 @@ fn fingerprint(nul: bool) -> io::Result<()> {
         return out.flush();
     }
 
-    let in_flight = workers * 3;
+    // One block per worker, one being read and one being written.
+    let in_flight = workers + 2;
     let (free_tx, free_rx) = mpsc::sync_channel::<Buffers>(in_flight);
     for _ in 0..in_flight {
         let _ = free_tx.send(Buffers {
             input: Vec::new(),
-            output: Vec::new(),
+            // Output is about the input's size plus a 17-byte id per line: one allocation.
+            output: Vec::with_capacity(BLOCK + BLOCK / 2),
         });
     }
     let (job_tx, job_rx) = mpsc::sync_channel::<(u64, usize, Buffers)>(in_flight);
@@ -137,7 +142,7 @@ fn fingerprint(nul: bool) -> io::Result<()> {
         }
         drop(done_tx);
         let writer = s.spawn(move || -> io::Result<()> {
-            let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            let mut out = io::stdout().lock();
             let mut next = 0u64;
             let mut waiting = std::collections::BTreeMap::new();
             for (seq, bufs) in done_rx {
