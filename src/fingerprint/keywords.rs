@@ -188,11 +188,13 @@ pub(crate) fn keyword(word: &[u8]) -> Option<&'static str> {
 }
 
 /// The keyword at `index` of [`KEYWORDS`] (an index [`keyword_index`] returned).
+#[inline]
 pub(crate) fn name(index: u8) -> &'static str {
     KEYWORDS[usize::from(index)]
 }
 
 /// [`keyword`] as an index into [`KEYWORDS`]: one byte in a token instead of a fat pointer.
+#[inline]
 pub(crate) fn keyword_index(word: &[u8]) -> Option<u8> {
     const LONGEST: usize = 17; // CURRENT_TIMESTAMP
     if word.len() < 2 || word.len() > LONGEST {

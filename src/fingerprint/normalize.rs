@@ -232,9 +232,14 @@ impl Renderer<'_> {
 
     fn ident(&mut self, range: std::ops::Range<usize>) {
         self.space_before(None);
-        let start = self.out.len();
-        self.out.push_str(&self.sql[range]);
-        self.out[start..].make_ascii_lowercase();
+        let word = &self.sql[range];
+        if word.bytes().any(|b| b.is_ascii_uppercase()) {
+            let start = self.out.len();
+            self.out.push_str(word);
+            self.out[start..].make_ascii_lowercase();
+        } else {
+            self.out.push_str(word);
+        }
         self.last = Last::Ident;
     }
 }
