@@ -71,15 +71,6 @@ struct Totals {
     pool_wait_us: Mutex<Vec<u64>>,
 }
 
-fn arg(name: &str, default: f64) -> f64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 struct Phase {
     name: &'static str,
     normal: Histogram<u64>,
@@ -225,9 +216,9 @@ fn p99(values: &[u64]) -> u64 {
 
 #[tokio::main]
 async fn main() {
-    let seconds = arg("--seconds", 5.0);
-    let hostile = arg("--hostile-rate", 20.0);
-    let n = arg("--n", 10_000.0) as i64;
+    let seconds = common::flag("--seconds", 5.0);
+    let hostile = common::flag("--hostile-rate", 20.0);
+    let n = common::flag("--n", 10_000.0) as i64;
     let url = common::database_url().await;
     eprintln!(
         "pool of 8; 16 normal clients on GET /profile; {hostile} hostile requests/s for GET /items?n={n}; {seconds} s per phase"

@@ -241,15 +241,6 @@ fn cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-fn arg(name: &str, default: f64) -> f64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[tokio::main]
 async fn main() {
     #[cfg(feature = "otel")]
@@ -259,8 +250,8 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         return;
     }
-    let seconds = arg("--seconds", 0.5);
-    let rounds = arg("--rounds", 5.0) as usize;
+    let seconds = common::flag("--seconds", 0.5);
+    let rounds = common::flag("--rounds", 5.0) as usize;
     let url = common::database_url().await;
     let raw = PgPoolOptions::new()
         .max_connections(16)
@@ -453,7 +444,7 @@ async fn otel_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) {
     let (addr, received) = start_sink().await;
     let sample = std::env::args()
         .position(|a| a == "--sample")
-        .map(|_| arg("--sample", 1.0));
+        .map(|_| common::flag("--sample", 1.0));
     let mut builder = pgscope::otel::OtelBuilder::new()
         .endpoint(std::env::var("BENCH_ENDPOINT").unwrap_or(format!("http://{addr}")))
         .protocol(match std::env::var("BENCH_PROTOCOL").as_deref() {

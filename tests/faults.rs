@@ -193,17 +193,7 @@ impl Cluster {
             .args(["-R", "postgres", dir.to_str().unwrap_or_default()])
             .output();
         let data = dir.join("data");
-        let out = common::run_pg(
-            &common::pg_bin("initdb"),
-            &[
-                "-D",
-                data.to_str().unwrap_or_default(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-            ],
-        );
+        let out = common::initdb(&data);
         assert!(
             out.status.success(),
             "initdb: {}",
@@ -215,23 +205,11 @@ impl Cluster {
     }
 
     fn pg_ctl(&self, action: &[&str]) {
-        let data = self.dir.join("data");
-        let log = self.dir.join("log");
         let opts = format!(
             "-p {} -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=100",
             self.port
         );
-        let mut args = vec![
-            "-D",
-            data.to_str().unwrap_or_default(),
-            "-l",
-            log.to_str().unwrap_or_default(),
-            "-o",
-            &opts,
-            "-w",
-        ];
-        args.extend_from_slice(action);
-        let out = common::run_pg(&common::pg_bin("pg_ctl"), &args);
+        let out = common::pg_ctl(&self.dir.join("data"), &self.dir.join("log"), &opts, action);
         assert!(
             out.status.success(),
             "pg_ctl {action:?}: {}",
@@ -246,16 +224,11 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let data = self.dir.join("data");
-        let _ = common::run_pg(
-            &common::pg_bin("pg_ctl"),
-            &[
-                "-D",
-                data.to_str().unwrap_or_default(),
-                "-m",
-                "immediate",
-                "stop",
-            ],
+        let _ = common::pg_ctl(
+            &self.dir.join("data"),
+            &self.dir.join("log"),
+            "",
+            &["-m", "immediate", "stop"],
         );
         let _ = std::fs::remove_dir_all(&self.dir);
     }

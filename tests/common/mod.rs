@@ -8,7 +8,7 @@
 
 pub mod events;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
 use std::time::Duration;
@@ -66,6 +66,46 @@ pub fn run_pg(cmd: &PathBuf, args: &[&str]) -> std::process::Output {
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", cmd.display()))
 }
 
+/// The examples' numeric `--name value` flags (`default` when absent or not a number).
+pub fn flag(name: &str, default: f64) -> f64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `initdb` of a trust-auth cluster owned by `postgres` into `data`.
+pub fn initdb(data: &Path) -> std::process::Output {
+    run_pg(
+        &pg_bin("initdb"),
+        &[
+            "-D",
+            data.to_str().unwrap_or_default(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ],
+    )
+}
+
+/// `pg_ctl -D data -l log -o opts -w action…`: waits for the action to complete.
+pub fn pg_ctl(data: &Path, log: &Path, opts: &str, action: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "-D",
+        data.to_str().unwrap_or_default(),
+        "-l",
+        log.to_str().unwrap_or_default(),
+        "-o",
+        opts,
+        "-w",
+    ];
+    args.extend_from_slice(action);
+    run_pg(&pg_bin("pg_ctl"), &args)
+}
+
 fn start_throwaway() -> String {
     // Under the system temp dir, not the checkout: the `postgres` user must be able to reach
     // it, and a checkout under /root is not reachable for it.
@@ -76,17 +116,7 @@ fn start_throwaway() -> String {
         .args(["-R", "postgres", dir.to_str().unwrap_or_default()])
         .output();
     if !data.join("PG_VERSION").exists() {
-        let out = run_pg(
-            &pg_bin("initdb"),
-            &[
-                "-D",
-                data.to_str().unwrap_or_default(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-            ],
-        );
+        let out = initdb(&data);
         assert!(
             out.status.success() || data.join("PG_VERSION").exists(),
             "initdb failed: {}",
@@ -96,20 +126,7 @@ fn start_throwaway() -> String {
     let opts = format!(
         "-p {THROWAWAY_PORT} -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_preload_libraries=pg_stat_statements"
     );
-    let log = dir.join("log");
-    let _ = run_pg(
-        &pg_bin("pg_ctl"),
-        &[
-            "-D",
-            data.to_str().unwrap_or_default(),
-            "-l",
-            log.to_str().unwrap_or_default(),
-            "-o",
-            &opts,
-            "-w",
-            "start",
-        ],
-    );
+    let _ = pg_ctl(&data, &dir.join("log"), &opts, &["start"]);
     let _ = run_pg(
         &pg_bin("createdb"),
         &[
