@@ -80,7 +80,18 @@ struct Buffers {
     output: Vec<u8>,
 }
 
-/// Reads stdin in blocks, renders them on every core, writes the output in input order.
+impl Buffers {
+    fn new() -> Buffers {
+        Buffers {
+            input: Vec::new(),
+            // Output is about the input's size plus a 17-byte id per line: one allocation.
+            output: Vec::with_capacity(BLOCK + BLOCK / 2),
+        }
+    }
+}
+
+/// Reads stdin in blocks, renders them on every core, writes the output in input order. One
+/// path for every machine: on one core it is one worker beside the reader and the writer.
 ///
 /// Memory is bounded by the blocks in flight (a few per core), not by the input's size: the
 /// reader waits for a block to be written before it reuses its buffers.
@@ -89,32 +100,11 @@ fn fingerprint(nul: bool) -> io::Result<()> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let stdin = io::stdin();
     let mut input = stdin.lock();
-    if workers == 1 {
-        // Each block's output is one large write of whole lines: stdout's own line buffer passes
-        // it straight through, so no second buffer (and no copy into it) is needed.
-        let mut out = io::stdout().lock();
-        let mut bufs = Buffers {
-            input: Vec::new(),
-            // Output is about the input's size plus a 17-byte id per line: one allocation.
-            output: Vec::with_capacity(BLOCK + BLOCK / 2),
-        };
-        let mut carry = Vec::new();
-        while let Some(len) = read_block(&mut input, &mut bufs.input, &mut carry, sep)? {
-            render(&bufs.input[..len], sep, &mut bufs.output);
-            out.write_all(&bufs.output)?;
-        }
-        return out.flush();
-    }
-
     // One block per worker, one being read and one being written.
     let in_flight = workers + 2;
     let (free_tx, free_rx) = mpsc::sync_channel::<Buffers>(in_flight);
     for _ in 0..in_flight {
-        let _ = free_tx.send(Buffers {
-            input: Vec::new(),
-            // Output is about the input's size plus a 17-byte id per line: one allocation.
-            output: Vec::with_capacity(BLOCK + BLOCK / 2),
-        });
+        let _ = free_tx.send(Buffers::new());
     }
     let (job_tx, job_rx) = mpsc::sync_channel::<(u64, usize, Buffers)>(in_flight);
     let job_rx = Mutex::new(job_rx);
@@ -142,6 +132,8 @@ fn fingerprint(nul: bool) -> io::Result<()> {
         }
         drop(done_tx);
         let writer = s.spawn(move || -> io::Result<()> {
+            // Each block's output is one large write of whole lines: stdout's own line buffer
+            // passes it straight through, so no second buffer (and no copy into it) is needed.
             let mut out = io::stdout().lock();
             let mut next = 0u64;
             let mut waiting = std::collections::BTreeMap::new();
