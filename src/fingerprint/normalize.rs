@@ -324,7 +324,6 @@ fn values_rows(sql: &str, toks: &[Tok], i: usize) -> Option<usize> {
 /// else its first `SELECT`/`INSERT`/`UPDATE`/`DELETE`/`MERGE` (so `WITH … SELECT` is a
 /// `SELECT`); matches the first word of the summary.
 pub(crate) fn operation(toks: &[Tok]) -> &'static str {
-    const DML: [&str; 5] = ["SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"];
     match toks.first() {
         Some(t @ Tok::Word(..)) => match t.keyword() {
             Some(k) if !matches!(k, "WITH" | "VALUES") && !DML.contains(&k) => k,
@@ -336,8 +335,11 @@ pub(crate) fn operation(toks: &[Tok]) -> &'static str {
     }
 }
 
+/// The statements an [`operation`] names when the first keyword is not a command.
+const DML: [&str; 5] = ["SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"];
+
+/// The first of [`DML`] in the statement, else empty.
 fn first_dml(toks: &[Tok]) -> &'static str {
-    const DML: [&str; 5] = ["SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"];
     toks.iter()
         .find_map(|t| t.keyword().filter(|k| DML.contains(k)))
         .unwrap_or("")
