@@ -143,12 +143,66 @@ pub(super) const KEYWORDS: &[&str] = &[
     "WITHIN",
 ];
 
-/// Open-addressing table of the keywords, keyed by a cheap hash of the upper-cased bytes: one
-/// probe and one comparison for most words (this runs once per word of every new statement).
-/// Built at compile time.
-static SLOTS: [u8; 1024] = build_slots();
+/// Perfect-hash table of the keywords: every keyword has a slot of its own, so a lookup is one
+/// hash, one load and one comparison, with no probe loop and no branch on whether the slot was
+/// empty (an empty slot holds [`NONE`], whose entry matches no word). This runs once per word
+/// of every statement fingerprinted, and identifiers and keywords alternate unpredictably.
+/// Built at compile time, including the search for a multiplier that spreads the keywords
+/// without collision.
+static TABLE: Table = Table::build();
 
-const EMPTY: u8 = u8::MAX;
+/// The slot value of "no keyword": one past the last keyword's index.
+const NONE: u8 = KEYWORDS.len() as u8;
+
+/// log2 of the table's size: 2 KiB keeps the search for a collision-free multiplier short.
+const SLOT_BITS: u32 = 11;
+
+struct Table {
+    multiplier: u64,
+    slots: [u8; 1 << SLOT_BITS],
+    /// Every keyword's [`head`] by index, then one entry for [`NONE`] that no head equals
+    /// ([`fold`] clears bit 5 of every byte of a head).
+    heads: [u64; COUNT + 1],
+    /// Every keyword's length by index, then 0 for [`NONE`].
+    lens: [u8; COUNT + 1],
+}
+
+impl Table {
+    const fn build() -> Table {
+        let mut heads = [u64::MAX; COUNT + 1];
+        let mut lens = [0; COUNT + 1];
+        let mut i = 0;
+        while i < COUNT {
+            heads[i] = head(KEYWORDS[i].as_bytes());
+            lens[i] = KEYWORDS[i].len() as u8;
+            i += 1;
+        }
+        let mut multiplier: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut tries = 0;
+        'search: loop {
+            assert!(tries < 10_000, "no collision-free keyword hash multiplier");
+            tries += 1;
+            let mut slots = [NONE; 1 << SLOT_BITS];
+            let mut i = 0;
+            while i < COUNT {
+                let k = KEYWORDS[i].as_bytes();
+                let h = slot(key(k, heads[i]), multiplier);
+                if slots[h] != NONE {
+                    multiplier = multiplier.wrapping_add(2);
+                    continue 'search;
+                }
+                slots[h] = i as u8;
+                i += 1;
+            }
+            return Table {
+                multiplier,
+                slots,
+                heads,
+                lens,
+            };
+        }
+    }
+}
 
 /// Upper-cases an ASCII letter by clearing bit 5. Keywords hold only letters and `_`, and on a
 /// word's bytes (letters, digits, `_`, `$`, bytes ≥ 0x80) this maps a byte to a keyword's letter
@@ -158,29 +212,73 @@ const fn fold(b: u8) -> u8 {
     b & 0xDF
 }
 
-/// Constant-time, case-insensitive hash of a non-empty word: its length and first, middle and
-/// last bytes are enough to spread the keyword list over the table (average probe length 1.09).
-const fn kw_hash(word: &[u8]) -> usize {
-    let n = word.len();
-    let h = (n as u32).wrapping_mul(0x9E37_79B1)
-        ^ (fold(word[0]) as u32).wrapping_mul(0x85EB_CA77)
-        ^ (fold(word[n - 1]) as u32).wrapping_mul(0xC2B2_AE3D)
-        ^ (fold(word[n / 2]) as u32).wrapping_mul(0x27D4_EB2F);
-    (h.wrapping_mul(0x9E37_79B1) >> 22) as usize
+/// [`fold`] on eight bytes at once.
+pub(crate) const fn fold8(x: u64) -> u64 {
+    x & 0xDFDF_DFDF_DFDF_DFDF
 }
 
-const fn build_slots() -> [u8; 1024] {
-    let mut slots = [EMPTY; 1024];
+/// A word's first eight bytes (all of a shorter word, zero-padded), folded, as one little-endian
+/// `u64`: what the table is hashed on, and for a keyword of up to eight letters (nearly all of
+/// them) the whole comparison. The lexer computes it from the bytes it has already loaded.
+pub(crate) const fn head(word: &[u8]) -> u64 {
+    let mut h = 0u64;
     let mut i = 0;
-    while i < KEYWORDS.len() {
-        let mut h = kw_hash(KEYWORDS[i].as_bytes()) % slots.len();
-        while slots[h] != EMPTY {
-            h = (h + 1) % slots.len();
-        }
-        slots[h] = i as u8;
+    while i < word.len() && i < 8 {
+        h |= (fold(word[i]) as u64) << (8 * i);
         i += 1;
     }
-    slots
+    h
+}
+
+/// What a non-empty word is hashed on: its head, its length and, past eight bytes, its last two
+/// bytes folded (`CURRENT_DATE`, `CURRENT_TIME` and `CURRENT_USER` share head and length).
+/// Branch-free.
+const fn key(word: &[u8], head: u64) -> u64 {
+    let n = word.len();
+    let last = fold(word[n - 1]) as u64;
+    let before = fold(word[n.saturating_sub(2)]) as u64;
+    let tail = ((last << 8) | before) << 20;
+    head ^ ((n as u64) << 59) ^ (tail * (n > 8) as u64)
+}
+
+const fn slot(key: u64, multiplier: u64) -> usize {
+    (key.wrapping_mul(multiplier) >> (64 - SLOT_BITS)) as usize
+}
+
+/// Number of keywords: the size of a per-keyword table such as [`set`] builds.
+pub(crate) const COUNT: usize = KEYWORDS.len();
+
+/// The index of `word` in [`KEYWORDS`], at compile time: naming a word that is not a keyword
+/// is a build error, not a rule that silently never matches.
+pub(crate) const fn index_of(word: &str) -> u8 {
+    let w = word.as_bytes();
+    let mut i = 0;
+    while i < KEYWORDS.len() {
+        let k = KEYWORDS[i].as_bytes();
+        if k.len() == w.len() {
+            let mut j = 0;
+            while j < k.len() && k[j] == w[j] {
+                j += 1;
+            }
+            if j == k.len() {
+                return i as u8;
+            }
+        }
+        i += 1;
+    }
+    panic!("not in KEYWORDS")
+}
+
+/// A per-keyword membership table for `words`, built at compile time: a rule over keywords
+/// becomes one indexed load instead of string comparisons.
+pub(crate) const fn set(words: &[&str]) -> [bool; COUNT] {
+    let mut t = [false; COUNT];
+    let mut i = 0;
+    while i < words.len() {
+        t[index_of(words[i]) as usize] = true;
+        i += 1;
+    }
+    t
 }
 
 pub(crate) fn keyword(word: &[u8]) -> Option<&'static str> {
@@ -194,24 +292,29 @@ pub(crate) fn name(index: u8) -> &'static str {
 }
 
 /// [`keyword`] as an index into [`KEYWORDS`]: one byte in a token instead of a fat pointer.
-#[inline]
 pub(crate) fn keyword_index(word: &[u8]) -> Option<u8> {
-    const LONGEST: usize = 17; // CURRENT_TIMESTAMP
-    if word.len() < 2 || word.len() > LONGEST {
+    keyword_index_with_head(word, head(word))
+}
+
+/// [`keyword_index`] for a caller that already has the word's [`head`].
+#[inline]
+pub(crate) fn keyword_index_with_head(word: &[u8], head: u64) -> Option<u8> {
+    if word.is_empty() {
         return None;
     }
-    let mut h = kw_hash(word) % SLOTS.len();
-    loop {
-        let slot = SLOTS[h];
-        if slot == EMPTY {
-            return None;
-        }
-        let k = KEYWORDS[usize::from(slot)];
-        if k.len() == word.len() && k.bytes().zip(word).all(|(k, &w)| k == fold(w)) {
-            return Some(slot);
-        }
-        h = (h + 1) % SLOTS.len();
-    }
+    let t = &TABLE;
+    let index = t.slots[slot(key(word, head), t.multiplier)];
+    let k = usize::from(index);
+    // A word longer than a keyword may share its head: the length tells them apart, and only
+    // the few keywords longer than eight letters need the rest compared.
+    let hit = t.heads[k] == head
+        && usize::from(t.lens[k]) == word.len()
+        && (word.len() <= 8
+            || KEYWORDS[k].as_bytes()[8..]
+                .iter()
+                .zip(&word[8..])
+                .all(|(&k, &w)| k == fold(w)));
+    hit.then_some(index)
 }
 
 #[cfg(test)]
@@ -224,12 +327,49 @@ mod tests {
             KEYWORDS.windows(2).all(|w| w[0] < w[1]),
             "sorted, hence no duplicates"
         );
-        assert!(KEYWORDS.len() < usize::from(EMPTY));
+        assert!(KEYWORDS.len() < usize::from(u8::MAX));
         for k in KEYWORDS {
             assert_eq!(keyword(k.to_lowercase().as_bytes()), Some(*k));
         }
+        // Against a plain case-insensitive search, on every keyword's near misses: one byte
+        // changed, added or removed, and mixed case.
+        let naive = |w: &[u8]| {
+            KEYWORDS
+                .iter()
+                .position(|k| k.as_bytes().eq_ignore_ascii_case(w))
+                .map(|i| i as u8)
+        };
+        for k in KEYWORDS {
+            let k = k.as_bytes();
+            let mut words = vec![
+                k[..k.len() - 1].to_vec(),
+                [k, b"s"].concat(),
+                [k, b"_1"].concat(),
+            ];
+            for at in 0..k.len() {
+                for b in [b'a', b'E', b'_', b'1', b'$', 0xC3] {
+                    let mut w = k.to_vec();
+                    w[at] = b;
+                    words.push(w);
+                }
+                let mut mixed = k.to_ascii_lowercase();
+                mixed[at] = mixed[at].to_ascii_uppercase();
+                words.push(mixed);
+            }
+            for w in words {
+                assert_eq!(
+                    keyword_index(&w),
+                    naive(&w),
+                    "{:?}",
+                    String::from_utf8_lossy(&w)
+                );
+            }
+        }
         for w in [
             "users",
+            "current_timestamq",
+            "selectxx",
+            "sel",
             "id",
             "selects",
             "x",

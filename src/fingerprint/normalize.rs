@@ -6,52 +6,50 @@
 
 use super::lexer::Tok;
 
+use super::keywords::{self, index_of};
+
 /// Keywords written like functions: no space before their `(`.
-fn function_like(k: &str) -> bool {
-    matches!(
-        k,
-        "ANY"
-            | "ALL"
-            | "ARRAY"
-            | "SOME"
-            | "COALESCE"
-            | "NULLIF"
-            | "GREATEST"
-            | "LEAST"
-            | "CAST"
-            | "EXTRACT"
-            | "ROW"
-    )
-}
+static FUNCTION_LIKE: [bool; keywords::COUNT] = keywords::set(&[
+    "ANY", "ALL", "ARRAY", "SOME", "COALESCE", "NULLIF", "GREATEST", "LEAST", "CAST", "EXTRACT",
+    "ROW",
+]);
 
 /// Keywords after which a `-` is a sign, not subtraction (`WHERE -5 < x`, `LIMIT -1`).
-fn sign_context(k: &str) -> bool {
-    matches!(
-        k,
-        "AND"
-            | "BETWEEN"
-            | "BY"
-            | "CASE"
-            | "DEFAULT"
-            | "DISTINCT"
-            | "ELSE"
-            | "FETCH"
-            | "HAVING"
-            | "ILIKE"
-            | "LIKE"
-            | "LIMIT"
-            | "NOT"
-            | "OFFSET"
-            | "ON"
-            | "OR"
-            | "RETURNING"
-            | "SELECT"
-            | "SET"
-            | "THEN"
-            | "WHEN"
-            | "WHERE"
-    )
-}
+static SIGN_CONTEXT: [bool; keywords::COUNT] = keywords::set(&[
+    "AND",
+    "BETWEEN",
+    "BY",
+    "CASE",
+    "DEFAULT",
+    "DISTINCT",
+    "ELSE",
+    "FETCH",
+    "HAVING",
+    "ILIKE",
+    "LIKE",
+    "LIMIT",
+    "NOT",
+    "OFFSET",
+    "ON",
+    "OR",
+    "RETURNING",
+    "SELECT",
+    "SET",
+    "THEN",
+    "WHEN",
+    "WHERE",
+]);
+
+// The keywords the normalizer's rules name, as indices (a token carries its keyword's index).
+const IN: u8 = index_of("IN");
+const VALUES: u8 = index_of("VALUES");
+const ARRAY: u8 = index_of("ARRAY");
+const NULL: u8 = index_of("NULL");
+const TRUE: u8 = index_of("TRUE");
+const FALSE: u8 = index_of("FALSE");
+const IS: u8 = index_of("IS");
+const NOT: u8 = index_of("NOT");
+const BY: u8 = index_of("BY");
 
 /// What the previous rendered piece was, for spacing.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -275,7 +273,7 @@ fn const_element(sql: &str, toks: &[Tok], mut i: usize) -> Option<usize> {
     }
     match toks.get(i)? {
         Tok::Const(_) | Tok::Param => {}
-        t @ Tok::Word(..) if matches!(t.keyword(), Some("NULL" | "TRUE" | "FALSE")) => {}
+        Tok::Word(_, Some(NULL | TRUE | FALSE)) => {}
         _ => return None,
     }
     i += 1;
@@ -366,45 +364,44 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], mut out: String) -> Normal
         end -= 1;
     }
     let toks = &toks[..end];
-    let mut prev_kw: [Option<&'static str>; 2] = [None, None];
+    let mut prev_kw: [Option<u8>; 2] = [None, None];
     let mut in_by_list = false;
     let mut i = 0;
     while i < toks.len() {
         let t = &toks[i];
-        let kw = t.keyword();
         match t {
-            Tok::Word(range, _) => {
+            &Tok::Word(ref range, kw) => {
                 match kw {
-                    Some(k @ ("IN" | "VALUES")) => {
-                        let after = if k == "IN" {
+                    Some(k @ (IN | VALUES)) => {
+                        let after = if k == IN {
                             const_list(sql, toks, i + 1, b'(', b')')
                         } else {
                             values_rows(sql, toks, i + 1)
                         };
                         if let Some(after) = after {
-                            r.push(Last::Keyword, None, k);
+                            r.push(Last::Keyword, None, keywords::name(k));
                             r.push(Last::Close, None, "(...)");
                             i = after;
                             prev_kw = [None, Some(k)];
                             continue;
                         }
                     }
-                    Some("ARRAY") => {
+                    Some(ARRAY) => {
                         if let Some(after) = const_list(sql, toks, i + 1, b'[', b']') {
                             r.push(Last::Close, None, "ARRAY[...]");
                             i = after;
-                            prev_kw = [None, Some("ARRAY")];
+                            prev_kw = [None, Some(ARRAY)];
                             continue;
                         }
                     }
-                    Some("NULL") if !matches!(prev_kw[1], Some("IS" | "NOT")) => {
+                    Some(NULL) if !matches!(prev_kw[1], Some(IS | NOT)) => {
                         r.placeholder();
                         prev_kw = [prev_kw[1], None];
                         i += 1;
                         continue;
                     }
-                    Some("TRUE" | "FALSE")
-                        if prev_kw[1] != Some("IS") && prev_kw != [Some("IS"), Some("NOT")] =>
+                    Some(TRUE | FALSE)
+                        if prev_kw[1] != Some(IS) && prev_kw != [Some(IS), Some(NOT)] =>
                     {
                         r.placeholder();
                         prev_kw = [prev_kw[1], None];
@@ -415,13 +412,13 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], mut out: String) -> Normal
                 }
                 match kw {
                     Some(k) => {
-                        let kind = if function_like(k) {
+                        let kind = if FUNCTION_LIKE[usize::from(k)] {
                             Last::FunctionKeyword
                         } else {
                             Last::Keyword
                         };
-                        r.push(kind, None, k);
-                        in_by_list = k == "BY";
+                        r.push(kind, None, keywords::name(k));
+                        in_by_list = k == BY;
                     }
                     None => {
                         r.ident(range.clone());
@@ -481,7 +478,7 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], mut out: String) -> Normal
                 let sign_position = match toks[..i].last() {
                     None => true,
                     Some(Tok::Op(_) | Tok::Punct(b'(' | b'[' | b',' | b';') | Tok::Cast) => true,
-                    Some(w @ Tok::Word(..)) => w.keyword().is_some_and(sign_context),
+                    Some(Tok::Word(_, Some(k))) => SIGN_CONTEXT[usize::from(*k)],
                     _ => false,
                 };
                 if (op == "-" || op == "+")
