@@ -70,9 +70,10 @@ fn main() -> ExitCode {
 }
 
 /// Statements are read in blocks of about this size, cut at the last separator in each block.
-/// Small enough that a few megabytes already keep every core busy and memory stays bounded
-/// however big the input is; big enough that handing a block to a thread costs nothing.
-const BLOCK: usize = 256 << 10;
+/// Small enough that a few megabytes already keep every core busy, and that the buffers of
+/// the blocks in flight (the pages the process has to fault in) stay few; big enough that
+/// handing a block to a thread costs nothing next to rendering it.
+const BLOCK: usize = 128 << 10;
 
 /// A block of input and the buffer its output is rendered into, reused for the whole run.
 struct Buffers {
@@ -90,23 +91,34 @@ impl Buffers {
     }
 }
 
-/// Reads stdin in blocks, renders them on every core, writes the output in input order. One
-/// path for every machine: on one core it is one worker beside the reader and the writer.
+/// Reads stdin in blocks, renders them on every core, writes the output in input order.
 ///
-/// Memory is bounded by the blocks in flight (a few per core), not by the input's size: the
-/// reader waits for a block to be written before it reuses its buffers.
+/// An input that fits in one block is rendered on the main thread: a single statement piped
+/// in starts no thread. A bigger one gets one worker per core; the main thread reads the
+/// blocks and writes the finished ones in order, so memory is bounded by the blocks in flight
+/// (two per worker), not by the input's size.
 fn fingerprint(nul: bool) -> io::Result<()> {
     let sep = if nul { b'\0' } else { b'\n' };
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let stdin = io::stdin();
-    let mut input = stdin.lock();
-    // One block per worker, one being read and one being written.
-    let in_flight = workers + 2;
-    let (free_tx, free_rx) = mpsc::sync_channel::<Buffers>(in_flight);
-    for _ in 0..in_flight {
-        let _ = free_tx.send(Buffers::new());
+    let mut blocks = Blocks {
+        input: io::stdin().lock(),
+        sep,
+        carry: Vec::new(),
+        ended: false,
+    };
+    // Each block's output is one large write of whole lines: stdout's own line buffer passes
+    // it straight through, so no second buffer (and no copy into it) is needed.
+    let mut out = io::stdout().lock();
+    let mut first = Buffers::new();
+    let Some(len) = blocks.next(&mut first.input)? else {
+        return Ok(());
+    };
+    if blocks.ended {
+        render(&first.input[..len], sep, &mut first.output);
+        out.write_all(&first.output)?;
+        return out.flush();
     }
-    let (job_tx, job_rx) = mpsc::sync_channel::<(u64, usize, Buffers)>(in_flight);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (job_tx, job_rx) = mpsc::channel::<(u64, usize, Buffers)>();
     let job_rx = Mutex::new(job_rx);
     let (done_tx, done_rx) = mpsc::channel::<(u64, Buffers)>();
     std::thread::scope(|s| {
@@ -131,83 +143,124 @@ fn fingerprint(nul: bool) -> io::Result<()> {
             });
         }
         drop(done_tx);
-        let writer = s.spawn(move || -> io::Result<()> {
-            // Each block's output is one large write of whole lines: stdout's own line buffer
-            // passes it straight through, so no second buffer (and no copy into it) is needed.
-            let mut out = io::stdout().lock();
-            let mut next = 0u64;
-            let mut waiting = std::collections::BTreeMap::new();
-            for (seq, bufs) in done_rx {
-                waiting.insert(seq, bufs);
-                while let Some(bufs) = waiting.remove(&next) {
-                    out.write_all(&bufs.output)?;
-                    // The reader may have stopped (stdin failed): then nobody needs it back.
-                    let _ = free_tx.send(bufs);
-                    next += 1;
+        let mut writer = InOrder::default();
+        let mut free: Vec<Buffers> = (1..2 * workers).map(|_| Buffers::new()).collect();
+        let _ = job_tx.send((0, len, first));
+        let mut sent = 1u64;
+        let result = 'read: loop {
+            // Write what is finished before reading on, so output keeps up with a slow input.
+            while let Ok((seq, bufs)) = done_rx.try_recv() {
+                if let Err(e) = writer.put(seq, bufs, &mut out, &mut free) {
+                    break 'read Err(e);
                 }
             }
-            out.flush()
-        });
-        let mut carry = Vec::new();
-        let mut seq = 0u64;
-        let read = loop {
-            let Ok(mut bufs) = free_rx.recv() else {
-                break Ok(()); // the writer stopped: its error is the one to report
+            let mut bufs = match free.pop() {
+                Some(bufs) => bufs,
+                None => match done_rx.recv() {
+                    Ok((seq, bufs)) => match writer.put(seq, bufs, &mut out, &mut free) {
+                        Ok(()) => continue,
+                        Err(e) => break Err(e),
+                    },
+                    Err(_) => break Err(io::Error::other("a worker thread panicked")),
+                },
             };
-            match read_block(&mut input, &mut bufs.input, &mut carry, sep) {
+            match blocks.next(&mut bufs.input) {
                 Ok(Some(len)) => {
-                    if job_tx.send((seq, len, bufs)).is_err() {
-                        break Ok(());
+                    if job_tx.send((sent, len, bufs)).is_err() {
+                        break Err(io::Error::other("a worker thread panicked"));
                     }
-                    seq += 1;
+                    sent += 1;
                 }
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             }
         };
+        // No more blocks: the workers finish what they hold and stop.
         drop(job_tx);
-        drop(free_rx);
-        let written = writer
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("writer thread panicked")));
-        read.and(written)
+        result?;
+        for (seq, bufs) in done_rx {
+            writer.put(seq, bufs, &mut out, &mut free)?;
+        }
+        if writer.next != sent {
+            return Err(io::Error::other("a worker thread panicked"));
+        }
+        out.flush()
     })
 }
 
-/// Fills `buf` with the statements left over from the last block (`carry`) and the next
-/// block of input, up to its last separator; what follows that separator goes back to
-/// `carry`. A statement longer than a block grows the buffer until it ends. Returns the length
-/// of the block, or `None` at the end of input.
-fn read_block(
-    input: &mut impl Read,
-    buf: &mut Vec<u8>,
-    carry: &mut Vec<u8>,
-    sep: u8,
-) -> io::Result<Option<usize>> {
-    if buf.len() < BLOCK + carry.len() {
-        buf.resize(BLOCK + carry.len(), 0);
+/// Finished blocks, written in input order as soon as the next one in line is there.
+#[derive(Default)]
+struct InOrder {
+    next: u64,
+    waiting: std::collections::BTreeMap<u64, Buffers>,
+}
+
+impl InOrder {
+    fn put(
+        &mut self,
+        seq: u64,
+        bufs: Buffers,
+        out: &mut impl Write,
+        free: &mut Vec<Buffers>,
+    ) -> io::Result<()> {
+        self.waiting.insert(seq, bufs);
+        while let Some(bufs) = self.waiting.remove(&self.next) {
+            out.write_all(&bufs.output)?;
+            free.push(bufs);
+            self.next += 1;
+        }
+        Ok(())
     }
-    buf[..carry.len()].copy_from_slice(carry);
-    let mut filled = carry.len();
-    carry.clear();
-    let mut scanned = 0;
-    loop {
-        while filled < buf.len() {
-            match input.read(&mut buf[filled..]) {
-                Ok(0) => return Ok((filled > 0).then_some(filled)),
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+}
+
+/// Cuts stdin into blocks of whole statements.
+struct Blocks<R> {
+    input: R,
+    sep: u8,
+    /// What followed the last separator of the last block: the start of the next.
+    carry: Vec<u8>,
+    /// The input has ended (so a terminal is not asked for a second end-of-file).
+    ended: bool,
+}
+
+impl<R: Read> Blocks<R> {
+    /// Fills `buf` with the statements left over from the last block and the next block of
+    /// input, up to its last separator; what follows that separator is kept for the next
+    /// block. A statement longer than a block grows the buffer until it ends. Returns the
+    /// length of the block, or `None` at the end of input.
+    fn next(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        let carry = &mut self.carry;
+        if self.ended {
+            return Ok(None);
+        }
+        if buf.len() < BLOCK + carry.len() {
+            buf.resize(BLOCK + carry.len(), 0);
+        }
+        buf[..carry.len()].copy_from_slice(carry);
+        let mut filled = carry.len();
+        carry.clear();
+        let mut scanned = 0;
+        loop {
+            while filled < buf.len() {
+                match self.input.read(&mut buf[filled..]) {
+                    Ok(0) => {
+                        self.ended = true;
+                        return Ok((filled > 0).then_some(filled));
+                    }
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
+            if let Some(last) = memchr::memrchr(self.sep, &buf[scanned..filled]) {
+                let end = scanned + last + 1;
+                carry.extend_from_slice(&buf[end..filled]);
+                return Ok(Some(end));
+            }
+            scanned = filled;
+            let grown = buf.len() * 2;
+            buf.resize(grown, 0);
         }
-        if let Some(last) = memchr::memrchr(sep, &buf[scanned..filled]) {
-            let end = scanned + last + 1;
-            carry.extend_from_slice(&buf[end..filled]);
-            return Ok(Some(end));
-        }
-        scanned = filled;
-        let grown = buf.len() * 2;
-        buf.resize(grown, 0);
     }
 }
 
