@@ -68,7 +68,9 @@ enum Last {
 
 struct Renderer<'a> {
     sql: &'a str,
-    out: String,
+    /// The text so far: bytes, so that fixed-size copies can be cut back anywhere; only
+    /// whole UTF-8 sequences remain once a piece is done.
+    out: Vec<u8>,
     last: Last,
     placeholders: u32,
     /// What the text shows but the identity does not, and the other way round (see
@@ -199,50 +201,176 @@ fn reserved(word: &str) -> bool {
     )
 }
 
-impl Renderer<'_> {
-    fn space_before(&mut self, next_tok: Option<u8>) {
-        let tight = match (self.last, next_tok) {
-            (Last::Start | Last::Open | Last::Tight, _) => true,
-            (_, Some(b')' | b']' | b',' | b';' | b'.' | b':')) => true,
-            (_, Some(b'c')) => true, // `::`
-            (Last::Ident | Last::FunctionKeyword | Last::Close, Some(b'(')) => true,
-            (Last::Ident | Last::Close | Last::Value | Last::FunctionKeyword, Some(b'[')) => true,
-            _ => false,
-        };
-        if !tight {
-            self.out.push(' ');
+/// What comes next, for spacing: most pieces are [`Next::Other`].
+#[derive(Clone, Copy)]
+enum Next {
+    Other,
+    /// `) ] , ; . :` and `::`: never a space before them.
+    Closing,
+    Paren,
+    Bracket,
+}
+
+/// Whether no space goes between a piece of kind `last` and a `next` one.
+const fn tight(last: Last, next: Next) -> bool {
+    matches!(
+        (last, next),
+        (Last::Start | Last::Open | Last::Tight, _)
+            | (_, Next::Closing)
+            | (
+                Last::Ident | Last::FunctionKeyword | Last::Close,
+                Next::Paren
+            )
+            | (
+                Last::Ident | Last::Close | Last::Value | Last::FunctionKeyword,
+                Next::Bracket
+            )
+    )
+}
+
+/// [`tight`] as a table, so that spacing is a load, not a chain of branches.
+static TIGHT: [[bool; 4]; 10] = {
+    const LAST: [Last; 10] = [
+        Last::Start,
+        Last::Keyword,
+        Last::FunctionKeyword,
+        Last::Ident,
+        Last::Value,
+        Last::Op,
+        Last::Open,
+        Last::Close,
+        Last::Tight,
+        Last::Sep,
+    ];
+    const NEXT: [Next; 4] = [Next::Other, Next::Closing, Next::Paren, Next::Bracket];
+    let mut t = [[false; 4]; 10];
+    let mut l = 0;
+    while l < LAST.len() {
+        // The table is indexed by the discriminants: check they are in this order.
+        assert!(LAST[l] as usize == l);
+        let mut n = 0;
+        while n < NEXT.len() {
+            assert!(NEXT[n] as usize == n);
+            t[l][n] = tight(LAST[l], NEXT[n]);
+            n += 1;
         }
+        l += 1;
+    }
+    t
+};
+
+/// Every keyword padded with spaces to [`PAD`] bytes, one after the other: a keyword is
+/// rendered as one fixed-size copy (a couple of vector moves, no `memcpy` call) followed by a
+/// truncation to its length.
+const PAD: usize = 24;
+
+static PADDED: [u8; keywords::COUNT * PAD] = {
+    let mut t = [b' '; keywords::COUNT * PAD];
+    let mut k = 0;
+    while k < keywords::COUNT {
+        let word = keywords::KEYWORDS[k].as_bytes();
+        assert!(word.len() <= PAD);
+        let mut i = 0;
+        while i < word.len() {
+            t[k * PAD + i] = word[i];
+            i += 1;
+        }
+        k += 1;
+    }
+    t
+};
+
+/// `$1` to `$9`, the placeholders nearly every statement stops at, two bytes each.
+static SMALL_PLACEHOLDERS: &[u8; 20] = b"$0$1$2$3$4$5$6$7$8$9";
+
+impl Renderer<'_> {
+    /// Writes the space that goes between the last piece and a `next` one, if any: always
+    /// written, then kept or not, without a branch.
+    fn space_before(&mut self, next: Next) {
+        let keep = !TIGHT[self.last as usize][next as usize];
+        let len = self.out.len();
+        self.out.push(b' ');
+        self.out.truncate(len + usize::from(keep));
     }
 
-    fn push(&mut self, kind: Last, tok: Option<u8>, text: &str) {
-        self.space_before(tok);
-        self.out.push_str(text);
+    fn push(&mut self, kind: Last, next: Next, text: &str) {
+        self.space_before(next);
+        self.out.extend_from_slice(text.as_bytes());
+        self.last = kind;
+    }
+
+    fn keyword(&mut self, kind: Last, k: u8) {
+        self.space_before(Next::Other);
+        let len = self.out.len();
+        let at = usize::from(k) * PAD;
+        self.out.extend_from_slice(&PADDED[at..at + PAD]);
+        self.out.truncate(len + keywords::name(k).len());
         self.last = kind;
     }
 
     fn placeholder(&mut self) {
         self.placeholders += 1;
-        self.space_before(None);
-        self.out.push('$');
-        push_u32(&mut self.out, self.placeholders);
+        self.space_before(Next::Other);
+        let n = self.placeholders as usize;
+        if n < 10 {
+            self.out
+                .extend_from_slice(&SMALL_PLACEHOLDERS[2 * n..2 * n + 2]);
+        } else {
+            self.out.push(b'$');
+            push_u32(&mut self.out, self.placeholders);
+        }
         self.last = Last::Value;
     }
 
     fn ident(&mut self, range: std::ops::Range<usize>) {
-        self.space_before(None);
-        let word = &self.sql[range];
-        if word.bytes().any(|b| b.is_ascii_uppercase()) {
-            let start = self.out.len();
-            self.out.push_str(word);
-            self.out[start..].make_ascii_lowercase();
-        } else {
-            self.out.push_str(word);
+        self.space_before(Next::Other);
+        let start = self.out.len();
+        let sql = self.sql.as_bytes();
+        let len = range.len();
+        // Short words (nearly all) as one 16-byte copy of the input, lower-cased eight bytes
+        // at a time and cut back to the word: no loop and no branch on the word's length.
+        match sql[range.start..].first_chunk::<16>() {
+            Some(wide) if len <= 16 => {
+                let (a, b) = wide.split_at(8);
+                let a = lower8(u64::from_le_bytes(a.try_into().unwrap_or_default()));
+                let b = lower8(u64::from_le_bytes(b.try_into().unwrap_or_default()));
+                self.out.extend_from_slice(&a.to_le_bytes());
+                self.out.extend_from_slice(&b.to_le_bytes());
+                self.out.truncate(start + len);
+            }
+            _ => {
+                self.out.extend_from_slice(&sql[range]);
+                self.out[start..].make_ascii_lowercase();
+            }
         }
         self.last = Last::Ident;
     }
+
+    /// The rendered text, as a `String` again.
+    fn finish(self) -> Normalized {
+        // Every piece written was whole UTF-8 (input cut at ASCII bytes, or ASCII): the check
+        // cannot fail, and is a fast ASCII scan of a short string.
+        let text = String::from_utf8(self.out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        Normalized {
+            text,
+            hidden: self.hidden,
+        }
+    }
 }
 
-fn push_u32(out: &mut String, v: u32) {
+/// ASCII upper-case letters among eight bytes lowered, other bytes unchanged.
+fn lower8(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low = x & !HIGH;
+    let at_least_a = low + ONES * (0x80 - u64::from(b'A'));
+    let above_z = low + ONES * (0x7F - u64::from(b'Z'));
+    let upper = at_least_a & !above_z & !x & HIGH;
+    x | (upper >> 2)
+}
+
+fn push_u32(out: &mut Vec<u8>, v: u32) {
     let mut buf = [0u8; 10];
     let mut i = buf.len();
     let mut v = v;
@@ -254,9 +382,7 @@ fn push_u32(out: &mut String, v: u32) {
             break;
         }
     }
-    for &b in &buf[i..] {
-        out.push(char::from(b));
-    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 fn is_numeric_at(sql: &str, pos: usize) -> bool {
@@ -353,7 +479,7 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], mut out: String) -> Normal
     out.clear();
     let mut r = Renderer {
         sql,
-        out,
+        out: out.into_bytes(),
         last: Last::Start,
         placeholders: 0,
         hidden: Vec::new(),
@@ -379,8 +505,8 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], mut out: String) -> Normal
                             values_rows(sql, toks, i + 1)
                         };
                         if let Some(after) = after {
-                            r.push(Last::Keyword, None, keywords::name(k));
-                            r.push(Last::Close, None, "(...)");
+                            r.keyword(Last::Keyword, k);
+                            r.push(Last::Close, Next::Other, "(...)");
                             i = after;
                             prev_kw = [None, Some(k)];
                             continue;
@@ -388,7 +514,7 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], mut out: String) -> Normal
                     }
                     Some(ARRAY) => {
                         if let Some(after) = const_list(sql, toks, i + 1, b'[', b']') {
-                            r.push(Last::Close, None, "ARRAY[...]");
+                            r.push(Last::Close, Next::Other, "ARRAY[...]");
                             i = after;
                             prev_kw = [None, Some(ARRAY)];
                             continue;
@@ -417,7 +543,7 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], mut out: String) -> Normal
                         } else {
                             Last::Keyword
                         };
-                        r.push(kind, None, keywords::name(k));
+                        r.keyword(kind, k);
                         in_by_list = k == BY;
                     }
                     None => {
@@ -439,14 +565,14 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], mut out: String) -> Normal
                             && super::keywords::keyword(name.as_bytes()).is_none() =>
                     {
                         if reserved(name) {
-                            r.push(Last::Ident, None, text);
+                            r.push(Last::Ident, Next::Other, text);
                             r.hidden.push((r.out.len() - text.len(), Hidden::Shown));
                             r.hidden.push((r.out.len() - 1, Hidden::Shown));
                         } else {
-                            r.push(Last::Ident, None, name)
+                            r.push(Last::Ident, Next::Other, name)
                         }
                     }
-                    _ => r.push(Last::Ident, None, text),
+                    _ => r.push(Last::Ident, Next::Other, text),
                 }
                 in_by_list = false;
             }
@@ -464,7 +590,7 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], mut out: String) -> Normal
                         .iter()
                         .take_while(|b| b.is_ascii_digit())
                         .count();
-                    r.push(Last::Value, None, &sql[start..start + len]);
+                    r.push(Last::Value, Next::Other, &sql[start..start + len]);
                 } else {
                     r.placeholder();
                     if is_non_integer(sql, start) {
@@ -489,40 +615,36 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], mut out: String) -> Normal
                     i += 1;
                     continue;
                 }
-                r.push(Last::Op, None, op);
+                r.push(Last::Op, Next::Other, op);
                 in_by_list = false;
             }
             Tok::Punct(b) => {
-                let (kind, text) = match b {
-                    b'(' => (Last::Open, "("),
-                    b'[' => (Last::Open, "["),
-                    b')' => (Last::Close, ")"),
-                    b']' => (Last::Close, "]"),
-                    b',' => (Last::Sep, ","),
-                    b';' => (Last::Sep, ";"),
-                    b'.' => (Last::Tight, "."),
-                    _ => (Last::Tight, ":"),
+                let (kind, next) = match b {
+                    b'(' => (Last::Open, Next::Paren),
+                    b'[' => (Last::Open, Next::Bracket),
+                    b')' | b']' => (Last::Close, Next::Closing),
+                    b',' | b';' => (Last::Sep, Next::Closing),
+                    _ => (Last::Tight, Next::Closing), // `.` and `:`
                 };
-                r.push(kind, Some(*b), text);
+                r.space_before(next);
+                r.out.push(*b);
+                r.last = kind;
                 if *b != b',' {
                     in_by_list = false;
                 }
             }
             Tok::Cast => {
-                r.push(Last::Tight, Some(b'c'), "::");
+                r.push(Last::Tight, Next::Closing, "::");
                 in_by_list = false;
             }
             Tok::Other(range) => {
-                r.push(Last::Op, None, &sql[range.clone()]);
+                r.push(Last::Op, Next::Other, &sql[range.clone()]);
             }
         }
         prev_kw = [prev_kw[1], None];
         i += 1;
     }
-    Normalized {
-        text: r.out,
-        hidden: r.hidden,
-    }
+    r.finish()
 }
 
 fn is_plain_lower_ident(s: &str) -> bool {
