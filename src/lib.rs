@@ -124,7 +124,9 @@ mod wrapped;
 
 pub use self::detect::{Duplicate, Finding, Mode, NPlusOne, NestedAcquire};
 pub use self::error::{Error, Result};
-pub use self::fingerprint::{Fingerprint, FingerprintCache, fingerprint, fingerprint_to};
+pub use self::fingerprint::{
+    Fingerprint, FingerprintCache, fingerprint, fingerprint_append, fingerprint_to,
+};
 #[allow(deprecated)]
 pub use self::health::RouteLoad;
 pub use self::health::{Diagnosis, PoolStats, ScopeLoad};

@@ -268,14 +268,13 @@ impl<R: Read> Blocks<R> {
 /// `<16-hex id>\t<normalized>\n`.
 fn render(part: &[u8], sep: u8, out: &mut Vec<u8>) {
     out.clear();
-    let mut text = String::new();
     match std::str::from_utf8(part) {
         Ok(part) => {
             let mut from = 0;
             for at in memchr::memchr_iter(sep, part.as_bytes()).chain([part.len()]) {
                 // Cut at an ASCII byte (or the end): always a character boundary.
                 if let Some(sql) = part.get(from..at) {
-                    line(sql, &mut text, out);
+                    line(sql, out);
                 }
                 from = at + 1;
             }
@@ -283,28 +282,41 @@ fn render(part: &[u8], sep: u8, out: &mut Vec<u8>) {
         Err(_) => {
             for chunk in part.split(|&b| b == sep) {
                 // Invalid UTF-8 is replaced, never rejected: every statement gets a line.
-                line(&String::from_utf8_lossy(chunk), &mut text, out);
+                line(&String::from_utf8_lossy(chunk), out);
             }
         }
     }
 }
 
-fn line(sql: &str, text: &mut String, out: &mut Vec<u8>) {
+/// `v` as eight lower-case hex digits, computed on all eight at once: each nibble spread to a
+/// byte of its own, then `0`–`9` or `a`–`f` added by whether it is above 9.
+fn hex8(v: u32) -> [u8; 8] {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut x = u64::from(v);
+    x = (x | x << 16) & 0x0000_FFFF_0000_FFFF;
+    x = (x | x << 8) & 0x00FF_00FF_00FF_00FF;
+    x = (x | x << 4) & 0x0F0F_0F0F_0F0F_0F0F;
+    // Bytes now hold the nibbles, the least significant in the lowest byte.
+    let letters = ((x + ONES * 6) >> 4) & ONES;
+    let ascii = x + ONES * u64::from(b'0') + letters * u64::from(b'a' - b'0' - 10);
+    ascii.to_be_bytes()
+}
+
+/// Appends `<16-hex id>\t<normalized>\n` for one statement (nothing for a blank one): the
+/// normalized text is rendered in place after room left for the id.
+fn line(sql: &str, out: &mut Vec<u8>) {
     let sql = sql.trim_end_matches('\r');
     if sql.trim_start().is_empty() {
         return;
     }
-    let id = pgscope::fingerprint_to(sql, text);
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut head = [b'\t'; 17];
-    for (i, digit) in head[..16].iter_mut().enumerate() {
-        *digit = DIGITS[((id >> (60 - 4 * i)) & 0xf) as usize];
-    }
-    out.extend_from_slice(&head);
+    let head = out.len();
+    out.extend_from_slice(&[b'\t'; 17]);
     let start = out.len();
-    out.extend_from_slice(text.as_bytes());
+    let id = pgscope::fingerprint_append(sql, out);
+    out[head..head + 8].copy_from_slice(&hex8((id >> 32) as u32));
+    out[head + 8..head + 16].copy_from_slice(&hex8(id as u32));
     // A quoted identifier may hold a newline or a tab; the line format cannot.
-    if memchr::memchr2(b'\n', b'\t', text.as_bytes()).is_some() {
+    if memchr::memchr2(b'\n', b'\t', &out[start..]).is_some() {
         for b in &mut out[start..] {
             if matches!(*b, b'\n' | b'\t') {
                 *b = b' ';
@@ -312,4 +324,18 @@ fn line(sql: &str, text: &mut String, out: &mut Vec<u8>) {
         }
     }
     out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_digits_are_those_of_format() {
+        let mut v = 0x0123_4567_89ab_cdefu64;
+        for _ in 0..1000 {
+            let mut hex = super::hex8((v >> 32) as u32).to_vec();
+            hex.extend(super::hex8(v as u32));
+            assert_eq!(String::from_utf8(hex).unwrap(), format!("{v:016x}"));
+            v = v.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+        }
+    }
 }

@@ -144,8 +144,9 @@ pub(super) const KEYWORDS: &[&str] = &[
 ];
 
 /// Perfect-hash table of the keywords: every keyword has a slot of its own, so a lookup is one
-/// hash, one load and one comparison, with no probe loop and no branch on whether the slot was
-/// empty (an empty slot holds [`NONE`], whose entry matches no word). This runs once per word
+/// hash, one load and one comparison of head, tail and length, with no probe loop and no branch
+/// on whether the slot was empty (an empty slot holds [`NONE`], whose entry matches no word)
+/// nor on whether the word matched. This runs once per word
 /// of every statement fingerprinted, and identifiers and keywords alternate unpredictably.
 /// Built at compile time, including the search for a multiplier that spreads the keywords
 /// without collision.
@@ -163,6 +164,8 @@ struct Table {
     /// Every keyword's [`head`] by index, then one entry for [`NONE`] that no head equals
     /// ([`fold`] clears bit 5 of every byte of a head).
     heads: [u64; COUNT + 1],
+    /// Every keyword's [`tail`] by index, then 0 for [`NONE`].
+    tails: [u64; COUNT + 1],
     /// Every keyword's length by index, then 0 for [`NONE`].
     lens: [u8; COUNT + 1],
 }
@@ -170,10 +173,12 @@ struct Table {
 impl Table {
     const fn build() -> Table {
         let mut heads = [u64::MAX; COUNT + 1];
+        let mut tails = [0; COUNT + 1];
         let mut lens = [0; COUNT + 1];
         let mut i = 0;
         while i < COUNT {
             heads[i] = head(KEYWORDS[i].as_bytes());
+            tails[i] = tail(KEYWORDS[i].as_bytes());
             lens[i] = KEYWORDS[i].len() as u8;
             i += 1;
         }
@@ -185,8 +190,7 @@ impl Table {
             let mut slots = [NONE; 1 << SLOT_BITS];
             let mut i = 0;
             while i < COUNT {
-                let k = KEYWORDS[i].as_bytes();
-                let h = slot(key(k, heads[i]), multiplier);
+                let h = slot(key(KEYWORDS[i].len(), heads[i], tails[i]), multiplier);
                 if slots[h] != NONE {
                     multiplier = multiplier.wrapping_add(2);
                     continue 'search;
@@ -198,6 +202,7 @@ impl Table {
                 multiplier,
                 slots,
                 heads,
+                tails,
                 lens,
             };
         }
@@ -230,15 +235,26 @@ pub(crate) const fn head(word: &[u8]) -> u64 {
     h
 }
 
-/// What a non-empty word is hashed on: its head, its length and, past eight bytes, its last two
-/// bytes folded (`CURRENT_DATE`, `CURRENT_TIME` and `CURRENT_USER` share head and length).
-/// Branch-free.
-const fn key(word: &[u8], head: u64) -> u64 {
+/// A word's last eight bytes folded, as one little-endian `u64`, when it is longer than eight
+/// bytes; 0 otherwise. With the [`head`] and the length this is the whole word up to 16 bytes
+/// (`CURRENT_DATE`, `CURRENT_TIME` and `CURRENT_USER` share head and length, not tail).
+pub(crate) const fn tail(word: &[u8]) -> u64 {
     let n = word.len();
-    let last = fold(word[n - 1]) as u64;
-    let before = fold(word[n.saturating_sub(2)]) as u64;
-    let tail = ((last << 8) | before) << 20;
-    head ^ ((n as u64) << 59) ^ (tail * (n > 8) as u64)
+    if n <= 8 {
+        return 0;
+    }
+    let mut t = 0u64;
+    let mut i = 0;
+    while i < 8 {
+        t |= (fold(word[n - 8 + i]) as u64) << (8 * i);
+        i += 1;
+    }
+    t
+}
+
+/// What a word is hashed on: its head, its tail and its length.
+const fn key(len: usize, head: u64, tail: u64) -> u64 {
+    head ^ ((len as u64) << 59) ^ tail.rotate_left(27)
 }
 
 const fn slot(key: u64, multiplier: u64) -> usize {
@@ -293,28 +309,34 @@ pub(crate) fn name(index: u8) -> &'static str {
 
 /// [`keyword`] as an index into [`KEYWORDS`]: one byte in a token instead of a fat pointer.
 pub(crate) fn keyword_index(word: &[u8]) -> Option<u8> {
-    keyword_index_with_head(word, head(word))
+    keyword_index_with(word, head(word), tail(word))
 }
 
-/// [`keyword_index`] for a caller that already has the word's [`head`].
-#[inline]
-pub(crate) fn keyword_index_with_head(word: &[u8], head: u64) -> Option<u8> {
-    if word.is_empty() {
-        return None;
-    }
+/// [`keyword_index`] for a caller that already has the word's [`head`] and [`tail`] (the
+/// lexer, from the bytes it loaded to find the word's end). Every test is evaluated, none
+/// short-circuits: whether a word is a keyword is as unpredictable as it gets, and a select is
+/// cheaper than a mispredicted branch.
+#[inline(always)]
+pub(crate) fn keyword_index_with(word: &[u8], head: u64, tail: u64) -> Option<u8> {
     let t = &TABLE;
-    let index = t.slots[slot(key(word, head), t.multiplier)];
+    let index = t.slots[slot(key(word.len(), head, tail), t.multiplier)];
     let k = usize::from(index);
-    // A word longer than a keyword may share its head: the length tells them apart, and only
-    // the few keywords longer than eight letters need the rest compared.
-    let hit = t.heads[k] == head
-        && usize::from(t.lens[k]) == word.len()
-        && (word.len() <= 8
-            || KEYWORDS[k].as_bytes()[8..]
-                .iter()
-                .zip(&word[8..])
-                .all(|(&k, &w)| k == fold(w)));
-    hit.then_some(index)
+    let hit = (t.heads[k] == head)
+        & (t.tails[k] == tail)
+        & (usize::from(t.lens[k]) == word.len())
+        // Head and tail cover 16 bytes; the few longer keywords compare their middle too.
+        & (word.len() <= 16 || middle_eq(k, word));
+    if hit { Some(index) } else { None }
+}
+
+/// Whether the word is the keyword at `k` (maybe [`NONE`]) up to [`fold`]ing, byte by byte:
+/// for the words longer than 16 bytes.
+#[cold]
+fn middle_eq(k: usize, word: &[u8]) -> bool {
+    KEYWORDS.get(k).is_some_and(|keyword| {
+        let keyword = keyword.as_bytes();
+        keyword.len() == word.len() && keyword.iter().zip(word).all(|(&k, &w)| k == fold(w))
+    })
 }
 
 #[cfg(test)]

@@ -180,7 +180,7 @@ fn skip_string(s: &[u8], mut i: usize, backslash: bool) -> usize {
             let next = if backslash {
                 memchr::memchr2(b'\'', b'\\', &s[i..])
             } else {
-                memchr::memchr(b'\'', &s[i..])
+                find_quote(&s[i..])
             };
             let Some(p) = next else {
                 i = s.len();
@@ -209,6 +209,23 @@ fn skip_string(s: &[u8], mut i: usize, backslash: bool) -> usize {
             return i;
         }
     }
+}
+
+/// The first `'` in `s`. Most string constants are short (`'click'`, `'2024-05-01'`): their
+/// end is found in the first eight or sixteen bytes, cheaper than a vector search's setup;
+/// longer ones go to `memchr`.
+fn find_quote(s: &[u8]) -> Option<usize> {
+    const QUOTES: u64 = ONES * b'\'' as u64;
+    for (k, chunk) in s.chunks_exact(8).take(2).enumerate() {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default()) ^ QUOTES;
+        // The lowest zero byte of `x` is flagged exactly (flags above it may be false).
+        let zero = x.wrapping_sub(ONES) & !x & HIGH;
+        if zero != 0 {
+            return Some(8 * k + (zero.trailing_zeros() / 8) as usize);
+        }
+    }
+    let from = (s.len() / 8).min(2) * 8;
+    memchr::memchr(b'\'', &s[from..]).map(|p| from + p)
 }
 
 fn skip_quoted_ident(s: &[u8], mut i: usize) -> usize {
@@ -337,6 +354,7 @@ fn lex_operator(s: &[u8], i: usize, out: &mut Vec<Tok>) -> usize {
     j
 }
 
+#[inline(always)]
 fn lex_word(s: &[u8], i: usize, out: &mut Vec<Tok>) -> usize {
     // Prefixed string constants: E'..', B'..', X'..', N'..', U&'..' and U&"..." identifiers.
     if s.get(i + 1) == Some(&b'\'') {
@@ -366,10 +384,10 @@ fn lex_word(s: &[u8], i: usize, out: &mut Vec<Tok>) -> usize {
             _ => {}
         }
     }
-    let (j, head) = scan_word(s, i);
+    let (j, head, tail) = scan_word(s, i);
     out.push(Tok::Word(
         i..j,
-        super::keywords::keyword_index_with_head(&s[i..j], head),
+        super::keywords::keyword_index_with(&s[i..j], head, tail),
     ));
     j
 }
@@ -395,20 +413,31 @@ const fn word_bytes(x: u64) -> u64 {
 }
 
 /// The end of the word starting at `s[i]` (an identifier-start byte), and its keyword
-/// [`head`](super::keywords::head). Eight bytes at a time: most words end inside their first
-/// eight bytes, so the loop exits on its first, well-predicted turn instead of after a
-/// data-dependent number of byte steps, and the head comes from the same load.
-fn scan_word(s: &[u8], i: usize) -> (usize, u64) {
-    use super::keywords::{fold8, head};
+/// [`head`](super::keywords::head) and [`tail`](super::keywords::tail). Eight bytes at a time:
+/// most words end inside their first eight bytes, so the loop exits on its first,
+/// well-predicted turn instead of after a data-dependent number of byte steps, and head and
+/// tail come from the loads that found the end.
+#[inline(always)]
+fn scan_word(s: &[u8], i: usize) -> (usize, u64, u64) {
+    use super::keywords::{fold8, head, tail};
     let mut j = i;
     let mut first = None;
     while let Some(chunk) = s.get(j..).and_then(<[u8]>::first_chunk::<8>) {
         let x = u64::from_le_bytes(*chunk);
         let stop = !word_bytes(x) & HIGH;
         if stop != 0 {
-            let len = (stop.trailing_zeros() / 8) as usize;
-            let head = first.unwrap_or_else(|| fold8(x) & ((1u64 << (8 * len)) - 1));
-            return (j + len, head);
+            let end = j + (stop.trailing_zeros() / 8) as usize;
+            let Some(head) = first else {
+                let len = end - i;
+                return (end, fold8(x) & ((1u64 << (8 * len)) - 1), 0);
+            };
+            // A word of more than eight bytes: its last eight, masked to 0 when it has exactly
+            // eight (no branch on which).
+            let last = s[end - 8..end]
+                .first_chunk::<8>()
+                .map_or(0, |c| u64::from_le_bytes(*c));
+            let longer = 0u64.wrapping_sub(u64::from(end - i > 8));
+            return (end, head, fold8(last) & longer);
         }
         first.get_or_insert(fold8(x));
         j += 8;
@@ -416,7 +445,8 @@ fn scan_word(s: &[u8], i: usize) -> (usize, u64) {
     while j < s.len() && is_ident_cont(s[j]) {
         j += 1;
     }
-    (j, first.unwrap_or_else(|| head(&s[i..j])))
+    let word = &s[i..j];
+    (j, first.unwrap_or_else(|| head(word)), tail(word))
 }
 
 #[cfg(test)]
@@ -443,18 +473,20 @@ mod tests {
             "selected",
             "created_at",
             "CURRENT_TIMESTAMP",
+            "author_id",
+            "ninechars",
+            "exactly8",
+            "sixteen_chars_xx",
             "é_x",
         ] {
             for tail in ["", " ", "(", "x"] {
                 let sql = format!("{word}{tail} ");
-                let (end, head) = scan_word(sql.as_bytes(), 0);
+                let (end, head, tail) = scan_word(sql.as_bytes(), 0);
                 let expect = sql.bytes().take_while(|&b| is_ident_cont(b)).count();
                 assert_eq!(end, expect, "{sql:?}");
-                assert_eq!(
-                    head,
-                    super::super::keywords::head(&sql.as_bytes()[..end]),
-                    "{sql:?}"
-                );
+                let word = &sql.as_bytes()[..end];
+                assert_eq!(head, super::super::keywords::head(word), "{sql:?}");
+                assert_eq!(tail, super::super::keywords::tail(word), "{sql:?}");
             }
         }
     }
@@ -463,6 +495,22 @@ mod tests {
         let mut v = Vec::new();
         tokenize(sql, &mut v);
         v
+    }
+
+    #[test]
+    fn quote_search_agrees_with_memchr() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut s = vec![b'a'; len];
+                if at < len {
+                    s[at] = b'\'';
+                }
+                if at + 3 < len {
+                    s[at + 3] = b'\'';
+                }
+                assert_eq!(find_quote(&s), memchr::memchr(b'\'', &s), "{len} {at}");
+            }
+        }
     }
 
     #[test]

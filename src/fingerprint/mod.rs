@@ -147,9 +147,7 @@ impl fmt::Display for Fingerprint {
 /// ```
 pub fn fingerprint(sql: &str) -> Fingerprint {
     with_tokens(sql, |toks| {
-        let normalized = normalize::normalize(sql, toks);
-        let id = normalized.id();
-        let normalized = normalized.text;
+        let (normalized, id) = normalize::normalize(sql, toks);
         let operation = normalize::operation(toks);
         Fingerprint(Arc::new(Inner {
             id,
@@ -160,9 +158,10 @@ pub fn fingerprint(sql: &str) -> Fingerprint {
     })
 }
 
-/// Like [`fingerprint`], for tools that fingerprint millions of statements (the `pgscope` CLI
-/// on a log file): writes the normalized text into `out` (replacing what it held, reusing its
-/// memory) and returns the id, with no allocation once `out` has grown to size.
+/// Like [`fingerprint`], for tools that fingerprint millions of statements: writes the
+/// normalized text into `out` (replacing what it held, reusing its memory) and returns the id,
+/// with no allocation once `out` has grown to size. [`fingerprint_append`] writes into a byte
+/// buffer, such as a tool's output, without the copy.
 ///
 /// # Examples
 /// ```
@@ -174,12 +173,29 @@ pub fn fingerprint(sql: &str) -> Fingerprint {
 /// }
 /// ```
 pub fn fingerprint_to(sql: &str, out: &mut String) -> u64 {
-    with_tokens(sql, |toks| {
-        let normalized = normalize::normalize_into(sql, toks, std::mem::take(out));
-        let id = normalized.id();
-        *out = normalized.text;
-        id
-    })
+    let mut text = std::mem::take(out).into_bytes();
+    text.clear();
+    let id = fingerprint_append(sql, &mut text);
+    *out = normalize::utf8(text);
+    id
+}
+
+/// Like [`fingerprint_to`], appending the normalized text to a byte buffer (after what it
+/// holds) and returning the id: what the `pgscope` CLI renders a log file with, each
+/// statement's text going straight into the output block. The bytes appended are UTF-8.
+///
+/// # Examples
+/// ```
+/// let mut out = Vec::new();
+/// for sql in ["SELECT 1", "select * from t where a in (1, 2)"] {
+///     let id = pgscope::fingerprint_append(sql, &mut out);
+///     assert_eq!(id, pgscope::fingerprint(sql).id());
+///     out.push(b'\n');
+/// }
+/// assert_eq!(out, b"SELECT $1\nSELECT * FROM t WHERE a IN (...)\n");
+/// ```
+pub fn fingerprint_append(sql: &str, out: &mut Vec<u8>) -> u64 {
+    with_tokens(sql, |toks| normalize::normalize_into(sql, toks, out))
 }
 
 /// Tokenizes `sql` into a reused per-thread buffer (saving an allocation per statement) and

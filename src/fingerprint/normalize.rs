@@ -68,13 +68,16 @@ enum Last {
 
 struct Renderer<'a> {
     sql: &'a str,
-    /// The text so far: bytes, so that fixed-size copies can be cut back anywhere; only
-    /// whole UTF-8 sequences remain once a piece is done.
-    out: Vec<u8>,
+    /// The caller's buffer, the text appended from `start` on: bytes, so that fixed-size
+    /// copies can be cut back anywhere; only whole UTF-8 sequences remain once a piece is done.
+    out: &'a mut Vec<u8>,
+    start: usize,
     last: Last,
     placeholders: u32,
-    /// What the text shows but the identity does not, and the other way round (see
-    /// [`Normalized::hidden`]).
+    /// What the text shows but the identity does not, and the other way round, by position in
+    /// the text, in increasing order. `"user"` is shown quoted (unquoted it would be the `user`
+    /// keyword, and the shown SQL would not be valid) but fingerprints as `user` did before;
+    /// `0.5` is shown as `$1` like `42` but fingerprints apart from it.
     hidden: Vec<(usize, Hidden)>,
 }
 
@@ -88,38 +91,25 @@ pub(crate) enum Hidden {
     Hashed(u8),
 }
 
-/// A statement's normalized text, and where it differs from what its id hashes: `"user"` is
-/// shown quoted (unquoted it would be the `user` keyword, and the shown SQL would not be
-/// valid) but fingerprints as `user` did before; `0.5` is shown as `$1` like `42` but
-/// fingerprints apart from it.
-pub(crate) struct Normalized {
-    pub(crate) text: String,
-    /// In increasing position order.
-    pub(crate) hidden: Vec<(usize, Hidden)>,
-}
-
-impl Normalized {
-    /// XXH3-64 of the text as the id sees it.
-    pub(crate) fn id(&self) -> u64 {
-        if self.hidden.is_empty() {
-            return xxhash_rust::xxh3::xxh3_64(self.text.as_bytes());
-        }
-        let text = self.text.as_bytes();
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        let mut from = 0;
-        for &(at, hidden) in &self.hidden {
-            hasher.update(&text[from..at]);
-            match hidden {
-                Hidden::Shown => from = at + 1,
-                Hidden::Hashed(byte) => {
-                    hasher.update(&[byte]);
-                    from = at;
-                }
+/// XXH3-64 of `text` as the id sees it: with the `hidden` differences applied.
+fn id(text: &[u8], hidden: &[(usize, Hidden)]) -> u64 {
+    if hidden.is_empty() {
+        return xxhash_rust::xxh3::xxh3_64(text);
+    }
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut from = 0;
+    for &(at, hidden) in hidden {
+        hasher.update(&text[from..at]);
+        match hidden {
+            Hidden::Shown => from = at + 1,
+            Hidden::Hashed(byte) => {
+                hasher.update(&[byte]);
+                from = at;
             }
         }
-        hasher.update(&text[from..]);
-        hasher.digest()
     }
+    hasher.update(&text[from..]);
+    hasher.digest()
 }
 
 /// Whether the constant at `start` is a number that is not an integer (`0.5`, `.5`, `1e3`):
@@ -317,7 +307,7 @@ impl Renderer<'_> {
                 .extend_from_slice(&SMALL_PLACEHOLDERS[2 * n..2 * n + 2]);
         } else {
             self.out.push(b'$');
-            push_u32(&mut self.out, self.placeholders);
+            push_u32(self.out, self.placeholders);
         }
         self.last = Last::Value;
     }
@@ -346,16 +336,14 @@ impl Renderer<'_> {
         self.last = Last::Ident;
     }
 
-    /// The rendered text, as a `String` again.
-    fn finish(self) -> Normalized {
-        // Every piece written was whole UTF-8 (input cut at ASCII bytes, or ASCII): the check
-        // cannot fail, and is a fast ASCII scan of a short string.
-        let text = String::from_utf8(self.out)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        Normalized {
-            text,
-            hidden: self.hidden,
-        }
+    /// The position the next piece is written at, in the text.
+    fn at(&self) -> usize {
+        self.out.len() - self.start
+    }
+
+    /// The id of the rendered text.
+    fn finish(self) -> u64 {
+        id(&self.out[self.start..], &self.hidden)
     }
 }
 
@@ -469,17 +457,26 @@ fn first_dml(toks: &[Tok]) -> &'static str {
         .unwrap_or("")
 }
 
-pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> Normalized {
-    normalize_into(sql, toks, String::with_capacity(sql.len().min(4096)))
+/// The normalized text of `sql` (tokenized as `toks`) and its id.
+pub(crate) fn normalize(sql: &str, toks: &[Tok]) -> (String, u64) {
+    let mut text = Vec::with_capacity(sql.len().min(4096));
+    let id = normalize_into(sql, toks, &mut text);
+    (utf8(text), id)
 }
 
-/// [`normalize`] into `out` (cleared first): a caller that fingerprints many statements
-/// reuses one buffer.
-pub(crate) fn normalize_into(sql: &str, toks: &[Tok], mut out: String) -> Normalized {
-    out.clear();
+/// Rendered text as a `String`. Every piece written is whole UTF-8 (input cut at ASCII bytes,
+/// or ASCII), so the check cannot fail; it is a fast ASCII scan of a short string.
+pub(crate) fn utf8(text: Vec<u8>) -> String {
+    String::from_utf8(text).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Appends the normalized text of `sql` (tokenized as `toks`) to `out` and returns its id: a
+/// caller that fingerprints many statements renders them straight into its own buffer.
+pub(crate) fn normalize_into(sql: &str, toks: &[Tok], out: &mut Vec<u8>) -> u64 {
     let mut r = Renderer {
         sql,
-        out: out.into_bytes(),
+        start: out.len(),
+        out,
         last: Last::Start,
         placeholders: 0,
         hidden: Vec::new(),
@@ -566,8 +563,8 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], mut out: String) -> Normal
                     {
                         if reserved(name) {
                             r.push(Last::Ident, Next::Other, text);
-                            r.hidden.push((r.out.len() - text.len(), Hidden::Shown));
-                            r.hidden.push((r.out.len() - 1, Hidden::Shown));
+                            r.hidden.push((r.at() - text.len(), Hidden::Shown));
+                            r.hidden.push((r.at() - 1, Hidden::Shown));
                         } else {
                             r.push(Last::Ident, Next::Other, name)
                         }
@@ -594,7 +591,7 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], mut out: String) -> Normal
                 } else {
                     r.placeholder();
                     if is_non_integer(sql, start) {
-                        r.hidden.push((r.out.len(), Hidden::Hashed(b'#')));
+                        r.hidden.push((r.at(), Hidden::Hashed(b'#')));
                     }
                 }
             }
