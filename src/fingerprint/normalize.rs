@@ -40,6 +40,26 @@ static SIGN_CONTEXT: [bool; keywords::COUNT] = keywords::set(&[
     "WHERE",
 ]);
 
+/// Keywords with a rule of their own in [`normalize_into`] (lists, and constants spelled as
+/// words): every other word takes the one branch-free path of [`Renderer::word`].
+static SPECIAL: [bool; keywords::COUNT] =
+    keywords::set(&["IN", "VALUES", "ARRAY", "NULL", "TRUE", "FALSE"]);
+
+/// The spacing kind of a word, by keyword index, with one more entry (the last) for a word
+/// that is no keyword.
+static WORD_KIND: [Last; keywords::COUNT + 1] = {
+    let mut t = [Last::Keyword; keywords::COUNT + 1];
+    let mut k = 0;
+    while k < keywords::COUNT {
+        if FUNCTION_LIKE[k] {
+            t[k] = Last::FunctionKeyword;
+        }
+        k += 1;
+    }
+    t[keywords::COUNT] = Last::Ident;
+    t
+};
+
 // The keywords the normalizer's rules name, as indices (a token carries its keyword's index).
 const IN: u8 = index_of("IN");
 const VALUES: u8 = index_of("VALUES");
@@ -312,28 +332,38 @@ impl Renderer<'_> {
         self.last = Last::Value;
     }
 
-    fn ident(&mut self, range: std::ops::Range<usize>) {
+    /// An unquoted word: a keyword upper-cased (a keyword's letters are the word's, so this
+    /// spells the keyword), an identifier lower-cased.
+    fn word(&mut self, range: std::ops::Range<usize>, kw: Option<u8>) {
         self.space_before(Next::Other);
         let start = self.out.len();
         let sql = self.sql.as_bytes();
         let len = range.len();
-        // Short words (nearly all) as one 16-byte copy of the input, lower-cased eight bytes
-        // at a time and cut back to the word: no loop and no branch on the word's length.
+        // Short words (nearly all) as one 16-byte copy of the input, its case set eight bytes
+        // at a time and cut back to the word: no loop, and no branch on the word's length nor
+        // on whether it is a keyword (which is as unpredictable as it gets).
         match sql[range.start..].first_chunk::<16>() {
             Some(wide) if len <= 16 => {
+                let keyword = 0u64.wrapping_sub(u64::from(kw.is_some()));
+                let case = |bytes: &[u8]| {
+                    let x = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
+                    ((upper8(x) & keyword) | (lower8(x) & !keyword)).to_le_bytes()
+                };
                 let (a, b) = wide.split_at(8);
-                let a = lower8(u64::from_le_bytes(a.try_into().unwrap_or_default()));
-                let b = lower8(u64::from_le_bytes(b.try_into().unwrap_or_default()));
-                self.out.extend_from_slice(&a.to_le_bytes());
-                self.out.extend_from_slice(&b.to_le_bytes());
+                self.out.extend_from_slice(&case(a));
+                self.out.extend_from_slice(&case(b));
                 self.out.truncate(start + len);
             }
             _ => {
                 self.out.extend_from_slice(&sql[range]);
-                self.out[start..].make_ascii_lowercase();
+                if kw.is_some() {
+                    self.out[start..].make_ascii_uppercase();
+                } else {
+                    self.out[start..].make_ascii_lowercase();
+                }
             }
         }
-        self.last = Last::Ident;
+        self.last = WORD_KIND[usize::from(kw.unwrap_or(keywords::COUNT as u8))];
     }
 
     /// The position the next piece is written at, in the text.
@@ -347,15 +377,26 @@ impl Renderer<'_> {
     }
 }
 
-/// ASCII upper-case letters among eight bytes lowered, other bytes unchanged.
-fn lower8(x: u64) -> u64 {
+/// The high bit of each of the eight bytes of `x` that is an ASCII letter from `a` to `z`
+/// (`lo`, `hi` being the range). Each range test adds a per-byte offset to the low seven bits,
+/// which cannot carry into the next byte.
+fn letters8(x: u64, lo: u8, hi: u8) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let low = x & !HIGH;
-    let at_least_a = low + ONES * (0x80 - u64::from(b'A'));
-    let above_z = low + ONES * (0x7F - u64::from(b'Z'));
-    let upper = at_least_a & !above_z & !x & HIGH;
-    x | (upper >> 2)
+    let at_least = low + ONES * (0x80 - u64::from(lo));
+    let above = low + ONES * (0x7F - u64::from(hi));
+    at_least & !above & !x & HIGH
+}
+
+/// ASCII upper-case letters among eight bytes lowered, other bytes unchanged.
+fn lower8(x: u64) -> u64 {
+    x | (letters8(x, b'A', b'Z') >> 2)
+}
+
+/// ASCII lower-case letters among eight bytes raised, other bytes unchanged.
+fn upper8(x: u64) -> u64 {
+    x & !(letters8(x, b'a', b'z') >> 2)
 }
 
 fn push_u32(out: &mut Vec<u8>, v: u32) {
@@ -495,6 +536,8 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], out: &mut Vec<u8>) -> u64 
         match t {
             &Tok::Word(ref range, kw) => {
                 match kw {
+                    Some(k) if !SPECIAL[usize::from(k)] => {}
+                    None => {}
                     Some(k @ (IN | VALUES)) => {
                         let after = if k == IN {
                             const_list(sql, toks, i + 1, b'(', b')')
@@ -533,21 +576,8 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], out: &mut Vec<u8>) -> u64 
                     }
                     _ => {}
                 }
-                match kw {
-                    Some(k) => {
-                        let kind = if FUNCTION_LIKE[usize::from(k)] {
-                            Last::FunctionKeyword
-                        } else {
-                            Last::Keyword
-                        };
-                        r.keyword(kind, k);
-                        in_by_list = k == BY;
-                    }
-                    None => {
-                        r.ident(range.clone());
-                        in_by_list = false;
-                    }
-                }
+                r.word(range.clone(), kw);
+                in_by_list = kw == Some(BY);
                 prev_kw = [prev_kw[1], kw];
                 i += 1;
                 continue;
