@@ -45,6 +45,18 @@ fn is_ident_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
 }
 
+/// [`is_ident_start`] as a table.
+static IDENT_START: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphabetic() || c == b'_' || c >= 0x80;
+        b += 1;
+    }
+    t
+};
+
 /// Bytes that continue an unquoted word, as a table: the word loop is the lexer's hottest.
 static IDENT_CONT: [bool; 256] = {
     let mut t = [false; 256];
@@ -100,6 +112,12 @@ pub(crate) fn tokenize(sql: &str, out: &mut Vec<Tok>) {
                 None => break,
             }
         }
+        // Words are every other token: their test comes before the dispatch (a prefixed
+        // string such as `E'…'` starts like a word, and `lex_word` tells them apart).
+        if IDENT_START[usize::from(b)] {
+            i = lex_word(s, i, out);
+            continue;
+        }
         match b {
             b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {
                 i += 1;
@@ -136,7 +154,6 @@ pub(crate) fn tokenize(sql: &str, out: &mut Vec<Tok>) {
                 i += 1;
             }
             _ if is_op_char(b) => i = lex_operator(s, i, out),
-            _ if is_ident_start(b) => i = lex_word(s, i, out),
             _ => {
                 // Control bytes and `{ } \` have no meaning in PostgreSQL SQL; keep them visible.
                 out.push(Tok::Other(i..i + 1));
