@@ -78,6 +78,24 @@ proptest! {
     }
 
     #[test]
+    fn appending_after_other_text_gives_the_same_text_and_id(
+        before in ".{0,40}",
+        input in r#"[ a-zA-Z0-9'"$(),;:.\-*/=<>\[\]\\E&U_]{0,200}"#,
+    ) {
+        // The renderer copies fixed-size chunks and cuts them back: text already in the
+        // buffer, or a word near the end of the input, must not change what is appended.
+        let mut out = before.clone().into_bytes();
+        let id = pgscope::fingerprint_append(&input, &mut out);
+        let fp = pgscope::fingerprint(&input);
+        prop_assert_eq!(&out[..before.len()], before.as_bytes());
+        prop_assert_eq!(std::str::from_utf8(&out[before.len()..]).ok(), Some(fp.normalized()));
+        prop_assert_eq!(id, fp.id());
+        let mut text = String::from("stale");
+        prop_assert_eq!(pgscope::fingerprint_to(&input, &mut text), fp.id());
+        prop_assert_eq!(text.as_str(), fp.normalized());
+    }
+
+    #[test]
     fn never_panics_on_sql_like_garbage(input in r#"[ a-zA-Z0-9'"$(),;:.\-*/=<>\[\]\\E&U_]{0,300}"#) {
         let _ = pgscope::fingerprint(&input);
     }
