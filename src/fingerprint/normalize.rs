@@ -269,27 +269,6 @@ static TIGHT: [[bool; 4]; 10] = {
     t
 };
 
-/// Every keyword padded with spaces to [`PAD`] bytes, one after the other: a keyword is
-/// rendered as one fixed-size copy (a couple of vector moves, no `memcpy` call) followed by a
-/// truncation to its length.
-const PAD: usize = 24;
-
-static PADDED: [u8; keywords::COUNT * PAD] = {
-    let mut t = [b' '; keywords::COUNT * PAD];
-    let mut k = 0;
-    while k < keywords::COUNT {
-        let word = keywords::KEYWORDS[k].as_bytes();
-        assert!(word.len() <= PAD);
-        let mut i = 0;
-        while i < word.len() {
-            t[k * PAD + i] = word[i];
-            i += 1;
-        }
-        k += 1;
-    }
-    t
-};
-
 /// `$1` to `$9`, the placeholders nearly every statement stops at, two bytes each.
 static SMALL_PLACEHOLDERS: &[u8; 20] = b"$0$1$2$3$4$5$6$7$8$9";
 
@@ -306,15 +285,6 @@ impl Renderer<'_> {
     fn push(&mut self, kind: Last, next: Next, text: &str) {
         self.space_before(next);
         self.out.extend_from_slice(text.as_bytes());
-        self.last = kind;
-    }
-
-    fn keyword(&mut self, kind: Last, k: u8) {
-        self.space_before(Next::Other);
-        let len = self.out.len();
-        let at = usize::from(k) * PAD;
-        self.out.extend_from_slice(&PADDED[at..at + PAD]);
-        self.out.truncate(len + keywords::name(k).len());
         self.last = kind;
     }
 
@@ -545,7 +515,7 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], out: &mut Vec<u8>) -> u64 
                             values_rows(sql, toks, i + 1)
                         };
                         if let Some(after) = after {
-                            r.keyword(Last::Keyword, k);
+                            r.push(Last::Keyword, Next::Other, keywords::name(k));
                             r.push(Last::Close, Next::Other, "(...)");
                             i = after;
                             prev_kw = [None, Some(k)];
