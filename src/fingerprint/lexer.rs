@@ -42,10 +42,10 @@ impl Tok {
 }
 
 fn is_ident_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+    IDENT_START[usize::from(b)]
 }
 
-/// [`is_ident_start`] as a table.
+/// Bytes that start an unquoted word, as a table: tested on every token.
 static IDENT_START: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
@@ -114,7 +114,7 @@ pub(crate) fn tokenize(sql: &str, out: &mut Vec<Tok>) {
         }
         // Words are every other token: their test comes before the dispatch (a prefixed
         // string such as `E'…'` starts like a word, and `lex_word` tells them apart).
-        if IDENT_START[usize::from(b)] {
+        if is_ident_start(b) {
             i = lex_word(s, i, out);
             continue;
         }
@@ -412,21 +412,23 @@ fn lex_word(s: &[u8], i: usize, out: &mut Vec<Tok>) -> usize {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;
 
-/// The bytes of `x` (eight at once) that continue an unquoted word, as their high bits: letters,
-/// digits, `_`, `$` and bytes ≥ 0x80, like [`IDENT_CONT`]. Each range test adds a per-byte
-/// offset to the low seven bits, which cannot carry into the next byte.
-const fn word_bytes(x: u64) -> u64 {
-    const fn within(v: u64, lo: u8, hi: u8) -> u64 {
-        let at_least = v + ONES * (0x80 - lo as u64);
-        let above = v + ONES * (0x7F - hi as u64);
-        at_least & !above
-    }
+/// The ASCII bytes of `x` (eight at once) from `lo` to `hi`, as their high bits. The range test
+/// adds a per-byte offset to the low seven bits, which cannot carry into the next byte.
+pub(super) const fn within8(x: u64, lo: u8, hi: u8) -> u64 {
     let low = x & !HIGH;
-    let letters = within(low | (ONES * 0x20), b'a', b'z');
-    let digits = within(low, b'0', b'9');
-    let underscore = within(low, b'_', b'_');
-    let dollar = within(low, b'$', b'$');
-    (letters | digits | underscore | dollar | x) & HIGH
+    let at_least = low + ONES * (0x80 - lo as u64);
+    let above = low + ONES * (0x7F - hi as u64);
+    at_least & !above & !x & HIGH
+}
+
+/// The bytes of `x` (eight at once) that continue an unquoted word, as their high bits: letters,
+/// digits, `_`, `$` and bytes ≥ 0x80, like [`IDENT_CONT`].
+const fn word_bytes(x: u64) -> u64 {
+    let letters = within8(x | (ONES * 0x20), b'a', b'z');
+    let digits = within8(x, b'0', b'9');
+    let underscore = within8(x, b'_', b'_');
+    let dollar = within8(x, b'$', b'$');
+    letters | digits | underscore | dollar | (x & HIGH)
 }
 
 /// The end of the word starting at `s[i]` (an identifier-start byte), and its keyword

@@ -4,7 +4,7 @@
 //! forward once and stops at the first token that is not a constant), so it is linear in the
 //! input and uses no recursion however deeply the parentheses nest.
 
-use super::lexer::Tok;
+use super::lexer::{Tok, within8};
 
 use super::keywords::{self, index_of};
 
@@ -347,26 +347,14 @@ impl Renderer<'_> {
     }
 }
 
-/// The high bit of each of the eight bytes of `x` that is an ASCII letter from `a` to `z`
-/// (`lo`, `hi` being the range). Each range test adds a per-byte offset to the low seven bits,
-/// which cannot carry into the next byte.
-fn letters8(x: u64, lo: u8, hi: u8) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let low = x & !HIGH;
-    let at_least = low + ONES * (0x80 - u64::from(lo));
-    let above = low + ONES * (0x7F - u64::from(hi));
-    at_least & !above & !x & HIGH
-}
-
 /// ASCII upper-case letters among eight bytes lowered, other bytes unchanged.
 fn lower8(x: u64) -> u64 {
-    x | (letters8(x, b'A', b'Z') >> 2)
+    x | (within8(x, b'A', b'Z') >> 2)
 }
 
 /// ASCII lower-case letters among eight bytes raised, other bytes unchanged.
 fn upper8(x: u64) -> u64 {
-    x & !(letters8(x, b'a', b'z') >> 2)
+    x & !(within8(x, b'a', b'z') >> 2)
 }
 
 fn push_u32(out: &mut Vec<u8>, v: u32) {
