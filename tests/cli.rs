@@ -132,3 +132,61 @@ fn a_statement_longer_than_a_read_block_and_nul_separated_blocks_match_the_libra
     assert_eq!(out.lines().count(), 40_000);
     assert!(out == expected, "output differs from the library's");
 }
+
+#[test]
+fn a_regular_file_on_stdin_is_read_from_its_position_with_the_same_output_as_a_pipe() {
+    // A regular file is mapped rather than read: start past its first line (as after a shell's
+    // `read`), with a statement longer than a block and no final newline, and compare with the
+    // same bytes piped. The file's position ends at its end, as reading it would leave it.
+    let mut text = String::from("SELECT skipped_by_the_caller FROM t\n");
+    let skip = text.len() as u64;
+    let mut i = 0u64;
+    while text.len() < 2 << 20 {
+        if i == 900 {
+            text.push_str("SELECT * FROM t WHERE id IN (");
+            for n in 0..60_000 {
+                text.push_str(&format!("{n}, "));
+            }
+            text.push_str("0)\n");
+        }
+        text.push_str(&format!(
+            "select id from t{} where v = {i} and s = 'x{i}'\n",
+            i % 5
+        ));
+        i += 1;
+    }
+    text.push_str("DELETE FROM t WHERE id = 7");
+    let path = std::env::temp_dir().join(format!("pgscope-cli-{}.sql", std::process::id()));
+    std::fs::write(&path, &text).expect("write the input");
+    let mut file = std::fs::File::open(&path).expect("open the input");
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(skip)).expect("seek");
+    let out = Command::new(env!("CARGO_BIN_EXE_pgscope"))
+        .arg("fingerprint")
+        .stdin(file.try_clone().expect("clone the file"))
+        .output()
+        .expect("run pgscope");
+    let position = std::io::Seek::stream_position(&mut file).expect("position");
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success());
+    let (code, piped, _) = run(&["fingerprint"], &text.as_bytes()[skip as usize..]);
+    assert_eq!(code, 0);
+    let mapped = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        mapped.lines().count() as u64,
+        i + 2,
+        "one line per statement"
+    );
+    assert!(
+        mapped == piped,
+        "a mapped file and a pipe give different output"
+    );
+    assert!(
+        mapped.ends_with("\tDELETE FROM t WHERE id = $1\n"),
+        "the last line, unterminated"
+    );
+    assert!(
+        !mapped.contains("skipped"),
+        "bytes before the position are not read"
+    );
+    assert_eq!(position, text.len() as u64, "stdin is left at its end");
+}

@@ -4,8 +4,9 @@
 //! pgscope fingerprint [-z]     read statements from stdin, print `<16-hex id>\t<normalized>`
 //! ```
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, mpsc};
 
 const HELP: &str = "\
@@ -99,6 +100,9 @@ impl Buffers {
 /// (two per worker), not by the input's size.
 fn fingerprint(nul: bool) -> io::Result<()> {
     let sep = if nul { b'\0' } else { b'\n' };
+    if let Some(map) = map_stdin() {
+        return mapped(&map, sep, &mut io::stdout().lock());
+    }
     let mut blocks = Blocks {
         input: io::stdin().lock(),
         sep,
@@ -182,6 +186,100 @@ fn fingerprint(nul: bool) -> io::Result<()> {
             writer.put(seq, bufs, &mut out, &mut free)?;
         }
         if writer.next != sent {
+            return Err(io::Error::other("a worker thread panicked"));
+        }
+        out.flush()
+    })
+}
+
+/// Standard input mapped into memory from its current position on, when it is a regular file
+/// of more than one block: the workers then read the page cache directly, with no copy into
+/// buffers and no reading thread. Anything else (a pipe, a terminal, a small or unmappable
+/// file) is streamed. The file's position is moved to its end, as reading it would.
+fn map_stdin() -> Option<memmap2::Mmap> {
+    use std::os::fd::AsFd;
+    let mut file = std::fs::File::from(io::stdin().as_fd().try_clone_to_owned().ok()?);
+    let meta = file.metadata().ok()?;
+    let at = file.stream_position().ok()?;
+    if !meta.is_file() || meta.len().saturating_sub(at) <= BLOCK as u64 {
+        return None;
+    }
+    // SAFETY: the map is only read, and only while this process runs. A file truncated by
+    // another process while it is being read would end the process with SIGBUS (as for any
+    // tool that maps its input, e.g. ripgrep); a file changed in place gives output for a mix
+    // of old and new bytes, as reading it while it changes would.
+    let map = unsafe { memmap2::MmapOptions::new().offset(at).populate().map(&file) }.ok()?;
+    file.seek(io::SeekFrom::End(0)).ok()?;
+    Some(map)
+}
+
+/// Renders a mapped input: cut into blocks at separators, rendered on every core, written in
+/// input order. Memory beyond the map is two output buffers per worker.
+fn mapped(input: &[u8], sep: u8, out: &mut impl Write) -> io::Result<()> {
+    let mut cuts = vec![0];
+    let mut at = 0;
+    while at < input.len() {
+        let want = at + BLOCK;
+        at = match input.get(want..) {
+            Some(rest) => memchr::memchr(sep, rest).map_or(input.len(), |p| want + p + 1),
+            None => input.len(),
+        };
+        cuts.push(at);
+    }
+    let blocks = cuts.len() - 1;
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(blocks);
+    let next = AtomicUsize::new(0);
+    let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..2 * workers {
+        let _ = free_tx.send(Vec::with_capacity(BLOCK + BLOCK / 2));
+    }
+    let free_rx = Mutex::new(free_rx);
+    let (done_tx, done_rx) = mpsc::channel::<(usize, Vec<u8>)>();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            let (done_tx, free_rx, next, cuts) = (done_tx.clone(), &free_rx, &next, &cuts);
+            s.spawn(move || {
+                loop {
+                    // A buffer first, then a block: the earliest block not yet written always
+                    // has a buffer, so the writer can never wait on a worker that waits on it.
+                    let free = free_rx
+                        .lock()
+                        .map_err(|_| ())
+                        .and_then(|rx| rx.recv().map_err(|_| ()));
+                    let Ok(mut buf) = free else {
+                        return;
+                    };
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    if k >= blocks {
+                        return;
+                    }
+                    render(&input[cuts[k]..cuts[k + 1]], sep, &mut buf);
+                    if done_tx.send((k, buf)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut written = 0;
+        let result: io::Result<()> = (|| {
+            for (k, buf) in &done_rx {
+                waiting.insert(k, buf);
+                while let Some(buf) = waiting.remove(&written) {
+                    out.write_all(&buf)?;
+                    let _ = free_tx.send(buf);
+                    written += 1;
+                }
+            }
+            Ok(())
+        })();
+        // Stops the workers (a write error, or the end): no buffer comes back any more.
+        drop(free_tx);
+        result?;
+        if written != blocks {
             return Err(io::Error::other("a worker thread panicked"));
         }
         out.flush()
