@@ -94,6 +94,7 @@ impl Buffers {
 
 /// Reads stdin in blocks, renders them on every core, writes the output in input order.
 ///
+/// A regular file on stdin is mapped instead and handed to [`mapped`].
 /// An input that fits in one block is rendered on the main thread: a single statement piped
 /// in starts no thread. A bigger one gets one worker per core; the main thread reads the
 /// blocks and writes the finished ones in order, so memory is bounded by the blocks in flight
@@ -132,11 +133,7 @@ fn fingerprint(nul: bool) -> io::Result<()> {
             s.spawn(move || {
                 loop {
                     // The lock is held only to take the next block, never while rendering.
-                    let job = job_rx
-                        .lock()
-                        .map_err(|_| ())
-                        .and_then(|rx| rx.recv().map_err(|_| ()));
-                    let Ok((seq, len, mut bufs)) = job else {
+                    let Some((seq, len, mut bufs)) = take(job_rx) else {
                         return;
                     };
                     render(&bufs.input[..len], sep, &mut bufs.output);
@@ -208,7 +205,8 @@ fn map_stdin() -> Option<memmap2::Mmap> {
     // another process while it is being read would end the process with SIGBUS (as for any
     // tool that maps its input, e.g. ripgrep); a file changed in place gives output for a mix
     // of old and new bytes, as reading it while it changes would.
-    let map = unsafe { memmap2::MmapOptions::new().offset(at).populate().map(&file) }.ok()?;
+    // Not pre-faulted: the workers fault their own blocks in, in parallel.
+    let map = unsafe { memmap2::MmapOptions::new().offset(at).map(&file) }.ok()?;
     file.seek(io::SeekFrom::End(0)).ok()?;
     Some(map)
 }
@@ -231,47 +229,38 @@ fn mapped(input: &[u8], sep: u8, out: &mut impl Write) -> io::Result<()> {
         .map_or(1, |n| n.get())
         .min(blocks);
     let next = AtomicUsize::new(0);
-    let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+    let (free_tx, free_rx) = mpsc::channel::<Buffers>();
     for _ in 0..2 * workers {
-        let _ = free_tx.send(Vec::with_capacity(BLOCK + BLOCK / 2));
+        let _ = free_tx.send(Buffers::new());
     }
     let free_rx = Mutex::new(free_rx);
-    let (done_tx, done_rx) = mpsc::channel::<(usize, Vec<u8>)>();
+    let (done_tx, done_rx) = mpsc::channel::<(u64, Buffers)>();
     std::thread::scope(|s| {
         for _ in 0..workers {
             let (done_tx, free_rx, next, cuts) = (done_tx.clone(), &free_rx, &next, &cuts);
             s.spawn(move || {
-                loop {
-                    // A buffer first, then a block: the earliest block not yet written always
-                    // has a buffer, so the writer can never wait on a worker that waits on it.
-                    let free = free_rx
-                        .lock()
-                        .map_err(|_| ())
-                        .and_then(|rx| rx.recv().map_err(|_| ()));
-                    let Ok(mut buf) = free else {
-                        return;
-                    };
+                // A buffer first, then a block: the earliest block not yet written always has
+                // a buffer, so the writer can never wait on a worker that waits on it.
+                while let Some(mut bufs) = take(free_rx) {
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     if k >= blocks {
                         return;
                     }
-                    render(&input[cuts[k]..cuts[k + 1]], sep, &mut buf);
-                    if done_tx.send((k, buf)).is_err() {
+                    render(&input[cuts[k]..cuts[k + 1]], sep, &mut bufs.output);
+                    if done_tx.send((k as u64, bufs)).is_err() {
                         return;
                     }
                 }
             });
         }
         drop(done_tx);
-        let mut waiting = std::collections::BTreeMap::new();
-        let mut written = 0;
+        let mut writer = InOrder::default();
+        let mut written = Vec::new();
         let result: io::Result<()> = (|| {
-            for (k, buf) in &done_rx {
-                waiting.insert(k, buf);
-                while let Some(buf) = waiting.remove(&written) {
-                    out.write_all(&buf)?;
-                    let _ = free_tx.send(buf);
-                    written += 1;
+            for (k, bufs) in &done_rx {
+                writer.put(k, bufs, out, &mut written)?;
+                for bufs in written.drain(..) {
+                    let _ = free_tx.send(bufs);
                 }
             }
             Ok(())
@@ -279,11 +268,18 @@ fn mapped(input: &[u8], sep: u8, out: &mut impl Write) -> io::Result<()> {
         // Stops the workers (a write error, or the end): no buffer comes back any more.
         drop(free_tx);
         result?;
-        if written != blocks {
+        if writer.next != blocks as u64 {
             return Err(io::Error::other("a worker thread panicked"));
         }
         out.flush()
     })
+}
+
+/// The next item from a receiver shared by the workers; `None` once its sender is gone (or a
+/// worker panicked holding the lock). The lock is held while waiting, so one worker waits at
+/// the channel and the others at the lock.
+fn take<T>(rx: &Mutex<mpsc::Receiver<T>>) -> Option<T> {
+    rx.lock().ok()?.recv().ok()
 }
 
 /// Finished blocks, written in input order as soon as the next one in line is there.
