@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::panic::Location;
+use std::sync::Arc;
 
 use super::call_site::{CallSite, location};
 use crate::fingerprint::Fingerprint;
@@ -304,17 +305,38 @@ pub(crate) fn dispatching<R>(f: impl FnOnce() -> R) -> R {
     result
 }
 
+/// A warning waiting for its call site to be resolved, emitted once by whichever comes first:
+/// pgscope's reporter thread once it has resolved the site, or the scope when it ends
+/// ([`Pending::emit`]). Holding the scope's span only until then means the span closes when the
+/// scope does, so an exporter flushed right after the scope (a job that exits, a server shutting
+/// down) gets it with everything on it.
+pub(crate) struct Pending(parking_lot::Mutex<Option<(Warning, tracing::Span, tracing::Dispatch)>>);
+
+impl Pending {
+    /// Emits the warning inside its span now (resolving the call site if the reporter has not
+    /// yet), unless it was emitted already.
+    pub(crate) fn emit(&self) {
+        // The lock is held until the span's clone is dropped: a scope that ends while the
+        // reporter emits waits for it, so the span closes before the scope's end returns.
+        let mut job = self.0.lock();
+        if let Some((warning, span, dispatch)) = job.take() {
+            tracing::dispatcher::with_default(&dispatch, || span.in_scope(|| warning.emit()));
+        }
+    }
+}
+
 /// Reports `warning` as a WARN event inside `span` (the scope's span): right away when its call
 /// site is already resolved (the same stack seen before), else from pgscope's reporter thread
 /// once it is, so symbol resolution (milliseconds the first time a stack is seen) never runs on
 /// the statement's path. Never from inside the observer's event dispatch (see
-/// [`dispatching`]).
-pub(crate) fn warn_later(warning: Warning, span: tracing::Span) {
+/// [`dispatching`]). Returns the warning while it waits: its scope must [`Pending::emit`] it
+/// when it ends, so the span is not held past the scope.
+pub(crate) fn warn_later(warning: Warning, span: tracing::Span) -> Option<Arc<Pending>> {
     if warning.call_site().is_resolved() && !IN_DISPATCH.get() {
         span.in_scope(|| warning.emit());
-        return;
+        return None;
     }
-    type Job = (Warning, tracing::Span, tracing::Dispatch);
+    type Job = (CallSite, Arc<Pending>);
     static QUEUE: std::sync::OnceLock<Option<std::sync::mpsc::SyncSender<Job>>> =
         std::sync::OnceLock::new();
     let queue = QUEUE.get_or_init(|| {
@@ -323,25 +345,29 @@ pub(crate) fn warn_later(warning: Warning, span: tracing::Span) {
         std::thread::Builder::new()
             .name("pgscope-reporter".into())
             .spawn(move || {
-                for (warning, span, dispatch) in rx {
+                for (site, pending) in rx {
                     // Resolved here whether or not a subscriber reads the event, so the next
                     // finding from the same stack is reported in place.
-                    warning.call_site().get();
-                    tracing::dispatcher::with_default(&dispatch, || {
-                        span.in_scope(|| warning.emit())
-                    });
+                    site.get();
+                    pending.emit();
                 }
             })
             .ok()
             .map(|_| tx)
     });
     let dispatch = tracing::dispatcher::get_default(Clone::clone);
+    let site = warning.call_site().clone();
+    let pending = Arc::new(Pending(parking_lot::Mutex::new(Some((
+        warning, span, dispatch,
+    )))));
     let sent = queue
         .as_ref()
-        .is_some_and(|tx| tx.try_send((warning, span, dispatch)).is_ok());
+        .is_some_and(|tx| tx.try_send((site, Arc::clone(&pending))).is_ok());
     if !sent {
         DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
+    // Unsent, the scope still emits it when it ends.
+    Some(pending)
 }
 
 /// Warnings dropped because the reporter's queue was full (or its thread could not start).

@@ -13,7 +13,7 @@ use crate::fingerprint::Fingerprint;
 pub(crate) use self::call_site::{CallSite, call_site_for};
 pub use self::findings::{Duplicate, Finding, NPlusOne, NestedAcquire};
 pub(crate) use self::findings::{
-    Warning, batched, dispatching, hint_unscoped, nested_acquire, warn_later,
+    Pending, Warning, batched, dispatching, hint_unscoped, nested_acquire, warn_later,
 };
 
 /// What to do when a rule fires.

@@ -53,7 +53,7 @@ pub(crate) async fn acquire_in(
             pool.settings
                 .on_finding
                 .call(&detect::Finding::NestedAcquire(&item));
-            detect::warn_later(detect::Warning::Nested(item), scope.span.clone());
+            scope.warn(detect::Warning::Nested(item));
         }
     }
     Ok(PoolConnection {

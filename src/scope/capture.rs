@@ -81,6 +81,10 @@ impl<F> std::fmt::Debug for Capture<F> {
 fn end(scope: &Arc<ScopeInner>, on_report: Option<&OnReport>) -> Report {
     crate::wrapped::check_events_visible();
     let report = scope.close();
+    // Before the span is released: a warning the reporter thread has not emitted yet would
+    // otherwise hold the span open past the scope, and an exporter shut down right after the
+    // scope would never see it.
+    scope.emit_warnings();
     span::detach(&scope.span, scope);
     crate::telemetry::scope_ended(&scope.span, &report, scope.owns_span);
     if let Some(f) = on_report {

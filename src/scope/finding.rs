@@ -67,7 +67,7 @@ pub(crate) fn n_plus_one(
     if let Some(item) = item.filter(|_| new) {
         telemetry::n_plus_one(&item);
         settings.on_finding.call(&Finding::NPlusOne(&item));
-        detect::warn_later(Warning::NPlusOne(item), owner.span.clone());
+        owner.warn(Warning::NPlusOne(item));
     }
     !refuses
 }
@@ -98,6 +98,6 @@ fn duplicate(
     if with_state(scope, unscoped, |state| state.add_duplicate(&item)) {
         telemetry::duplicate(&item);
         settings.on_finding.call(&Finding::Duplicate(&item));
-        detect::warn_later(Warning::Duplicate(item), owner.span.clone());
+        owner.warn(Warning::Duplicate(item));
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::span;
-use crate::detect::{
+use crate::detect::{self, 
     Duplicate, NPlusOne, NestedAcquire, Overrides, Rules, Seen, Settings, Verdict,
 };
 use crate::fingerprint::Fingerprint;
@@ -52,6 +52,9 @@ pub(crate) struct ScopeInner {
     /// Statement spans waiting to be merged (span compression), and whether the scope closed
     /// (then nothing waits).
     spans: Mutex<(bool, PendingRun)>,
+    /// Warnings still waiting for their call site: emitted when the scope ends at the latest, so
+    /// nothing keeps the scope's span open after it.
+    warnings: Mutex<Vec<Arc<detect::Pending>>>,
 }
 
 /// Everything a scope accumulates.
@@ -111,6 +114,7 @@ impl ScopeInner {
                 owns_span,
                 state: Mutex::new(State::default()),
                 spans: Mutex::default(),
+                warnings: Mutex::default(),
             }
         })
     }
@@ -128,6 +132,7 @@ impl ScopeInner {
                 ..State::default()
             }),
             spans: Mutex::default(),
+            warnings: Mutex::default(),
         })
     }
 
@@ -148,6 +153,27 @@ impl ScopeInner {
         flushed.export();
         if let Some(rest) = rest {
             rest.export();
+        }
+    }
+
+    /// Reports `warning` inside the scope's span (see [`detect::warn_later`]); one still waiting
+    /// for its call site when the scope ends is emitted then.
+    pub(crate) fn warn(&self, warning: detect::Warning) {
+        if let Some(pending) = detect::warn_later(warning, self.span.clone())
+            && !self.span.is_none()
+        {
+            let mut warnings = self.warnings.lock();
+            // Emitted ones are dropped as new ones come (a long-lived scope stays bounded).
+            warnings.retain(|p| Arc::strong_count(p) > 1);
+            warnings.push(pending);
+        }
+    }
+
+    /// Emits the warnings still waiting for their call site (the scope is ending).
+    pub(crate) fn emit_warnings(&self) {
+        let warnings = std::mem::take(&mut *self.warnings.lock());
+        for pending in warnings {
+            pending.emit();
         }
     }
 
