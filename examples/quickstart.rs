@@ -42,10 +42,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     #[cfg(feature = "otel")]
     let _otel = match std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT") {
         Some(_) => Some(
-            pgscope::otel::OtelBuilder::new()
-                .service_name("pgscope-quickstart")
-                .log_filter("warn")
-                .init(),
+            {
+                let otel = pgscope::otel::OtelBuilder::new().log_filter("warn");
+                // OTEL_SERVICE_NAME, when set, names the service (as everywhere in OpenTelemetry).
+                match std::env::var_os("OTEL_SERVICE_NAME") {
+                    Some(_) => otel,
+                    None => otel.service_name("pgscope-quickstart"),
+                }
+                .init()
+            },
         ),
         None => {
             tracing_subscriber::fmt().with_env_filter("warn").init();

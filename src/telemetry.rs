@@ -286,12 +286,19 @@ pub(crate) fn plan_changed(
     call_site: &str,
 ) {
     #[cfg(feature = "otel")]
-    {
-        crate::otel::record_plan_change(fingerprint);
-        crate::otel::plan_change_event(span, fingerprint, statement, shapes, sizes, call_site);
-    }
+    crate::otel::plan_change_event(span, fingerprint, statement, shapes, sizes, call_site);
     #[cfg(not(feature = "otel"))]
     let _ = (span, fingerprint, statement, shapes, sizes, call_site);
+}
+
+/// A statement's plan changed: the `pgscope.plan.changes` counter (the event follows through
+/// [`plan_changed`]).
+#[cfg(feature = "pool")]
+pub(crate) fn plan_change_counted(fingerprint: u64) {
+    #[cfg(feature = "otel")]
+    crate::otel::record_plan_change(fingerprint);
+    #[cfg(not(feature = "otel"))]
+    let _ = fingerprint;
 }
 
 /// A statement was refused by the query budget of scope `route`.

@@ -542,7 +542,13 @@ impl Planner {
             let Some(entry) = state.get_mut(&candidate.fingerprint.id()) else {
                 return;
             };
-            entry.observe(&candidate, shape, now, elapsed)
+            let change = entry.observe(&candidate, shape, now, elapsed);
+            // Counted before the change is visible in `plans()`: whoever sees it there and
+            // then shuts the exporter down exports the counter too.
+            if let Some(change) = &change {
+                crate::telemetry::plan_change_counted(change.fingerprint);
+            }
+            change
         };
         if let Some(change) = change {
             tracing::warn!(
