@@ -41,17 +41,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // (see collector-config/); the guard flushes everything when main returns.
     #[cfg(feature = "otel")]
     let _otel = match std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        Some(_) => Some(
-            {
-                let otel = pgscope::otel::OtelBuilder::new().log_filter("warn");
-                // OTEL_SERVICE_NAME, when set, names the service (as everywhere in OpenTelemetry).
-                match std::env::var_os("OTEL_SERVICE_NAME") {
-                    Some(_) => otel,
-                    None => otel.service_name("pgscope-quickstart"),
-                }
-                .init()
-            },
-        ),
+        Some(_) => Some({
+            let otel = pgscope::otel::OtelBuilder::new().log_filter("warn");
+            // OTEL_SERVICE_NAME, when set, names the service (as everywhere in OpenTelemetry).
+            match std::env::var_os("OTEL_SERVICE_NAME") {
+                Some(_) => otel,
+                None => otel.service_name("pgscope-quickstart"),
+            }
+            .init()
+        }),
         None => {
             tracing_subscriber::fmt().with_env_filter("warn").init();
             None

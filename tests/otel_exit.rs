@@ -66,9 +66,18 @@ async fn the_scope_span_and_its_n_plus_one_survive_a_guard_dropped_right_after_t
         spans.iter().map(|s| &s.name).collect::<Vec<_>>()
     );
     let scope = otlp_receiver::named(&spans, "pgscope.scope");
-    assert_eq!(attr(&scope.attributes, "pgscope.scope").as_deref(), Some("GET /x"));
-    assert_eq!(attr(&scope.attributes, "pgscope.queries").as_deref(), Some("19"));
-    assert_eq!(attr(&scope.attributes, "pgscope.n_plus_one").as_deref(), Some("1"));
+    assert_eq!(
+        attr(&scope.attributes, "pgscope.scope").as_deref(),
+        Some("GET /x")
+    );
+    assert_eq!(
+        attr(&scope.attributes, "pgscope.queries").as_deref(),
+        Some("19")
+    );
+    assert_eq!(
+        attr(&scope.attributes, "pgscope.n_plus_one").as_deref(),
+        Some("1")
+    );
     let event = scope
         .events
         .iter()
@@ -83,7 +92,11 @@ async fn the_scope_span_and_its_n_plus_one_survive_a_guard_dropped_right_after_t
     let statements: Vec<_> = spans.iter().filter(|s| s.kind == 3).collect();
     assert_eq!(statements.len(), 19, "19 CLIENT statement spans");
     for s in statements {
-        assert_eq!(s.parent_span_id, scope.span_id, "`{}` hangs under the scope span", s.name);
+        assert_eq!(
+            s.parent_span_id, scope.span_id,
+            "`{}` hangs under the scope span",
+            s.name
+        );
         assert_eq!(s.trace_id, scope.trace_id);
     }
 }

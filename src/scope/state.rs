@@ -14,8 +14,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::span;
-use crate::detect::{self, 
-    Duplicate, NPlusOne, NestedAcquire, Overrides, Rules, Seen, Settings, Verdict,
+use crate::detect::{
+    self, Duplicate, NPlusOne, NestedAcquire, Overrides, Rules, Seen, Settings, Verdict,
 };
 use crate::fingerprint::Fingerprint;
 use crate::health::Health;
