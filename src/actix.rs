@@ -160,7 +160,7 @@ where
             .scope(&req)
             .on_report_shared(self.config.on_report.clone());
         ResponseFuture {
-            inner: scope.capture(self.service.call(req)),
+            inner: scope.capture(self.service.call(req)).defer_hook(),
             server_timing: self.config.server_timing,
         }
     }
@@ -190,9 +190,22 @@ where
     type Output = Result<ServiceResponse<B>, actix_web::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let (result, report) = std::task::ready!(this.inner.poll(cx));
-        let mut response = result?;
+        let mut this = self.project();
+        let (result, mut report) = std::task::ready!(this.inner.as_mut().poll(cx));
+        let hook = this.inner.take_hook();
+        let mut response = match result {
+            Ok(response) => response,
+            Err(err) => {
+                if let Some(hook) = hook {
+                    hook(&report);
+                }
+                return Poll::Ready(Err(err));
+            }
+        };
+        report.set_status(response.status().as_u16());
+        if let Some(hook) = hook {
+            hook(&report);
+        }
         if *this.server_timing
             && let Ok(value) = HeaderValue::from_str(&report.server_timing())
         {

@@ -271,7 +271,7 @@ where
             .use_current_span()
             .on_report_shared(self.layer.on_report.clone());
         ResponseFuture {
-            inner: scope.capture(self.inner.call(req)),
+            inner: scope.capture(self.inner.call(req)).defer_hook(),
             server_timing: self.layer.server_timing,
         }
     }
@@ -301,9 +301,22 @@ where
     type Output = Result<Response<ResBody>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let (result, report) = ready!(this.inner.poll(cx));
-        let mut response = result?;
+        let mut this = self.project();
+        let (result, mut report) = ready!(this.inner.as_mut().poll(cx));
+        let hook = this.inner.take_hook();
+        let mut response = match result {
+            Ok(response) => response,
+            Err(err) => {
+                if let Some(hook) = hook {
+                    hook(&report);
+                }
+                return Poll::Ready(Err(err));
+            }
+        };
+        report.set_status(response.status().as_u16());
+        if let Some(hook) = hook {
+            hook(&report);
+        }
         log_summary(&report, response.status().as_u16());
         if *this.server_timing
             && let Ok(value) = HeaderValue::from_str(&report.server_timing())

@@ -81,6 +81,7 @@
 //! | `tower` | [`http::ScopeLayer`]: one scope per request for any tower service (tonic, …) |
 //! | `axum` | `tower`, with scopes named by axum's `MatchedPath` |
 //! | `otel` | [`otel`]: spans, metrics and OTLP setup |
+//! | `console` | `console::Console`: the request console, pages in the running app (axum) |
 #![forbid(unsafe_code)]
 // Builds with only one way in leave part of the shared core unused: observer-only builds the
 // wrapper's accounting (hold time, pool wait, refusals), wrapper-only builds the observer's
@@ -96,6 +97,9 @@
 #[cfg(feature = "actix")]
 #[cfg_attr(docsrs, doc(cfg(feature = "actix")))]
 pub mod actix;
+#[cfg(feature = "console")]
+#[cfg_attr(docsrs, doc(cfg(feature = "console")))]
+pub mod console;
 mod detect;
 mod error;
 #[cfg(feature = "pool")]
@@ -144,7 +148,7 @@ pub use self::pool::{
     Connection, Pool, PoolConnection, PoolOptions, RawConnection, Transaction, assert_plan_stable,
     explain,
 };
-pub use self::report::{FingerprintStats, Report};
+pub use self::report::{FingerprintStats, Report, Timeline, TimelineEntry, TimelineKind};
 #[allow(deprecated)]
 pub use self::scope::batch;
 pub use self::scope::{

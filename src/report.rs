@@ -1,7 +1,9 @@
 //! What one scope did to the database.
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::detect::{Duplicate, NPlusOne, NestedAcquire};
 use crate::fingerprint::Fingerprint;
@@ -102,6 +104,129 @@ pub struct Report {
     n_plus_one: Vec<NPlusOne>,
     duplicates: Vec<Duplicate>,
     nested: Vec<NestedAcquire>,
+    elapsed: Duration,
+    status: Option<u16>,
+    timeline: Option<Arc<Timeline>>,
+}
+
+/// Statements, pool waits and connection holds kept per scope for its [`Timeline`]; the rest
+/// are counted in [`Timeline::dropped`].
+pub(crate) const TIMELINE_CAP: usize = 256;
+
+static TIMELINES: AtomicBool = AtomicBool::new(false);
+
+/// Scopes started from now on keep a [`Timeline`] (a console is installed). Until then none
+/// does, and recording costs one branch per statement.
+pub(crate) fn record_timelines() {
+    TIMELINES.store(true, Ordering::Relaxed);
+}
+
+/// Whether new scopes keep a timeline.
+pub(crate) fn timelines_recorded() -> bool {
+    TIMELINES.load(Ordering::Relaxed)
+}
+
+/// When each statement of a scope ran, on the scope's own time axis: the data behind a
+/// waterfall. Kept for the first statements, pool waits and connection holds of a scope (256 in
+/// all; the rest are counted, not kept), and only while a
+/// `console::Console` (feature `console`) exists in the process: without one,
+/// [`Report::timeline`] is `None` and nothing is recorded.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    entries: Vec<TimelineEntry>,
+    dropped: u64,
+}
+
+/// One bar of a [`Timeline`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TimelineEntry {
+    /// What happened.
+    pub kind: TimelineKind,
+    /// When it started, from the start of the scope.
+    pub start: Duration,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+/// What a [`TimelineEntry`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TimelineKind {
+    /// A statement, from sending it to its last row.
+    Statement {
+        /// Its fingerprint's [`id`](crate::Fingerprint::id): the report's row with the same id
+        /// has its normalized text.
+        fingerprint: u64,
+        /// Whether it failed (PostgreSQL error, I/O error, or cancelled).
+        failed: bool,
+    },
+    /// Waiting for the pool to hand out a connection.
+    PoolWait,
+    /// A connection held, from acquire to release.
+    Held,
+}
+
+impl Timeline {
+    /// The kept entries, in the order they ended.
+    pub fn entries(&self) -> &[TimelineEntry] {
+        &self.entries
+    }
+
+    /// Entries past the per-scope cap: counted here, not kept.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+/// A scope's timeline while it runs: entries relative to `origin`.
+#[derive(Debug, Clone)]
+pub(crate) struct TimelineRecorder {
+    origin: Instant,
+    timeline: Timeline,
+}
+
+impl TimelineRecorder {
+    pub(crate) fn new(origin: Instant) -> Self {
+        TimelineRecorder {
+            origin,
+            timeline: Timeline::default(),
+        }
+    }
+
+    /// Something of `kind` that took `duration` and ended now.
+    pub(crate) fn ended(&mut self, kind: TimelineKind, duration: Duration) {
+        if self.timeline.entries.len() >= TIMELINE_CAP {
+            self.timeline.dropped += 1;
+            return;
+        }
+        let start = self.origin.elapsed().saturating_sub(duration);
+        self.timeline.entries.push(TimelineEntry {
+            kind,
+            start,
+            duration,
+        });
+    }
+
+    /// Adds a nested scope's entries, moved onto this scope's time axis.
+    pub(crate) fn merge(&mut self, child: &TimelineRecorder) {
+        let shift = child.origin.saturating_duration_since(self.origin);
+        for entry in &child.timeline.entries {
+            if self.timeline.entries.len() >= TIMELINE_CAP {
+                self.timeline.dropped += 1;
+                continue;
+            }
+            self.timeline.entries.push(TimelineEntry {
+                start: entry.start + shift,
+                ..*entry
+            });
+        }
+        self.timeline.dropped += child.timeline.dropped;
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<Timeline> {
+        Arc::new(self.timeline.clone())
+    }
 }
 
 /// One row of a [`Report`]: all executions of one statement fingerprint in the scope.
@@ -245,12 +370,46 @@ impl Report {
             n_plus_one,
             duplicates: Vec::new(),
             nested,
+            elapsed: Duration::ZERO,
+            status: None,
+            timeline: None,
         }
     }
 
     pub(crate) fn with_duplicates(mut self, duplicates: Vec<Duplicate>) -> Self {
         self.duplicates = duplicates;
         self
+    }
+
+    pub(crate) fn with_time(mut self, elapsed: Duration, timeline: Option<Arc<Timeline>>) -> Self {
+        self.elapsed = elapsed;
+        self.timeline = timeline;
+        self
+    }
+
+    /// Sets the response status of the request the scope served.
+    #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
+    pub(crate) fn set_status(&mut self, status: u16) {
+        self.status = Some(status);
+    }
+
+    /// How long the scope ran, from its first poll to its end (to now for a report taken while
+    /// it runs).
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+
+    /// The HTTP status of the response, for a request scope opened by
+    /// [`ScopeLayer`](crate::http::ScopeLayer) or [`actix::Scopes`](crate::actix::Scopes)
+    /// that produced one; `None` for other scopes, handler errors and cancelled requests.
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// When each statement ran on the scope's time axis, with pool waits and connection holds:
+    /// `Some` only for scopes started while a `console::Console` (feature `console`) exists.
+    pub fn timeline(&self) -> Option<&Timeline> {
+        self.timeline.as_deref()
     }
 
     /// The scope's name (`anonymous` for [`capture`](crate::capture)).

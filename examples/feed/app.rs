@@ -153,6 +153,11 @@ pub async fn setup_schema(opts: &sqlx::postgres::PgConnectOptions) -> Result<(),
 }
 
 pub fn router(state: AppState) -> Router {
+    router_with(state, ScopeLayer::new().server_timing(true))
+}
+
+/// The app with its request scopes opened by `scopes` (e.g. with a console's report hook).
+pub fn router_with(state: AppState, scopes: ScopeLayer) -> Router {
     Router::new()
         .route("/api/feed", get(feed))
         .route("/api/posts", post(create_post))
@@ -160,7 +165,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             record_request,
         ))
-        .layer(ScopeLayer::new().server_timing(true))
+        .layer(scopes)
         // Outermost: a request span per request (INFO, so exporters keep it); ScopeLayer puts the
         // scope's summary and N+1 events on it.
         .layer(

@@ -29,6 +29,9 @@ pin_project! {
         pending: Option<Pending>,
         running: Option<Arc<ScopeInner>>,
         on_report: Option<OnReport>,
+        // The caller calls the hook when the future completes (it adds the response status),
+        // this future only when dropped unfinished.
+        defer_hook: bool,
     }
 
     impl<F> PinnedDrop for Capture<F> {
@@ -65,7 +68,22 @@ impl<F> Capture<F> {
             }),
             running: None,
             on_report,
+            defer_hook: false,
         }
+    }
+
+    /// Leaves the report hook to the caller when the future completes (it is still called here
+    /// when the future is dropped unfinished): see [`take_hook`](Self::take_hook).
+    #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
+    pub(crate) fn defer_hook(mut self) -> Self {
+        self.defer_hook = true;
+        self
+    }
+
+    /// The report hook, for a caller that deferred it, once the future completed.
+    #[cfg_attr(not(any(feature = "tower", feature = "actix")), allow(dead_code))]
+    pub(crate) fn take_hook(self: Pin<&mut Self>) -> Option<OnReport> {
+        self.project().on_report.take()
     }
 }
 
@@ -120,6 +138,7 @@ impl<F: Future> Future for Capture<F> {
         };
         drop(_entered);
         let scope = this.running.take().expect("set above");
-        Poll::Ready((output, end(&scope, this.on_report.as_ref())))
+        let hook = this.on_report.as_ref().filter(|_| !*this.defer_hook);
+        Poll::Ready((output, end(&scope, hook)))
     }
 }

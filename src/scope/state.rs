@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::panic::Location;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -19,7 +19,9 @@ use crate::detect::{
 };
 use crate::fingerprint::Fingerprint;
 use crate::health::Health;
-use crate::report::{Execution, FingerprintStats, Report, Totals};
+use crate::report::{
+    Execution, FingerprintStats, Report, TimelineKind, TimelineRecorder, Totals, timelines_recorded,
+};
 use crate::telemetry::{PendingRun, StatementSpan};
 
 /// Per-scope fingerprint rows are capped so a scope that runs thousands of distinct statements
@@ -48,6 +50,8 @@ pub(crate) struct ScopeInner {
     pub(crate) span: tracing::Span,
     /// Whether `span` was made for this scope (and must be entered around its future).
     pub(crate) owns_span: bool,
+    /// When the scope started: its report's elapsed time.
+    started: Instant,
     state: Mutex<State>,
     /// Statement spans waiting to be merged (span compression), and whether the scope closed
     /// (then nothing waits).
@@ -75,6 +79,8 @@ pub(crate) struct State {
     pools: Vec<Arc<Health>>,
     /// Id of the fingerprint of the last statement admitted (0: none yet).
     last: u64,
+    /// When each statement ran, kept only while a console is installed.
+    timeline: Option<TimelineRecorder>,
 }
 
 impl ScopeInner {
@@ -106,13 +112,18 @@ impl ScopeInner {
                     (span, true)
                 }
             };
+            let started = Instant::now();
             ScopeInner {
                 name,
                 overrides,
                 parent,
                 span,
                 owns_span,
-                state: Mutex::new(State::default()),
+                started,
+                state: Mutex::new(State {
+                    timeline: timelines_recorded().then(|| TimelineRecorder::new(started)),
+                    ..State::default()
+                }),
                 spans: Mutex::default(),
                 warnings: Mutex::default(),
             }
@@ -127,6 +138,7 @@ impl ScopeInner {
             parent: None,
             span: tracing::Span::none(),
             owns_span: false,
+            started: Instant::now(),
             state: Mutex::new(State {
                 catch_all: true,
                 ..State::default()
@@ -179,7 +191,7 @@ impl ScopeInner {
 
     /// The report so far.
     pub(crate) fn snapshot(&self) -> Report {
-        self.state.lock().report(&self.name)
+        self.state.lock().report(&self.name, self.started)
     }
 
     /// Closes the scope and returns its final report; later records go to the unscoped state.
@@ -194,7 +206,7 @@ impl ScopeInner {
         flushed.export();
         let mut state = self.state.lock();
         state.closed = true;
-        let report = state.report(&self.name);
+        let report = state.report(&self.name, self.started);
         match &self.parent {
             Some(parent) => {
                 let mut p = parent.state.lock();
@@ -349,6 +361,13 @@ impl State {
         self.totals.rows += run.rows;
         self.totals.failed += u64::from(failed);
         self.row(fp).record(run.elapsed, run.rows, failed);
+        if let Some(timeline) = &mut self.timeline {
+            let kind = TimelineKind::Statement {
+                fingerprint: fp.id(),
+                failed,
+            };
+            timeline.ended(kind, run.elapsed);
+        }
     }
 
     /// `BEGIN`, `COMMIT`, `ROLLBACK` or a savepoint statement was sent.
@@ -359,6 +378,9 @@ impl State {
     /// Time spent waiting for a pool, whether or not a connection came of it.
     pub(crate) fn waited(&mut self, waited: Duration) {
         self.totals.pool_wait += waited;
+        if let Some(timeline) = &mut self.timeline {
+            timeline.ended(TimelineKind::PoolWait, waited);
+        }
     }
 
     /// A connection was acquired from the pool whose health is `health`; `explicit` is the
@@ -407,6 +429,9 @@ impl State {
     /// A connection went back to the pool after being held for `held`.
     pub(crate) fn released(&mut self, held: Duration) {
         self.totals.hold_time += held;
+        if let Some(timeline) = &mut self.timeline {
+            timeline.ended(TimelineKind::Held, held);
+        }
     }
 
     /// Adds a nested scope's state.
@@ -424,6 +449,9 @@ impl State {
         self.n_plus_one.extend(child.n_plus_one.iter().cloned());
         self.duplicates.extend(child.duplicates.iter().cloned());
         self.nested.extend(child.nested.iter().cloned());
+        if let (Some(timeline), Some(child)) = (&mut self.timeline, &child.timeline) {
+            timeline.merge(child);
+        }
         for health in &child.pools {
             if !self.pools.iter().any(|p| Arc::ptr_eq(p, health)) {
                 self.pools.push(Arc::clone(health));
@@ -433,7 +461,7 @@ impl State {
 
     /// The report of this state: rows most executed first (ties: most time first), N+1
     /// findings with their final counts.
-    fn report(&self, name: &str) -> Report {
+    fn report(&self, name: &str, started: Instant) -> Report {
         let mut fingerprints: Vec<FingerprintStats> = self
             .rows
             .values()
@@ -465,6 +493,10 @@ impl State {
             self.nested.clone(),
         )
         .with_duplicates(duplicates)
+        .with_time(
+            started.elapsed(),
+            self.timeline.as_ref().map(TimelineRecorder::snapshot),
+        )
     }
 }
 
@@ -499,7 +531,7 @@ mod tests {
         for i in 0..MAX_ROWS_PER_SCOPE + 10 {
             run(&mut state, &format!("SELECT c{i} FROM t"), 1);
         }
-        let report = state.report("flood");
+        let report = state.report("flood", Instant::now());
         assert_eq!(report.queries(), (MAX_ROWS_PER_SCOPE + 10) as u64);
         assert_eq!(report.fingerprints().len(), MAX_ROWS_PER_SCOPE + 1);
         let overflow = report
@@ -521,7 +553,7 @@ mod tests {
         child.totals.max_held = 2;
         parent.totals.max_held = 1;
         parent.merge(&child);
-        let report = parent.report("p");
+        let report = parent.report("p", Instant::now());
         assert_eq!(report.queries(), 6);
         assert_eq!(report.fingerprints()[0].count(), 5);
         assert_eq!(report.fingerprints()[0].rows(), 5);
@@ -545,6 +577,6 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(state.admit(&fp, rules, false, || None), Verdict::Run);
         }
-        assert_eq!(state.report("unscoped").queries(), 10);
+        assert_eq!(state.report("unscoped", Instant::now()).queries(), 10);
     }
 }
