@@ -306,6 +306,10 @@ async fn main() {
     if !otel_only {
         n_plus_one_table(&raw, &url, rounds, seconds).await;
     }
+    #[cfg(feature = "console")]
+    if !otel_only {
+        console_table(&raw, &pg, rounds, seconds).await;
+    }
     #[cfg(feature = "otel")]
     otel_table(&raw, &url, rounds, seconds).await;
     let (entries, misses) = pg.fingerprint_cache_stats();
@@ -361,6 +365,45 @@ async fn n_plus_one_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) 
     }
 }
 
+/// The cost of the request console: the N+1-shaped requests on pgscope with every report handed
+/// to a `Console` (which also makes every scope keep its statement timeline), against the same
+/// pool with no console in the process.
+#[cfg(feature = "console")]
+async fn console_table(raw: &PgPool, pg: &pgscope::Pool, rounds: usize, seconds: f64) {
+    let dur = Duration::from_secs_f64(seconds);
+    println!(
+        "\nThe console's cost: N+1-shaped requests (a scope of 10 × `SELECT $1::bigint`), pool of 16:"
+    );
+    println!(
+        "| concurrency | raw sqlx q/s | pgscope q/s | ratio | pgscope + console q/s | ratio | client CPU µs/query raw / pgscope / + console | console CPU |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---|---:|");
+    for workers in [1usize, 16] {
+        let cells: [(u64, Duration); 3] = interleaved(rounds, |i| async move {
+            match i {
+                0 => requests(0, raw, [pg, pg, pg], workers, dur).await,
+                1 => requests(1, raw, [pg, pg, pg], workers, dur).await,
+                _ => {
+                    // Created per run and dropped after it: timelines are kept only while one
+                    // exists, so the other sides run without.
+                    let console = pgscope::console::Console::new();
+                    let hook: Hook = Arc::new(console.hook());
+                    let cell = requests_with(raw, pg, Some(hook), workers, dur).await;
+                    drop(console);
+                    cell
+                }
+            }
+        })
+        .await;
+        let per = |c: &(u64, Duration)| c.1.as_secs_f64() * 1e6 / c.0.max(1) as f64;
+        println!(
+            "{} {:+.1} % |",
+            row(&workers.to_string(), &cells, 2, seconds * rounds as f64),
+            (per(&cells[2]) / per(&cells[1]) - 1.0) * 100.0
+        );
+    }
+}
+
 /// The repeated statement of the N+1-shaped requests: one bound value, different each time.
 const LOOKUP: &str = "SELECT $1::bigint";
 
@@ -373,13 +416,43 @@ async fn requests(
     workers: usize,
     dur: Duration,
 ) -> (u64, Duration) {
+    match i {
+        0 => requests_on(raw, None, None, workers, dur).await,
+        _ => requests_on(raw, Some(pools[i - 1]), None, workers, dur).await,
+    }
+}
+
+/// A report hook shared by a run's workers.
+type Hook = Arc<dyn Fn(&pgscope::Report) + Send + Sync>;
+
+/// N+1-shaped requests on `pool` with each report handed to `hook`; (queries, CPU).
+#[cfg(feature = "console")]
+async fn requests_with(
+    raw: &PgPool,
+    pool: &pgscope::Pool,
+    hook: Option<Hook>,
+    workers: usize,
+    dur: Duration,
+) -> (u64, Duration) {
+    requests_on(raw, Some(pool), hook, workers, dur).await
+}
+
+/// N+1-shaped requests on `pool` (raw sqlx when `None`); (queries, CPU).
+async fn requests_on(
+    raw: &PgPool,
+    pool: Option<&pgscope::Pool>,
+    hook: Option<Hook>,
+    workers: usize,
+    dur: Duration,
+) -> (u64, Duration) {
     let cpu_before = cpu_time();
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
     for _ in 0..workers {
         let (raw, done, stop) = (raw.clone(), done.clone(), stop.clone());
-        let pool = (i > 0).then(|| pools[i - 1].clone());
+        let pool = pool.cloned();
+        let hook = hook.clone();
         handles.push(tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -400,8 +473,11 @@ async fn requests(
                         .await;
                     }
                     Some(pool) => {
-                        let ((), _report) = pgscope::Scope::new("GET /api/feed")
-                            .use_current_span()
+                        let mut scope = pgscope::Scope::new("GET /api/feed").use_current_span();
+                        if let Some(hook) = hook.clone() {
+                            scope = scope.on_report(move |r| hook(r));
+                        }
+                        let ((), _report) = scope
                             .capture(async {
                                 for i in 0..10_i64 {
                                     sqlx::query(LOOKUP)

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::detect::{Duplicate, NPlusOne, NestedAcquire};
@@ -113,17 +113,25 @@ pub struct Report {
 /// are counted in [`Timeline::dropped`].
 pub(crate) const TIMELINE_CAP: usize = 256;
 
-static TIMELINES: AtomicBool = AtomicBool::new(false);
+/// Consoles alive in the process: while there is one, new scopes keep a [`Timeline`]. Without
+/// one none does, and recording costs one branch per statement.
+static CONSOLES: AtomicUsize = AtomicUsize::new(0);
 
-/// Scopes started from now on keep a [`Timeline`] (a console is installed). Until then none
-/// does, and recording costs one branch per statement.
-pub(crate) fn record_timelines() {
-    TIMELINES.store(true, Ordering::Relaxed);
+/// A console was created.
+#[cfg_attr(not(feature = "console"), allow(dead_code))]
+pub(crate) fn console_created() {
+    CONSOLES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A console (its last clone) was dropped.
+#[cfg_attr(not(feature = "console"), allow(dead_code))]
+pub(crate) fn console_dropped() {
+    CONSOLES.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Whether new scopes keep a timeline.
 pub(crate) fn timelines_recorded() -> bool {
-    TIMELINES.load(Ordering::Relaxed)
+    CONSOLES.load(Ordering::Relaxed) > 0
 }
 
 /// When each statement of a scope ran, on the scope's own time axis: the data behind a
@@ -190,7 +198,11 @@ impl TimelineRecorder {
     pub(crate) fn new(origin: Instant) -> Self {
         TimelineRecorder {
             origin,
-            timeline: Timeline::default(),
+            // A typical request's statements, waits and holds, without regrowing.
+            timeline: Timeline {
+                entries: Vec::with_capacity(32),
+                dropped: 0,
+            },
         }
     }
 
@@ -226,6 +238,11 @@ impl TimelineRecorder {
 
     pub(crate) fn snapshot(&self) -> Arc<Timeline> {
         Arc::new(self.timeline.clone())
+    }
+
+    /// The timeline, moved out (the scope has ended: nothing records into it any more).
+    pub(crate) fn take(&mut self) -> Arc<Timeline> {
+        Arc::new(std::mem::take(&mut self.timeline))
     }
 }
 
@@ -385,6 +402,10 @@ impl Report {
         self.elapsed = elapsed;
         self.timeline = timeline;
         self
+    }
+
+    pub(crate) fn set_timeline(&mut self, timeline: Arc<Timeline>) {
+        self.timeline = Some(timeline);
     }
 
     /// Sets the response status of the request the scope served.

@@ -442,3 +442,23 @@ async fn a_flood_of_unique_statements_keeps_reports_and_caches_bounded() {
     assert!(entries <= 256, "cache holds {entries}");
     assert!(misses >= 700);
 }
+
+#[tokio::test]
+async fn without_a_console_a_report_keeps_no_timeline_but_knows_how_long_it_ran() {
+    let (pool, _) = pool("core_no_timeline", 2).await;
+    let ((), report) = pgscope::capture_named("job", async {
+        sqlx::query("SELECT pg_sleep(0.03)")
+            .execute(&pool)
+            .await
+            .expect("sleep");
+    })
+    .await;
+    assert_eq!(report.queries(), 1);
+    assert!(
+        report.timeline().is_none(),
+        "no console in this process: nothing recorded"
+    );
+    assert!(report.elapsed() >= report.db_time(), "{report:?}");
+    assert!(report.elapsed() >= std::time::Duration::from_millis(30));
+    assert_eq!(report.status(), None, "not a request");
+}

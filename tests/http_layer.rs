@@ -142,3 +142,22 @@ async fn the_layer_budget_refuses_queries_past_it_and_headers_are_off_by_default
     assert!(resp.headers().get("server-timing").is_none());
     assert_eq!(resp.text().await.expect("body"), "6");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_hook_sees_the_response_status() {
+    let pool = Pool::connect_with(common::schema("http_layer_status").await)
+        .await
+        .expect("connect");
+    let recorder = pgscope::Recorder::new();
+    let base = start(pool, ScopeLayer::new().on_report(recorder.hook())).await;
+    for path in ["/users/7", "/no/such/path"] {
+        let resp = reqwest::get(format!("{base}{path}"))
+            .await
+            .expect("request");
+        assert!(resp.status() == 200 || resp.status() == 404);
+    }
+    let user = recorder.last("GET /users/{id}");
+    assert_eq!(user.status(), Some(200));
+    assert!(user.elapsed() >= user.db_time());
+    assert_eq!(recorder.last("GET <unmatched>").status(), Some(404));
+}

@@ -166,10 +166,10 @@ impl Console {
     /// dropped first) and denies every request until [`authorize`](Self::authorize) or
     /// [`local_only`](Self::local_only) says otherwise.
     ///
-    /// From now on, scopes keep the per-statement timeline ([`Report::timeline`]) its
-    /// waterfall needs; without a console nothing is recorded.
+    /// While it (or a clone) exists, scopes started keep the per-statement timeline
+    /// ([`Report::timeline`]) its waterfall needs; without a console nothing is recorded.
     pub fn new() -> Self {
-        crate::report::record_timelines();
+        crate::report::console_created();
         Console {
             shared: Arc::new(Shared {
                 store: Mutex::new(Store {
@@ -487,6 +487,12 @@ impl Shared {
                 stats: watched.pool.stats(),
             });
         }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        crate::report::console_dropped();
     }
 }
 

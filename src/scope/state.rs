@@ -206,7 +206,14 @@ impl ScopeInner {
         flushed.export();
         let mut state = self.state.lock();
         state.closed = true;
-        let report = state.report(&self.name, self.started);
+        let mut report = state.report(&self.name, self.started);
+        if let Some(timeline) = &mut state.timeline {
+            // A nested scope's entries still go to its parent, which merges the state below.
+            report.set_timeline(match self.parent {
+                None => timeline.take(),
+                Some(_) => timeline.snapshot(),
+            });
+        }
         match &self.parent {
             Some(parent) => {
                 let mut p = parent.state.lock();
@@ -495,7 +502,11 @@ impl State {
         .with_duplicates(duplicates)
         .with_time(
             started.elapsed(),
-            self.timeline.as_ref().map(TimelineRecorder::snapshot),
+            // The final report of a top-level scope moves it instead (`close`).
+            self.timeline
+                .as_ref()
+                .filter(|_| !self.closed)
+                .map(TimelineRecorder::snapshot),
         )
     }
 }
