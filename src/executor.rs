@@ -28,7 +28,7 @@ use crate::detect::{Finding, Verdict};
 use crate::error::Error;
 use crate::fingerprint::Fingerprint;
 use crate::plan::Candidate;
-use crate::pool::{Connection, Pool, PoolInner, acquire_in};
+use crate::pool::{Connection, Pool, PoolInner, Usage, Use, acquire_in};
 use crate::report::{ErrorClass, Execution, Outcome};
 use crate::scope::{self, ScopeInner};
 use crate::telemetry::{self, StatementSpan};
@@ -122,6 +122,10 @@ pub(crate) struct Query<'c> {
     /// Set when the query is dropped unfinished: the connection is then mid-protocol and must
     /// not go back to the pool (it would block the next user until the server finishes).
     interrupted: &'c AtomicBool,
+    /// The held connection's use (idle gaps), for statements on an acquired connection.
+    usage: Option<&'c Usage>,
+    /// Where the statement runs from, kept as the start of the next idle gap.
+    idle_site: Option<crate::detect::CallSite>,
     scope: Option<Arc<ScopeInner>>,
     fingerprint: Fingerprint,
     start: Instant,
@@ -141,6 +145,7 @@ impl<'c> Query<'c> {
     fn start(
         pool: &Arc<PoolInner>,
         interrupted: &'c AtomicBool,
+        usage: Option<&'c Usage>,
         scope: Option<Arc<ScopeInner>>,
         parts: &Parts,
     ) -> Result<Query<'c>, sqlx::Error> {
@@ -199,10 +204,21 @@ impl<'c> Query<'c> {
             };
             planner.consider(&fingerprint, sql, arguments, scope.as_ref())
         });
+        // Called from the caller's code (before the future is polled): its stack is the
+        // statement's call site.
+        let idle_site = usage.and_then(|usage| {
+            let what = Use::Statement(fingerprint.clone());
+            if let Some(item) = usage.starts(&pool.settings, &owner.name, &what) {
+                crate::pool::report_held_idle(scope.as_ref(), &pool.unscoped, &pool.settings, item);
+            }
+            Usage::statement_site(&pool.settings, &owner.name, &fingerprint)
+        });
         let span = pool.telemetry.start(&fingerprint, sql, scope.is_some());
         Ok(Query {
             pool: Arc::clone(pool),
             interrupted,
+            usage,
+            idle_site,
             scope,
             fingerprint,
             start: Instant::now(),
@@ -237,6 +253,13 @@ impl<'c> Query<'c> {
         scope::with_state(self.scope.as_ref(), &self.pool.unscoped, |state| {
             state.finished(fp, &run)
         });
+        if let Some(usage) = self.usage {
+            usage.ended(
+                Use::Statement(fp.clone()),
+                self.idle_site.take(),
+                run.elapsed,
+            );
+        }
         self.pool.telemetry.finish(&mut self.span, fp, &run);
         if self.span.is_deferred()
             && let Some(scope) = &self.scope
@@ -326,7 +349,13 @@ impl<'c> Executor<'c> for &'c mut Connection {
     {
         let parts = Parts::take(query);
         let scope = self.query_scope();
-        let query = match Query::start(&self.pool, &self.interrupted, scope, &parts) {
+        let query = match Query::start(
+            &self.pool,
+            &self.interrupted,
+            self.usage.as_ref(),
+            scope,
+            &parts,
+        ) {
             Ok(q) => q,
             Err(e) => return futures_util::stream::once(async move { Err(e) }).boxed(),
         };
@@ -347,7 +376,13 @@ impl<'c> Executor<'c> for &'c mut Connection {
     {
         let parts = Parts::take(query);
         let scope = self.query_scope();
-        let started = Query::start(&self.pool, &self.interrupted, scope, &parts);
+        let started = Query::start(
+            &self.pool,
+            &self.interrupted,
+            self.usage.as_ref(),
+            scope,
+            &parts,
+        );
         let raw = &mut *self.raw;
         Box::pin(async move {
             let mut query = started?;

@@ -126,7 +126,7 @@ mod telemetry;
 mod testing;
 mod wrapped;
 
-pub use self::detect::{Duplicate, Finding, Mode, NPlusOne, NestedAcquire};
+pub use self::detect::{Duplicate, Finding, HeldIdle, Mode, NPlusOne, NestedAcquire};
 pub use self::error::{Error, Result};
 pub use self::fingerprint::{
     Fingerprint, FingerprintCache, fingerprint, fingerprint_append, fingerprint_to,

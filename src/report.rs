@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::detect::{Duplicate, NPlusOne, NestedAcquire};
+use crate::detect::{Duplicate, HeldIdle, NPlusOne, NestedAcquire};
 use crate::fingerprint::Fingerprint;
 
 /// How one statement ended.
@@ -54,6 +54,8 @@ pub(crate) struct Totals {
     pub(crate) rows: u64,
     pub(crate) db_time: Duration,
     pub(crate) hold_time: Duration,
+    /// The part of `hold_time` with no statement running on the held connection.
+    pub(crate) idle_hold: Duration,
     pub(crate) pool_wait: Duration,
     pub(crate) acquires: u64,
     pub(crate) max_held: u64,
@@ -69,6 +71,7 @@ impl Totals {
         self.rows += c.rows;
         self.db_time += c.db_time;
         self.hold_time += c.hold_time;
+        self.idle_hold += c.idle_hold;
         self.pool_wait += c.pool_wait;
         self.acquires += c.acquires;
         self.max_held = self.max_held.max(c.max_held);
@@ -104,6 +107,7 @@ pub struct Report {
     n_plus_one: Vec<NPlusOne>,
     duplicates: Vec<Duplicate>,
     nested: Vec<NestedAcquire>,
+    held_idle: Vec<HeldIdle>,
     elapsed: Duration,
     status: Option<u16>,
     timeline: Option<Arc<Timeline>>,
@@ -387,6 +391,7 @@ impl Report {
             n_plus_one,
             duplicates: Vec::new(),
             nested,
+            held_idle: Vec::new(),
             elapsed: Duration::ZERO,
             status: None,
             timeline: None,
@@ -395,6 +400,11 @@ impl Report {
 
     pub(crate) fn with_duplicates(mut self, duplicates: Vec<Duplicate>) -> Self {
         self.duplicates = duplicates;
+        self
+    }
+
+    pub(crate) fn with_held_idle(mut self, held_idle: Vec<HeldIdle>) -> Self {
+        self.held_idle = held_idle;
         self
     }
 
@@ -516,6 +526,20 @@ impl Report {
         &self.duplicates
     }
 
+    /// Connections the scope held idle past the pool's
+    /// [`held_idle_threshold`](crate::PoolOptions::held_idle_threshold), once per pair of call
+    /// sites (see [`HeldIdle`]).
+    pub fn held_idle(&self) -> &[HeldIdle] {
+        &self.held_idle
+    }
+
+    /// The part of [`connection_hold_time`](Self::connection_hold_time) during which no
+    /// statement ran on the held connection (explicitly held connections: `acquire`, `begin`),
+    /// summed over connections: time the pool lost to this scope for nothing.
+    pub fn idle_hold_time(&self) -> Duration {
+        self.totals.idle_hold
+    }
+
     /// Times the scope acquired a connection while already holding one.
     pub fn nested_acquires(&self) -> &[NestedAcquire] {
         &self.nested
@@ -561,6 +585,18 @@ impl Report {
         for row in rows {
             out.push_str(&format!("{} × {}\n", row.count, row.normalized()));
         }
+        for item in &self.held_idle {
+            out.push_str(&format!(
+                "held idle{}: after {} → before {}\n",
+                if item.in_transaction() {
+                    " in a transaction"
+                } else {
+                    ""
+                },
+                item.from_statement(),
+                item.to_statement()
+            ));
+        }
         out.pop();
         out
     }
@@ -592,6 +628,21 @@ impl Report {
                 self.name,
                 self.queries()
             );
+        }
+    }
+
+    /// Asserts no connection was held idle past the threshold.
+    ///
+    /// # Panics
+    /// When one was, naming both ends of each gap, with the report rendered as a table.
+    #[track_caller]
+    pub fn assert_no_held_idle(&self) {
+        if !self.held_idle.is_empty() {
+            let mut msg = format!("connections held idle in scope `{}`:\n", self.name);
+            for item in &self.held_idle {
+                msg.push_str(&format!("  {item}\n"));
+            }
+            panic!("{msg}\n{self}");
         }
     }
 
@@ -675,6 +726,9 @@ impl fmt::Display for Report {
             writeln!(f, "  WARNING {item}")?;
         }
         for item in &self.nested {
+            writeln!(f, "  WARNING {item}")?;
+        }
+        for item in &self.held_idle {
             writeln!(f, "  WARNING {item}")?;
         }
         Ok(())

@@ -211,12 +211,13 @@ impl PoolTelemetry {
         let _ = (waited, timed_out);
     }
 
-    /// A connection went back to the pool after being held for `held`.
-    pub(crate) fn released(&self, held: Duration) {
+    /// A connection went back to the pool after being held for `held`, `idle` of it unused
+    /// (`None`: a query's connection, never idle).
+    pub(crate) fn released(&self, held: Duration, idle: Option<Duration>) {
         #[cfg(feature = "otel")]
-        self.inner.record_use(held);
+        self.inner.record_use(held, idle);
         #[cfg(not(feature = "otel"))]
-        let _ = held;
+        let _ = (held, idle);
     }
 }
 
@@ -262,6 +263,14 @@ pub(crate) fn scope_ended(span: &tracing::Span, report: &Report, named: bool) {
 pub(crate) fn n_plus_one(item: &NPlusOne) {
     #[cfg(feature = "otel")]
     crate::otel::record_n_plus_one(item);
+    #[cfg(not(feature = "otel"))]
+    let _ = item;
+}
+
+/// A connection was held idle past the threshold.
+pub(crate) fn held_idle(item: &crate::detect::HeldIdle) {
+    #[cfg(feature = "otel")]
+    crate::otel::record_held_idle(item);
     #[cfg(not(feature = "otel"))]
     let _ = item;
 }

@@ -51,6 +51,32 @@ macro_rules! assert_no_n_plus_one {
     }};
 }
 
+/// Runs the async block in a new scope and asserts it held no connection idle past the pool's
+/// [`held_idle_threshold`](crate::PoolOptions::held_idle_threshold); evaluates to the block's
+/// output. Use inside an `async` test.
+///
+/// # Panics
+/// When a connection was held idle, naming both ends of the gap.
+///
+/// # Examples
+/// ```no_run
+/// # async fn t(pool: pgscope::Pool) -> Result<(), sqlx::Error> {
+/// pgscope::assert_no_held_idle!(async {
+///     let mut tx = pool.begin().await?;
+///     sqlx::query("UPDATE orders SET paid = true WHERE id = $1").bind(7_i64).execute(&mut *tx).await?;
+///     tx.commit().await
+/// })?;
+/// # Ok(()) }
+/// ```
+#[macro_export]
+macro_rules! assert_no_held_idle {
+    ($fut:expr $(,)?) => {{
+        let (value, report) = $crate::capture_named(concat!(file!(), ":", line!()), $fut).await;
+        report.assert_no_held_idle();
+        value
+    }};
+}
+
 /// Keeps the reports of the scopes it is given, for tests that talk to a real server over
 /// HTTP or gRPC and want to read what a request did to the database.
 ///

@@ -119,6 +119,14 @@ impl CallSite {
         }))
     }
 
+    /// Whether two sites are the same place: the same stack, else the same text.
+    pub(crate) fn same(&self, other: &CallSite) -> bool {
+        if self.0.key != 0 && self.0.key == other.0.key {
+            return true;
+        }
+        self.get() == other.get()
+    }
+
     /// Whether reading it costs nothing more.
     pub(crate) fn is_resolved(&self) -> bool {
         self.0.resolved.get().is_some()

@@ -168,6 +168,131 @@ pub(crate) fn batched(normalized: &str) -> Option<String> {
     Some(out.join(" "))
 }
 
+/// A connection held idle: a gap of at least
+/// [`PoolOptions::held_idle_threshold`](crate::PoolOptions::held_idle_threshold) between two
+/// uses of a connection a scope holds (after `acquire` or `begin`, between statements, before
+/// `COMMIT` or the release), during which the connection did no database work and no other
+/// request could use it. PostgreSQL shows it as `idle` or `idle in transaction`, with no hint of
+/// which route; this names the route and both ends of the gap.
+///
+/// # Examples
+/// ```no_run
+/// # fn f(report: pgscope::Report) {
+/// for h in report.held_idle() {
+///     println!(
+///         "held {:?} idle (of {:?}) between {} and {}{}",
+///         h.idle(), h.held(), h.from(), h.to(),
+///         if h.in_transaction() { ", in a transaction" } else { "" }
+///     );
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HeldIdle {
+    pub(crate) scope: String,
+    pub(crate) idle: std::time::Duration,
+    pub(crate) held: std::time::Duration,
+    pub(crate) in_transaction: bool,
+    pub(crate) from: CallSite,
+    pub(crate) from_statement: String,
+    pub(crate) to: CallSite,
+    pub(crate) to_statement: String,
+}
+
+impl HeldIdle {
+    /// The longest idle gap: from the end of one use of the connection to the start of the next.
+    pub fn idle(&self) -> std::time::Duration {
+        self.idle
+    }
+
+    /// How long the connection had been held when the gap ended.
+    pub fn held(&self) -> std::time::Duration {
+        self.held
+    }
+
+    /// Whether a transaction was open during the gap (`idle in transaction` on the server:
+    /// its locks and snapshot held too).
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    /// Where the gap began: the call site of the statement that ran before it, or of the
+    /// `acquire` / `begin` (`file:line`, or the function as for N+1 call sites).
+    pub fn from(&self) -> &str {
+        self.from.get()
+    }
+
+    /// Where the gap ended: the call site of the next statement, the `commit` / `rollback`, or
+    /// where the connection was released (dropped).
+    pub fn to(&self) -> &str {
+        self.to.get()
+    }
+
+    /// What ran just before the gap: the normalized statement, `BEGIN` or `acquire`.
+    pub fn from_statement(&self) -> &str {
+        &self.from_statement
+    }
+
+    /// What ended the gap: the normalized statement, `COMMIT`, `ROLLBACK` or `release`.
+    pub fn to_statement(&self) -> &str {
+        &self.to_statement
+    }
+
+    /// The scope (route) it happened in.
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+}
+
+impl fmt::Display for HeldIdle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} held a connection{} for {:.0} ms idle between `{}` at {} and `{}` at {}: {}",
+            self.scope,
+            if self.in_transaction {
+                " in a transaction"
+            } else {
+                ""
+            },
+            self.idle.as_secs_f64() * 1000.0,
+            cut(&self.from_statement),
+            self.from,
+            cut(&self.to_statement),
+            self.to,
+            if self.in_transaction {
+                "move the work between them outside the transaction"
+            } else {
+                "release the connection before the work between them, or acquire it after"
+            }
+        )
+    }
+}
+
+/// A statement shortened for a one-line message.
+fn cut(sql: &str) -> String {
+    match sql.char_indices().nth(40) {
+        Some((at, _)) => format!("{} …", sql[..at].trim_end()),
+        None => sql.to_owned(),
+    }
+}
+
+fn emit_held_idle(item: &HeldIdle) {
+    tracing::warn!(
+        target: "pgscope::held_idle",
+        scope = %item.scope,
+        idle_ms = item.idle.as_secs_f64() * 1000.0,
+        held_ms = item.held.as_secs_f64() * 1000.0,
+        in_transaction = item.in_transaction,
+        from = %item.from.get(),
+        from_statement = %item.from_statement,
+        to = %item.to.get(),
+        to_statement = %item.to_statement,
+        "{item}",
+    );
+}
+
 /// A finding, as handed to [`PoolOptions::on_finding`](crate::PoolOptions::on_finding): route
 /// it to Sentry, a metric, or a panic in CI.
 #[derive(Debug, Clone, Copy)]
@@ -179,6 +304,8 @@ pub enum Finding<'a> {
     Duplicate(&'a Duplicate),
     /// A scope acquired a second connection while holding one.
     NestedAcquire(&'a NestedAcquire),
+    /// A scope held a connection idle past the threshold.
+    HeldIdle(&'a HeldIdle),
     /// A statement refused by a query budget.
     QueryBudgetExceeded {
         /// The scope whose budget ran out.
@@ -270,6 +397,7 @@ pub(crate) enum Warning {
     NPlusOne(NPlusOne),
     Duplicate(Duplicate),
     Nested(NestedAcquire),
+    HeldIdle(HeldIdle),
 }
 
 impl Warning {
@@ -278,6 +406,7 @@ impl Warning {
             Warning::NPlusOne(item) => &item.call_site,
             Warning::Duplicate(item) => &item.call_site,
             Warning::Nested(item) => &item.acquired_at,
+            Warning::HeldIdle(item) => &item.to,
         }
     }
 
@@ -286,6 +415,7 @@ impl Warning {
             Warning::NPlusOne(item) => emit_n_plus_one(item),
             Warning::Duplicate(item) => emit_duplicate(item),
             Warning::Nested(item) => emit_nested(item),
+            Warning::HeldIdle(item) => emit_held_idle(item),
         }
     }
 }

@@ -11,7 +11,7 @@ mod findings;
 use crate::fingerprint::Fingerprint;
 
 pub(crate) use self::call_site::{CallSite, call_site_for};
-pub use self::findings::{Duplicate, Finding, NPlusOne, NestedAcquire};
+pub use self::findings::{Duplicate, Finding, HeldIdle, NPlusOne, NestedAcquire};
 pub(crate) use self::findings::{
     Pending, Warning, batched, dispatching, hint_unscoped, nested_acquire, warn_later,
 };
@@ -71,6 +71,8 @@ pub(crate) struct Settings {
     pub(crate) n_plus_one_writes: bool,
     pub(crate) query_budget: Option<u32>,
     pub(crate) nested_acquire_mode: Mode,
+    /// Report a connection held idle for at least this long (`None`: off).
+    pub(crate) held_idle_threshold: Option<std::time::Duration>,
     /// Report an N+1 only once its executions add up to this much database time.
     pub(crate) n_plus_one_min_total: Option<std::time::Duration>,
     pub(crate) on_finding: OnFinding,
@@ -116,6 +118,9 @@ impl Default for Settings {
             n_plus_one_writes: false,
             query_budget: None,
             nested_acquire_mode: Mode::Warn,
+            // A tenth of a second idle on a held connection is an eternity next to the
+            // sub-millisecond statements around it, and well above scheduling noise.
+            held_idle_threshold: Some(std::time::Duration::from_millis(100)),
             // Off: in tests every N+1 counts, however fast. In production, 50 ms (as Sentry's
             // N+1 detector) keeps warnings to repetition that costs something.
             n_plus_one_min_total: None,

@@ -58,6 +58,7 @@ pub(crate) struct PoolMetrics {
     duration: Histogram<f64>,
     wait_time: Histogram<f64>,
     use_time: Histogram<f64>,
+    idle_time: Histogram<f64>,
     timeouts: Counter<u64>,
     summaries: Capped,
     _observed: Vec<ObservableUpDownCounter<i64>>,
@@ -150,6 +151,13 @@ impl PoolMetrics {
                     "The time between borrowing a connection and returning it to the pool.",
                 )
                 .build(),
+            idle_time: meter
+                .f64_histogram(metric::PGSCOPE_CONNECTION_IDLE_TIME)
+                .with_unit("s")
+                .with_description(
+                    "The part of a held connection's use time with no statement running on it.",
+                )
+                .build(),
             timeouts: meter
                 .u64_counter(metric::DB_CLIENT_CONNECTION_TIMEOUTS)
                 .with_unit("{timeout}")
@@ -192,9 +200,13 @@ impl PoolMetrics {
         }
     }
 
-    pub(crate) fn record_use(&self, held: Duration) {
+    pub(crate) fn record_use(&self, held: Duration, idle: Option<Duration>) {
         self.use_time
             .record(held.as_secs_f64(), std::slice::from_ref(&self.pool));
+        if let Some(idle) = idle {
+            self.idle_time
+                .record(idle.as_secs_f64(), std::slice::from_ref(&self.pool));
+        }
     }
 }
 
@@ -257,6 +269,7 @@ struct ScopeMetrics {
     n_plus_one: Counter<u64>,
     duplicates: Counter<u64>,
     budget: Counter<u64>,
+    held_idle: Counter<u64>,
     plan_changes: Counter<u64>,
     routes: Capped,
     pairs: Capped,
@@ -291,6 +304,11 @@ fn scope_metrics() -> &'static ScopeMetrics {
                 .u64_counter(metric::PGSCOPE_QUERY_BUDGET_EXCEEDED)
                 .with_unit("{query}")
                 .with_description("Statements refused because the scope's query budget was spent.")
+                .build(),
+            held_idle: meter
+                .u64_counter(metric::PGSCOPE_HELD_IDLE_DETECTED)
+                .with_unit("{finding}")
+                .with_description("Connections held idle past the threshold, by route.")
                 .build(),
             plan_changes: meter
                 .u64_counter(metric::PGSCOPE_PLAN_CHANGES)
@@ -347,6 +365,13 @@ fn record_finding(counter: &Counter<u64>, scope: &str, fp: &Fingerprint) {
             KeyValue::new(attr::PGSCOPE_FINGERPRINT, fingerprint),
         ],
     );
+}
+
+pub(crate) fn record_held_idle(item: &crate::detect::HeldIdle) {
+    let m = scope_metrics();
+    let route = m.routes.admit(item.scope()).to_owned();
+    m.held_idle
+        .add(1, &[KeyValue::new(attr::PGSCOPE_ROUTE, route)]);
 }
 
 pub(crate) fn record_budget_exceeded(route: &str) {

@@ -55,7 +55,8 @@ pub use self::semconv::{SCHEMA_URL, attr, metric};
 #[cfg(feature = "pool")]
 pub(crate) use self::metrics::CreateTime;
 pub(crate) use self::metrics::{
-    record_budget_exceeded, record_duplicate, record_n_plus_one, record_plan_change, record_scope,
+    record_budget_exceeded, record_duplicate, record_held_idle, record_n_plus_one,
+    record_plan_change, record_scope,
 };
 pub(crate) use self::pool::PoolTelemetry;
 pub(crate) use self::server::{Server, connect_schema};

@@ -103,7 +103,7 @@ impl PoolTelemetry {
         self.metrics.record_wait(waited, timed_out);
     }
 
-    pub(crate) fn record_use(&self, held: Duration) {
-        self.metrics.record_use(held);
+    pub(crate) fn record_use(&self, held: Duration, idle: Option<Duration>) {
+        self.metrics.record_use(held, idle);
     }
 }

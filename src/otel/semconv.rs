@@ -31,6 +31,12 @@ pub mod metric {
     /// Counter of duplicates (a statement repeated with the same parameters), by
     /// `pgscope.route` and `pgscope.fingerprint`.
     pub const PGSCOPE_DUPLICATE_DETECTED: &str = "pgscope.duplicate.detected";
+    /// Counter of connections held idle past the threshold (one per scope and pair of call
+    /// sites), by `pgscope.route`.
+    pub const PGSCOPE_HELD_IDLE_DETECTED: &str = "pgscope.held_idle.detected";
+    /// Histogram (s) of the part of a held connection's use time with no statement running
+    /// (explicitly held connections: `acquire`, `begin`).
+    pub const PGSCOPE_CONNECTION_IDLE_TIME: &str = "pgscope.connection.idle_time";
     /// Counter of statements refused by a query budget, by `pgscope.route`.
     pub const PGSCOPE_QUERY_BUDGET_EXCEEDED: &str = "pgscope.query_budget.exceeded";
     /// Counter of plan changes (a statement's plan shape differs across size classes or over

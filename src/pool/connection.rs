@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use sqlx::Postgres;
 
 use super::inner::PoolInner;
+use super::usage::{self, Usage};
 use crate::detect::{self, Mode};
 use crate::scope::{self, ScopeInner};
 
@@ -56,6 +57,7 @@ pub(crate) async fn acquire_in(
             scope.warn(detect::Warning::Nested(item));
         }
     }
+    let acquired_at = Instant::now();
     Ok(PoolConnection {
         conn: Connection {
             raw,
@@ -63,7 +65,8 @@ pub(crate) async fn acquire_in(
             pool,
             interrupted: AtomicBool::new(false),
             guard_id: guard.map(|(id, _)| id),
-            acquired_at: Instant::now(),
+            acquired_at,
+            usage: site.map(|site| Usage::new(acquired_at, detect::CallSite::at(site))),
         },
     })
 }
@@ -88,6 +91,8 @@ pub struct Connection {
     /// Set for guards the caller holds explicitly (`acquire`, `begin`).
     guard_id: Option<u64>,
     acquired_at: Instant,
+    /// How an explicitly held connection is used (idle time, held-idle findings).
+    pub(crate) usage: Option<Usage>,
 }
 
 impl Connection {
@@ -106,6 +111,12 @@ impl Connection {
     /// the caller's.
     pub(crate) fn query_scope(&self) -> Option<Arc<ScopeInner>> {
         self.scope.clone().or_else(scope::current)
+    }
+
+    /// The name of the scope statements on this connection count for.
+    pub(crate) fn scope_name(&self) -> std::borrow::Cow<'static, str> {
+        self.query_scope()
+            .map_or(std::borrow::Cow::Borrowed("unscoped"), |s| s.name.clone())
     }
 
     /// Runs `f` on the state statements on this connection count in.
@@ -152,13 +163,28 @@ impl Drop for PoolConnection {
     fn drop(&mut self) {
         let conn = &mut self.conn;
         let held = conn.acquired_at.elapsed();
-        conn.pool.telemetry.released(held);
+        let owner = conn.scope.as_deref().unwrap_or(&conn.pool.unscoped);
+        let (idle, gap) = match &conn.usage {
+            Some(usage) => usage.released(&conn.pool.settings, &owner.name, held),
+            None => (Duration::ZERO, None),
+        };
+        conn.pool
+            .telemetry
+            .released(held, conn.usage.as_ref().map(|_| idle));
         if let (Some(id), Some(scope)) = (conn.guard_id, &conn.scope) {
             scope.release_held(id);
         }
         scope::with_state(conn.scope.as_ref(), &conn.pool.unscoped, |state| {
-            state.released(held)
+            state.released(held, idle)
         });
+        if let Some(item) = gap {
+            usage::report(
+                conn.scope.as_ref(),
+                &conn.pool.unscoped,
+                &conn.pool.settings,
+                item,
+            );
+        }
         if conn.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
             // The server is still busy with (or sending) the abandoned statement; returning the
             // connection would make the next user wait for it. Close it: the pool replaces it.

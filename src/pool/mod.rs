@@ -8,6 +8,7 @@ mod inner;
 mod options;
 mod raw;
 mod transaction;
+mod usage;
 
 use std::fmt;
 use std::future::Future;
@@ -28,6 +29,7 @@ pub(crate) use self::inner::PoolInner;
 pub use self::options::PoolOptions;
 pub use self::raw::RawConnection;
 pub use self::transaction::Transaction;
+pub(crate) use self::usage::{Usage, Use, report as report_held_idle};
 
 /// A PostgreSQL connection pool that attributes every statement to the current scope.
 ///

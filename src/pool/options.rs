@@ -257,6 +257,24 @@ impl PoolOptions {
         self.settings.nested_acquire_mode
     }
 
+    /// Reports a connection held idle ([`HeldIdle`](crate::HeldIdle)): a scope that holds a
+    /// connection (from `acquire` or `begin`) and leaves it unused for at least `threshold`
+    /// between two statements, before `COMMIT`, or before releasing it. WARN on target
+    /// `pgscope::held_idle`, [`Report::held_idle`](crate::Report::held_idle), `on_finding`, and
+    /// with `otel` the span event and the `pgscope.held_idle.detected` counter. Idle time is
+    /// measured on every held connection either way ([`Report::idle_hold_time`](crate::Report::idle_hold_time));
+    /// queries on `&Pool` hold a connection for one statement and are never idle. By default,
+    /// 100 ms; `None` turns the finding off.
+    pub fn held_idle_threshold(mut self, threshold: impl Into<Option<Duration>>) -> Self {
+        self.settings.held_idle_threshold = threshold.into();
+        self
+    }
+
+    /// The configured held-idle threshold.
+    pub fn get_held_idle_threshold(&self) -> Option<Duration> {
+        self.settings.held_idle_threshold
+    }
+
     /// Explains, on a connection of its own and off the request's path, the executions
     /// `options` picks (slow ones, a sample), keeps a plan shape per statement and size class,
     /// and reports plan changes (WARN on target `pgscope::plan_change`, the

@@ -7,6 +7,7 @@ use sqlx::postgres::PgTransactionManager;
 use sqlx_core::transaction::TransactionManager;
 
 use super::connection::{Connection, PoolConnection};
+use super::usage::{self, Use};
 use crate::wrapped::Wrapped;
 
 /// An in-progress transaction or savepoint: `&mut *tx` is an instrumented `sqlx::Executor`.
@@ -62,15 +63,47 @@ fn count_statement(conn: &Connection) {
     conn.with_state(|state| state.transaction_statement());
 }
 
+/// Before a transaction statement on a held connection: the idle gap it ends, if it crossed.
+/// Returns when it started.
+fn control_starts(conn: &Connection, what: &Use) -> std::time::Instant {
+    if let Some(u) = &conn.usage
+        && let Some(item) = u.starts(&conn.pool.settings, &conn.scope_name(), what)
+    {
+        usage::report(
+            conn.query_scope().as_ref(),
+            &conn.pool.unscoped,
+            &conn.pool.settings,
+            item,
+        );
+    }
+    std::time::Instant::now()
+}
+
+/// After a transaction statement that started at `started` and succeeded.
+fn control_ended(conn: &Connection, what: Use, started: std::time::Instant) {
+    if let Some(u) = &conn.usage {
+        let began = matches!(what, Use::Begin);
+        u.control_ended(
+            &conn.pool.settings,
+            &conn.scope_name(),
+            what,
+            started.elapsed(),
+        );
+        u.transaction(began);
+    }
+}
+
 impl<'c> Transaction<'c> {
     async fn begin_on(mut conn: MaybeOwned<'c>) -> Result<Self, sqlx::Error> {
         let c = conn.get();
         count_statement(c);
+        let started = control_starts(c, &Use::Begin);
         Wrapped::new(std::pin::pin!(PgTransactionManager::begin(
             c.as_sqlx_mut(),
             None
         )))
         .await?;
+        control_ended(conn.get(), Use::Begin, started);
         Ok(Transaction { conn, open: true })
     }
 
@@ -97,6 +130,8 @@ impl<'c> Transaction<'c> {
     async fn end(mut self, commit: bool) -> Result<(), sqlx::Error> {
         let c = self.conn.get();
         count_statement(c);
+        let what = if commit { Use::Commit } else { Use::Rollback };
+        let started = control_starts(c, &what);
         if commit {
             Wrapped::new(std::pin::pin!(PgTransactionManager::commit(
                 c.as_sqlx_mut()
@@ -109,6 +144,7 @@ impl<'c> Transaction<'c> {
             .await?;
         }
         self.open = false;
+        control_ended(self.conn.get(), what, started);
         Ok(())
     }
 }
@@ -142,6 +178,9 @@ impl Drop for Transaction<'_> {
             let c = self.conn.get();
             count_statement(c);
             PgTransactionManager::start_rollback(c.as_sqlx_mut());
+            if let Some(u) = &c.usage {
+                u.transaction(false);
+            }
         }
     }
 }

@@ -73,6 +73,7 @@ pub(crate) struct State {
     n_plus_one: Vec<NPlusOne>,
     duplicates: Vec<Duplicate>,
     nested: Vec<NestedAcquire>,
+    held_idle: Vec<detect::HeldIdle>,
     /// Connections this scope holds right now (explicit acquires), with where each was acquired.
     held: Vec<(u64, &'static Location<'static>)>,
     /// Health of the pools this scope acquired from: told about its hold time when it ends.
@@ -433,9 +434,23 @@ impl State {
         true
     }
 
-    /// A connection went back to the pool after being held for `held`.
-    pub(crate) fn released(&mut self, held: Duration) {
+    /// Records a held-idle finding, once per pair of call sites; false when already recorded.
+    pub(crate) fn add_held_idle(&mut self, item: &detect::HeldIdle) -> bool {
+        if self
+            .held_idle
+            .iter()
+            .any(|h| h.from.same(&item.from) && h.to.same(&item.to))
+        {
+            return false;
+        }
+        self.held_idle.push(item.clone());
+        true
+    }
+
+    /// A connection went back to the pool after being held for `held`, `idle` of it unused.
+    pub(crate) fn released(&mut self, held: Duration, idle: Duration) {
         self.totals.hold_time += held;
+        self.totals.idle_hold += idle;
         if let Some(timeline) = &mut self.timeline {
             timeline.ended(TimelineKind::Held, held);
         }
@@ -456,6 +471,7 @@ impl State {
         self.n_plus_one.extend(child.n_plus_one.iter().cloned());
         self.duplicates.extend(child.duplicates.iter().cloned());
         self.nested.extend(child.nested.iter().cloned());
+        self.held_idle.extend(child.held_idle.iter().cloned());
         if let (Some(timeline), Some(child)) = (&mut self.timeline, &child.timeline) {
             timeline.merge(child);
         }
@@ -500,6 +516,7 @@ impl State {
             self.nested.clone(),
         )
         .with_duplicates(duplicates)
+        .with_held_idle(self.held_idle.clone())
         .with_time(
             started.elapsed(),
             // The final report of a top-level scope moves it instead (`close`).

@@ -1,0 +1,186 @@
+//! How a held connection is used: the time inside statements, the idle gaps between them, and
+//! the held-idle finding when a gap crosses the pool's threshold.
+//!
+//! Kept only for connections the caller holds explicitly (`acquire`, `begin`); a query on
+//! `&Pool` holds its connection for one statement and is never idle. On the statement's path it
+//! costs the timestamps the statement already takes and, with the finding on, one cached call
+//! site lookup; the stack walk for the end of a gap happens only when the gap crosses.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::detect::{self, CallSite, Finding, HeldIdle, Settings, Warning};
+use crate::fingerprint::Fingerprint;
+use crate::scope::{ScopeInner, with_state};
+
+/// Kind of the cached call site of a statement that may start an idle gap (N+1 and duplicate
+/// sites use 1 and 2).
+const FROM_SITE: u64 = 3;
+
+/// What used the connection.
+#[derive(Clone)]
+pub(crate) enum Use {
+    Acquire,
+    Begin,
+    Commit,
+    Rollback,
+    Release,
+    Statement(Fingerprint),
+}
+
+impl Use {
+    fn text(&self) -> &str {
+        match self {
+            Use::Acquire => "acquire",
+            Use::Begin => "BEGIN",
+            Use::Commit => "COMMIT",
+            Use::Rollback => "ROLLBACK",
+            Use::Release => "release",
+            Use::Statement(fp) => fp.normalized(),
+        }
+    }
+}
+
+/// The use of one explicitly held connection.
+pub(crate) struct Usage {
+    acquired_at: Instant,
+    /// When the last use ended, in nanoseconds after `acquired_at` (0: the acquire).
+    last_end: AtomicU64,
+    /// Nanoseconds inside statements (and `BEGIN` / `COMMIT`).
+    busy: AtomicU64,
+    /// Open transactions and savepoints.
+    depth: AtomicU32,
+    /// What ran before the current gap, and where.
+    from: Mutex<(Use, CallSite)>,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Usage {
+    /// A connection acquired at `acquired_at`, from `site` (the `acquire` / `begin` call).
+    pub(crate) fn new(acquired_at: Instant, site: CallSite) -> Self {
+        Usage {
+            acquired_at,
+            last_end: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
+            depth: AtomicU32::new(0),
+            from: Mutex::new((Use::Acquire, site)),
+        }
+    }
+
+    /// A use (`what`) starts now: the gap before it, when it reached the threshold. The end of
+    /// the gap is the caller's stack (captured only then).
+    pub(crate) fn starts(&self, settings: &Settings, scope: &str, what: &Use) -> Option<HeldIdle> {
+        let threshold = settings.held_idle_threshold?;
+        let held = self.acquired_at.elapsed();
+        let idle = held.saturating_sub(Duration::from_nanos(self.last_end.load(Ordering::Relaxed)));
+        if idle < threshold {
+            return None;
+        }
+        let from = self.from.lock();
+        Some(HeldIdle {
+            scope: scope.to_owned(),
+            idle,
+            held,
+            in_transaction: self.depth.load(Ordering::Relaxed) > 0,
+            from: from.1.clone(),
+            from_statement: from.0.text().to_owned(),
+            to: CallSite::capture(),
+            to_statement: what.text().to_owned(),
+        })
+    }
+
+    /// Where a statement runs from, for the gap it may start: the route's cached site for it
+    /// (a stack walk the first time). `None` with the finding off.
+    pub(crate) fn statement_site(
+        settings: &Settings,
+        scope: &str,
+        fingerprint: &Fingerprint,
+    ) -> Option<CallSite> {
+        settings.held_idle_threshold?;
+        Some(detect::call_site_for(scope, fingerprint.id(), FROM_SITE))
+    }
+
+    /// A use ended now after `elapsed`; `site` is where it ran from
+    /// (kept as the start of the next gap when known).
+    pub(crate) fn ended(&self, what: Use, site: Option<CallSite>, elapsed: Duration) {
+        let end = self.acquired_at.elapsed();
+        self.last_end.store(nanos(end), Ordering::Relaxed);
+        self.busy.fetch_add(nanos(elapsed), Ordering::Relaxed);
+        if let Some(site) = site {
+            *self.from.lock() = (what, site);
+        }
+    }
+
+    /// `what` (`BEGIN`, `COMMIT`, `ROLLBACK`) ended now after `elapsed`, run from the route's
+    /// cached site for it (`BEGIN` keeps the acquire's site: `pool.begin()` is both).
+    pub(crate) fn control_ended(
+        &self,
+        settings: &Settings,
+        scope: &str,
+        what: Use,
+        elapsed: Duration,
+    ) {
+        let site = match what {
+            Use::Begin => None,
+            _ => settings.held_idle_threshold.map(|_| {
+                let id = xxhash_rust::xxh3::xxh3_64(what.text().as_bytes());
+                detect::call_site_for(scope, id, FROM_SITE)
+            }),
+        };
+        match site {
+            Some(site) => self.ended(what, Some(site), elapsed),
+            None => {
+                self.ended(what.clone(), None, elapsed);
+                self.from.lock().0 = what;
+            }
+        }
+    }
+
+    /// A transaction (or savepoint) began or ended.
+    pub(crate) fn transaction(&self, began: bool) {
+        if began {
+            self.depth.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let _ = self
+                .depth
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| d.checked_sub(1));
+        }
+    }
+
+    /// The connection is released now after `held`: its idle time, and the gap before the
+    /// release when it crossed.
+    pub(crate) fn released(
+        &self,
+        settings: &Settings,
+        scope: &str,
+        held: Duration,
+    ) -> (Duration, Option<HeldIdle>) {
+        let idle = held.saturating_sub(Duration::from_nanos(self.busy.load(Ordering::Relaxed)));
+        (idle, self.starts(settings, scope, &Use::Release))
+    }
+}
+
+/// Records a held-idle finding in `scope` (the unscoped state when it has ended) and reports
+/// it once per pair of call sites: `on_finding`, the counter, the WARN in the scope's span.
+#[cold]
+pub(crate) fn report(
+    scope: Option<&Arc<ScopeInner>>,
+    unscoped: &ScopeInner,
+    settings: &Settings,
+    item: HeldIdle,
+) {
+    if !with_state(scope, unscoped, |state| state.add_held_idle(&item)) {
+        return;
+    }
+    crate::telemetry::held_idle(&item);
+    settings.on_finding.call(&Finding::HeldIdle(&item));
+    scope
+        .map_or(unscoped, |s| &**s)
+        .warn(Warning::HeldIdle(item));
+}
