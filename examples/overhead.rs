@@ -310,6 +310,9 @@ async fn main() {
     if !otel_only {
         console_table(&raw, &pg, rounds, seconds).await;
     }
+    if !otel_only {
+        held_table(&raw, &url, rounds, seconds).await;
+    }
     #[cfg(feature = "otel")]
     otel_table(&raw, &url, rounds, seconds).await;
     let (entries, misses) = pg.fingerprint_cache_stats();
@@ -402,6 +405,94 @@ async fn console_table(raw: &PgPool, pg: &pgscope::Pool, rounds: usize, seconds:
             (per(&cells[2]) / per(&cells[1]) - 1.0) * 100.0
         );
     }
+}
+
+/// The cost of measuring held connections' idle time: each request acquires a connection and
+/// runs 10 statements on it, with the held-idle finding on (default threshold, nothing
+/// crosses it) and off, against raw sqlx doing the same on an acquired connection.
+async fn held_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) {
+    let dur = Duration::from_secs_f64(seconds);
+    let pool = |threshold: Option<Duration>| {
+        pgscope::PoolOptions::new()
+            .max_connections(16)
+            .held_idle_threshold(threshold)
+            .connect(url)
+    };
+    let on = pool(Some(Duration::from_millis(100))).await.expect("pool");
+    let off = pool(None).await.expect("pool");
+    println!(
+        "\nHeld connections: a scope that acquires a connection and runs 10 × `SELECT $1::bigint` on it, pool of 16:"
+    );
+    println!(
+        "| concurrency | raw sqlx q/s | held-idle on q/s | ratio | held-idle off q/s | ratio | client CPU µs/query raw / on / off |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---|");
+    for workers in [1usize, 16] {
+        let cells: [(u64, Duration); 3] = interleaved(rounds, |i| {
+            let pool = [None, Some(&on), Some(&off)][i];
+            held_requests(raw, pool, workers, dur)
+        })
+        .await;
+        println!(
+            "{}",
+            row(&workers.to_string(), &cells, 2, seconds * rounds as f64)
+        );
+    }
+}
+
+/// Requests that acquire a connection and run 10 statements on it; (queries, CPU).
+async fn held_requests(
+    raw: &PgPool,
+    pool: Option<&pgscope::Pool>,
+    workers: usize,
+    dur: Duration,
+) -> (u64, Duration) {
+    let cpu_before = cpu_time();
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let (raw, done, stop) = (raw.clone(), done.clone(), stop.clone());
+        let pool = pool.cloned();
+        handles.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match &pool {
+                    None => {
+                        let mut conn = raw.acquire().await.expect("acquire");
+                        for i in 0..10_i64 {
+                            sqlx::query(LOOKUP)
+                                .bind(i)
+                                .execute(&mut *conn)
+                                .await
+                                .expect("raw");
+                        }
+                    }
+                    Some(pool) => {
+                        let ((), _report) = pgscope::capture_named("POST /checkout", async {
+                            let mut conn = pool.acquire().await.expect("acquire");
+                            for i in 0..10_i64 {
+                                sqlx::query(LOOKUP)
+                                    .bind(i)
+                                    .execute(&mut *conn)
+                                    .await
+                                    .expect("pgscope");
+                            }
+                        })
+                        .await;
+                    }
+                }
+                n += 10;
+            }
+            done.fetch_add(n, Ordering::Relaxed);
+        }));
+    }
+    tokio::time::sleep(dur).await;
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.await.expect("worker");
+    }
+    (done.load(Ordering::Relaxed), cpu_time() - cpu_before)
 }
 
 /// The repeated statement of the N+1-shaped requests: one bound value, different each time.

@@ -91,6 +91,7 @@ struct RouteWindow {
 #[derive(Default, Clone, Copy)]
 struct Load {
     hold: Duration,
+    idle: Duration,
     requests: u64,
 }
 
@@ -120,7 +121,8 @@ impl Health {
     }
 
     /// A scope that used this pool ended, having held its connections for `hold` in total.
-    pub(crate) fn record_request(&self, route: &str, hold: Duration) {
+    /// `idle` of it with no statement running on a held connection.
+    pub(crate) fn record_request(&self, route: &str, hold: Duration, idle: Duration) {
         let epoch = self.epoch();
         let route = if self.routes.contains_key(route) || self.routes.len() < MAX_ROUTES {
             route
@@ -139,6 +141,7 @@ impl Health {
             w.epoch = epoch;
         }
         w.current.hold += hold;
+        w.current.idle += idle;
         w.current.requests += 1;
     }
 
@@ -217,6 +220,7 @@ impl Health {
                 let load = match epoch.checked_sub(w.epoch) {
                     Some(0) => Load {
                         hold: w.current.hold + w.previous.hold,
+                        idle: w.current.idle + w.previous.idle,
                         requests: w.current.requests + w.previous.requests,
                     },
                     Some(1) => w.current,
@@ -225,6 +229,7 @@ impl Health {
                 (load.requests > 0).then(|| ScopeLoad {
                     scope: e.key().to_string(),
                     hold: load.hold,
+                    idle: load.idle,
                     requests: load.requests,
                 })
             })
@@ -247,6 +252,7 @@ impl Health {
 pub struct ScopeLoad {
     scope: String,
     hold: Duration,
+    idle: Duration,
     requests: u64,
 }
 
@@ -272,6 +278,12 @@ impl ScopeLoad {
     pub fn hold_time(&self) -> Duration {
         self.hold
     }
+    /// The part of [`hold_time`](Self::hold_time) with no statement running on a held
+    /// connection ([`Report::idle_hold_time`](crate::Report::idle_hold_time) summed).
+    pub fn idle_hold_time(&self) -> Duration {
+        self.idle
+    }
+
     /// Requests (scopes) that ended.
     pub fn requests(&self) -> u64 {
         self.requests
@@ -332,6 +344,28 @@ impl Diagnosis {
             .map(|h| f64::from(self.max_connections) / h.as_secs_f64())
     }
 
+    /// Scopes by idle hold time, largest first, those with none left out: the routes that hold
+    /// connections while doing no database work.
+    pub fn scopes_by_idle_hold(&self) -> Vec<&ScopeLoad> {
+        let mut idle: Vec<&ScopeLoad> = self.scopes.iter().filter(|s| !s.idle.is_zero()).collect();
+        idle.sort_by_key(|s| std::cmp::Reverse(s.idle));
+        idle
+    }
+
+    /// [`capacity_per_second`](Self::capacity_per_second) if no connection were held idle:
+    /// `max_connections / (mean hold - mean idle hold)`, what the pool would serve with the
+    /// idle work moved out of the holds.
+    pub fn capacity_without_idle_per_second(&self) -> Option<f64> {
+        let requests: u64 = self.scopes.iter().map(|r| r.requests).sum();
+        let busy: Duration = self
+            .scopes
+            .iter()
+            .map(|r| r.hold.saturating_sub(r.idle))
+            .sum();
+        (requests > 0 && !busy.is_zero())
+            .then(|| f64::from(self.max_connections) * requests as f64 / busy.as_secs_f64())
+    }
+
     fn top_routes_summary(&self, n: usize) -> String {
         self.scopes
             .iter()
@@ -387,9 +421,9 @@ mod tests {
     fn diagnosis_ranks_scopes_by_hold_and_computes_capacity() {
         let health = Health::new(Duration::from_secs(60));
         for _ in 0..4 {
-            health.record_request("GET /api/feed", Duration::from_millis(20));
+            health.record_request("GET /api/feed", Duration::from_millis(20), Duration::ZERO);
         }
-        health.record_request("GET /health", Duration::from_millis(1));
+        health.record_request("GET /health", Duration::from_millis(1), Duration::ZERO);
         let d = health.diagnose("db", stats(10, 3));
         let names: Vec<&str> = d.scopes().iter().map(ScopeLoad::scope).collect();
         assert_eq!(names, ["GET /api/feed", "GET /health"]);
@@ -403,11 +437,45 @@ mod tests {
     }
 
     #[test]
+    fn routes_are_ranked_by_idle_hold_with_the_capacity_without_it() {
+        let health = Health::new(Duration::from_secs(60));
+        for _ in 0..2 {
+            health.record_request(
+                "POST /checkout",
+                Duration::from_millis(60),
+                Duration::from_millis(50),
+            );
+        }
+        health.record_request("GET /feed", Duration::from_millis(30), Duration::ZERO);
+        health.record_request(
+            "GET /slow",
+            Duration::from_millis(80),
+            Duration::from_millis(10),
+        );
+        let d = health.diagnose("db", stats(8, 0));
+        let names: Vec<&str> = d.scopes_by_idle_hold().iter().map(|s| s.scope()).collect();
+        assert_eq!(
+            names,
+            ["POST /checkout", "GET /slow"],
+            "GET /feed holds nothing idle"
+        );
+        assert_eq!(
+            d.scopes_by_idle_hold()[0].idle_hold_time(),
+            Duration::from_millis(100)
+        );
+        // 230 ms held over 4 requests (57.5 ms each); 120 ms of it busy (30 ms each).
+        let with = d.capacity_per_second().expect("capacity");
+        let without = d.capacity_without_idle_per_second().expect("capacity");
+        assert!((with - 8.0 / 0.0575).abs() < 0.5, "{with}");
+        assert!((without - 8.0 / 0.030).abs() < 0.5, "{without}");
+    }
+
+    #[test]
     fn loads_older_than_two_windows_are_forgotten() {
         let health = Health::new(Duration::from_millis(20));
-        health.record_request("GET /old", Duration::from_millis(5));
+        health.record_request("GET /old", Duration::from_millis(5), Duration::ZERO);
         std::thread::sleep(Duration::from_millis(70));
-        health.record_request("GET /new", Duration::from_millis(5));
+        health.record_request("GET /new", Duration::from_millis(5), Duration::ZERO);
         let d = health.diagnose("db", stats(2, 0));
         let names: Vec<&str> = d.scopes().iter().map(ScopeLoad::scope).collect();
         assert_eq!(names, ["GET /new"]);
@@ -417,7 +485,11 @@ mod tests {
     fn scope_names_past_the_cap_share_one_row() {
         let health = Health::new(Duration::from_secs(60));
         for i in 0..MAX_ROUTES + 50 {
-            health.record_request(&format!("GET /r/{i}"), Duration::from_millis(1));
+            health.record_request(
+                &format!("GET /r/{i}"),
+                Duration::from_millis(1),
+                Duration::ZERO,
+            );
         }
         let d = health.diagnose("db", stats(2, 0));
         assert_eq!(d.scopes().len(), MAX_ROUTES + 1);

@@ -226,7 +226,11 @@ impl ScopeInner {
                 let pools = std::mem::take(&mut state.pools);
                 drop(state);
                 for health in pools {
-                    health.record_request(&self.name, report.connection_hold_time());
+                    health.record_request(
+                        &self.name,
+                        report.connection_hold_time(),
+                        report.idle_hold_time(),
+                    );
                 }
             }
         }
