@@ -22,7 +22,7 @@ use futures_core::stream::{BoxStream, Stream};
 use futures_util::{StreamExt, TryStreamExt};
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
-use sqlx::{Either, Execute, Executor, Postgres, SqlStr};
+use sqlx::{Either, Execute, Executor, Postgres, SqlSafeStr, SqlStr};
 
 use crate::detect::{Finding, Verdict};
 use crate::error::Error;
@@ -128,6 +128,8 @@ pub(crate) struct Query<'c> {
     idle_site: Option<crate::detect::CallSite>,
     scope: Option<Arc<ScopeInner>>,
     fingerprint: Fingerprint,
+    /// Hash of the statement's text (the fingerprint cache's key).
+    text_hash: u64,
     start: Instant,
     returned: u64,
     affected: u64,
@@ -221,6 +223,7 @@ impl<'c> Query<'c> {
             idle_site,
             scope,
             fingerprint,
+            text_hash,
             start: Instant::now(),
             returned: 0,
             affected: 0,
@@ -229,6 +232,36 @@ impl<'c> Query<'c> {
             span,
             candidate,
         })
+    }
+
+    /// The statement with the pool's tags appended, when it has tags and runs in a scope (the
+    /// fingerprint is already taken from the untagged text). A prepared statement handed in by
+    /// the caller keeps its text.
+    fn tag(&self, mut parts: Parts) -> Parts {
+        let (Some(tagger), Some(scope)) = (&self.pool.tagger, &self.scope) else {
+            return parts;
+        };
+        if parts.statement.is_some() {
+            return parts;
+        }
+        let site = tagger
+            .wants_call_site()
+            .then(|| crate::detect::resolved_call_site(&scope.name, self.fingerprint.id()))
+            .flatten();
+        if let Some(tagged) = tagger.tag(
+            parts.sql.as_str(),
+            self.text_hash,
+            &scope.name,
+            site.as_deref(),
+            telemetry::traceparent,
+        ) {
+            parts.sql = sqlx::AssertSqlSafe(tagged).into_sql_str();
+            if tagger.tags.per_request() {
+                // A text per request: preparing it would fill the statement cache for nothing.
+                parts.persistent = false;
+            }
+        }
+        parts
     }
 
     /// Records how the statement ended, once.
@@ -359,6 +392,7 @@ impl<'c> Executor<'c> for &'c mut Connection {
             Ok(q) => q,
             Err(e) => return futures_util::stream::once(async move { Err(e) }).boxed(),
         };
+        let parts = query.tag(parts);
         let inner = (&mut *self.raw).fetch_many(parts);
         Box::pin(Counted {
             inner: Wrapped::new(inner),
@@ -383,6 +417,10 @@ impl<'c> Executor<'c> for &'c mut Connection {
             scope,
             &parts,
         );
+        let parts = match &started {
+            Ok(query) => query.tag(parts),
+            Err(_) => parts,
+        };
         let raw = &mut *self.raw;
         Box::pin(async move {
             let mut query = started?;

@@ -122,6 +122,9 @@ mod plan;
 mod pool;
 mod report;
 mod scope;
+#[cfg(feature = "pool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
+pub mod tags;
 mod telemetry;
 mod testing;
 mod wrapped;
@@ -154,6 +157,9 @@ pub use self::scope::batch;
 pub use self::scope::{
     Capture, Scope, allow_repetition, capture, capture_named, current_report, spawn,
 };
+#[cfg(feature = "pool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
+pub use self::tags::Tags;
 pub use self::testing::{Recorder, assert_constant_queries};
 
 #[cfg(feature = "macros")]

@@ -267,6 +267,15 @@ pub(crate) fn n_plus_one(item: &NPlusOne) {
     let _ = item;
 }
 
+/// The W3C `traceparent` of the current span, when it is exported (feature `otel`).
+#[cfg(feature = "pool")]
+pub(crate) fn traceparent() -> Option<String> {
+    #[cfg(feature = "otel")]
+    return crate::otel::traceparent();
+    #[cfg(not(feature = "otel"))]
+    None
+}
+
 /// A connection was held idle past the threshold.
 pub(crate) fn held_idle(item: &crate::detect::HeldIdle) {
     #[cfg(feature = "otel")]

@@ -179,6 +179,9 @@ pub(super) fn badges(report: &Report) -> Vec<&'static str> {
     if !report.nested_acquires().is_empty() {
         out.push("nested acquire");
     }
+    if !report.held_idle().is_empty() {
+        out.push("held idle");
+    }
     out
 }
 
@@ -458,6 +461,30 @@ impl FindingView {
                 advice: "a second connection acquired while one is held: under load every \
                          request can hold one and wait for another"
                     .into(),
+            });
+        }
+        for h in report.held_idle() {
+            out.push(FindingView {
+                kind: "held idle",
+                statement: format!("{} … {}", h.from_statement(), h.to_statement()),
+                count: 1,
+                call_site: format!("{} → {}", h.from(), h.to()),
+                after: None,
+                suggestion: None,
+                advice: format!(
+                    "a connection held {:.0} ms with nothing running on it{}: {}",
+                    h.idle().as_secs_f64() * 1000.0,
+                    if h.in_transaction() {
+                        ", in a transaction"
+                    } else {
+                        ""
+                    },
+                    if h.in_transaction() {
+                        "move the work between them outside the transaction"
+                    } else {
+                        "release the connection before the work between them, or acquire it after"
+                    }
+                ),
             });
         }
         if report.rejected_queries() > 0 {

@@ -168,8 +168,7 @@ impl std::fmt::Display for CallSite {
 /// a stack walk. (A finding is reported once per scope and statement, so a route that repeats
 /// the statement from two places reports the first, as within one scope.)
 pub(crate) fn call_site_for(route: &str, fingerprint: u64, kind: u64) -> CallSite {
-    static SEEN: std::sync::OnceLock<dashmap::DashMap<u64, CallSite>> = std::sync::OnceLock::new();
-    let seen = SEEN.get_or_init(dashmap::DashMap::new);
+    let seen = seen();
     let key = xxhash_rust::xxh3::xxh3_64_with_seed(route.as_bytes(), fingerprint ^ kind);
     if let Some(site) = seen.get(&key) {
         return site.clone();
@@ -180,6 +179,23 @@ pub(crate) fn call_site_for(route: &str, fingerprint: u64, kind: u64) -> CallSit
     }
     seen.insert(key, site.clone());
     site
+}
+
+fn seen() -> &'static dashmap::DashMap<u64, CallSite> {
+    static SEEN: std::sync::OnceLock<dashmap::DashMap<u64, CallSite>> = std::sync::OnceLock::new();
+    SEEN.get_or_init(dashmap::DashMap::new)
+}
+
+/// The call site already found and resolved for statement `fingerprint` in scope `route` (by
+/// an N+1, duplicate or held-idle finding), if any: never a stack walk.
+#[cfg_attr(not(feature = "pool"), allow(dead_code))]
+pub(crate) fn resolved_call_site(route: &str, fingerprint: u64) -> Option<Arc<str>> {
+    let seen = seen();
+    [1, 2, 3].into_iter().find_map(|kind| {
+        let key = xxhash_rust::xxh3::xxh3_64_with_seed(route.as_bytes(), fingerprint ^ kind);
+        let site = seen.get(&key)?;
+        site.0.resolved.get().cloned()
+    })
 }
 
 /// Paths relative to the working directory when under it (`src/feed.rs`, as in compiler

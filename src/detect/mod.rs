@@ -10,7 +10,7 @@ mod findings;
 
 use crate::fingerprint::Fingerprint;
 
-pub(crate) use self::call_site::{CallSite, call_site_for};
+pub(crate) use self::call_site::{CallSite, call_site_for, resolved_call_site};
 pub use self::findings::{Duplicate, Finding, HeldIdle, NPlusOne, NestedAcquire};
 pub(crate) use self::findings::{
     Pending, Warning, batched, dispatching, hint_unscoped, nested_acquire, warn_later,

@@ -62,4 +62,6 @@ pub(crate) use self::pool::PoolTelemetry;
 pub(crate) use self::server::{Server, connect_schema};
 #[cfg(feature = "pool")]
 pub(crate) use self::span::plan_change_event;
-pub(crate) use self::span::{Compressed, PendingRun, StatementSpan, is_exported, summarize_scope};
+pub(crate) use self::span::{
+    Compressed, PendingRun, StatementSpan, is_exported, summarize_scope, traceparent,
+};

@@ -337,6 +337,21 @@ impl PendingRun {
 
 /// Whether `span` is exported as an OpenTelemetry span (seen by a `tracing-opentelemetry`
 /// layer), so attributes set on it reach the trace.
+/// The W3C `traceparent` of the current span, when it has a valid (exported) context.
+pub(crate) fn traceparent() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
+}
+
 pub(crate) fn is_exported(span: &tracing::Span) -> bool {
     !span.is_none() && span.context().span().span_context().is_valid()
 }

@@ -25,6 +25,9 @@ pub(crate) struct PoolInner {
     pub(crate) telemetry: PoolTelemetry,
     /// `EXPLAIN` on the side, when [`PoolOptions::explain`](crate::PoolOptions::explain) is set.
     pub(crate) planner: Option<Arc<Planner>>,
+    /// Statement tags, when [`PoolOptions::tag_statements`](crate::PoolOptions::tag_statements)
+    /// is set.
+    pub(crate) tagger: Option<crate::tags::Tagger>,
     waiters: AtomicU64,
     timeouts: AtomicU64,
     acquires: AtomicU64,
@@ -52,6 +55,7 @@ impl PoolInner {
             health: Arc::new(Health::new(starvation_window)),
             telemetry,
             planner,
+            tagger: None,
             waiters: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             acquires: AtomicU64::new(0),

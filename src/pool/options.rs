@@ -40,6 +40,7 @@ pub struct PoolOptions {
     name: Option<String>,
     starvation_window: Duration,
     explain: Option<ExplainOptions>,
+    tags: Option<crate::Tags>,
 }
 
 impl Default for PoolOptions {
@@ -58,6 +59,7 @@ impl fmt::Debug for PoolOptions {
             .field("telemetry", &self.telemetry)
             .field("name", &self.name)
             .field("explain", &self.explain)
+            .field("tags", &self.tags)
             .finish_non_exhaustive()
     }
 }
@@ -79,6 +81,7 @@ impl PoolOptions {
             // "Waiters > 0 for more than a few seconds" is the classic sign of an N+1-bound pool.
             starvation_window: Duration::from_secs(5),
             explain: None,
+            tags: None,
         }
     }
 
@@ -255,6 +258,31 @@ impl PoolOptions {
     /// The configured nested-acquire mode.
     pub fn get_nested_acquire_mode(&self) -> Mode {
         self.settings.nested_acquire_mode
+    }
+
+    /// Appends a comment in the sqlcommenter format to each statement sent inside a scope, so
+    /// the server (`pg_stat_activity`, the slow-query log, `auto_explain`) sees which route sent
+    /// it: `… /*application='shop',route='GET%20%2Fapi%2Ffeed'*/`. See [`Tags`](crate::Tags) and
+    /// the [`tags` module](crate::tags) for the prepared-statement cache, `pg_stat_statements`
+    /// and `application_name`. By default, no tags.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn f() -> Result<(), sqlx::Error> {
+    /// let pool = pgscope::PoolOptions::new()
+    ///     .tag_statements(pgscope::Tags::new().route().application("shop"))
+    ///     .connect("postgres://postgres@127.0.0.1/test")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tag_statements(mut self, tags: crate::Tags) -> Self {
+        self.tags = Some(tags);
+        self
+    }
+
+    /// The configured statement tags.
+    pub fn get_tag_statements(&self) -> Option<&crate::Tags> {
+        self.tags.as_ref()
     }
 
     /// Reports a connection held idle ([`HeldIdle`](crate::HeldIdle)): a scope that holds a
@@ -455,7 +483,7 @@ impl PoolOptions {
                 .map(|o| Arc::new(Planner::new(o, &connect, stats.clone())));
             let telemetry =
                 telemetry::PoolTelemetry::new(&self.telemetry, Some(&server), &name, Some(stats));
-            PoolInner::new(
+            let mut inner = PoolInner::new(
                 sqlx,
                 name,
                 self.cache_capacity,
@@ -463,7 +491,9 @@ impl PoolOptions {
                 self.starvation_window,
                 telemetry,
                 planner,
-            )
+            );
+            inner.tagger = self.tags.map(crate::tags::Tagger::new);
+            inner
         }))
     }
 }
