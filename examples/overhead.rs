@@ -312,6 +312,7 @@ async fn main() {
     }
     if !otel_only {
         held_table(&raw, &url, rounds, seconds).await;
+        tags_table(&raw, &url, rounds, seconds).await;
     }
     #[cfg(feature = "otel")]
     otel_table(&raw, &url, rounds, seconds).await;
@@ -436,6 +437,45 @@ async fn held_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) {
         println!(
             "{}",
             row(&workers.to_string(), &cells, 2, seconds * rounds as f64)
+        );
+    }
+}
+
+/// The cost of statement tags: N+1-shaped requests (10 × `SELECT $1::bigint` on `&Pool` in a
+/// scope) untagged, tagged with the route (cached text, prepared), and with `traceparent()`
+/// (run unprepared: parsed and planned by the server on every execution).
+async fn tags_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) {
+    let dur = Duration::from_secs_f64(seconds);
+    let pool = |tags: Option<pgscope::Tags>| {
+        let mut options = pgscope::PoolOptions::new().max_connections(16);
+        if let Some(tags) = tags {
+            options = options.tag_statements(tags);
+        }
+        options.connect(url)
+    };
+    let plain = pool(None).await.expect("pool");
+    let route = pool(Some(pgscope::Tags::new().route().application("bench")))
+        .await
+        .expect("pool");
+    let unprepared = pool(Some(pgscope::Tags::new().route().traceparent()))
+        .await
+        .expect("pool");
+    println!(
+        "\nStatement tags: N+1-shaped requests (a scope of 10 × `SELECT $1::bigint`), pool of 16:"
+    );
+    println!(
+        "| concurrency | raw sqlx q/s | untagged q/s | ratio | route tags q/s | ratio | traceparent (unprepared) q/s | ratio | client CPU µs/query raw / untagged / route / unprepared |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for workers in [1usize, 16] {
+        let cells: [(u64, Duration); 4] = interleaved(rounds, |i| {
+            let pool = [None, Some(&plain), Some(&route), Some(&unprepared)][i];
+            requests_on(raw, pool, None, workers, dur)
+        })
+        .await;
+        println!(
+            "{}",
+            row(&workers.to_string(), &cells, 3, seconds * rounds as f64)
         );
     }
 }

@@ -30,6 +30,8 @@ struct Args {
     pool: u32,
     pages: i64,
     modes: Vec<Mode>,
+    /// Tag statements with their route (sqlcommenter), so `pg_stat_activity` shows it.
+    tags: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -40,6 +42,7 @@ fn parse_args() -> Result<Args, String> {
         pool: 10,
         pages: 10,
         modes: Mode::ALL.to_vec(),
+        tags: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -49,6 +52,11 @@ fn parse_args() -> Result<Args, String> {
             v.parse::<f64>()
                 .map_err(|_| format!("{} needs a number, got `{v}`", argv[i]))
         };
+        if argv[i] == "--tags" {
+            a.tags = true;
+            i += 1;
+            continue;
+        }
         match argv[i].as_str() {
             "--vus" => a.vus = num(&value)? as usize,
             "--rate" => a.rate = num(&value)?,
@@ -67,7 +75,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: feed [--vus N] [--duration SECS] [--pool N] [--pages N] [--modes naive,join,cached,limited]"
+                    "usage: feed [--tags] [--vus N] [--duration SECS] [--pool N] [--pages N] [--modes naive,join,cached,limited]"
                 );
                 std::process::exit(0);
             }
@@ -286,9 +294,13 @@ async fn main() {
         app::POSTS,
         t.elapsed().as_secs_f64()
     );
-    let pool = pgscope::PoolOptions::new()
+    let mut options = pgscope::PoolOptions::new()
         .max_connections(args.pool)
-        .acquire_timeout(Duration::from_secs(30))
+        .acquire_timeout(Duration::from_secs(30));
+    if args.tags {
+        options = options.tag_statements(pgscope::Tags::new().route().application("feed"));
+    }
+    let pool = options
         .connect_with(opts)
         .await
         .expect("pool");
