@@ -69,9 +69,6 @@ async fn another_connection_sees_the_route_in_pg_stat_activity() {
     assert_eq!(pgscope::fingerprint(&seen).normalized(), row.normalized());
 
     // Outside a scope: no tag.
-    let mut observer = sqlx::PgConnection::connect_with(&opts)
-        .await
-        .expect("observer");
     let untagged: String = sqlx::query_scalar("SELECT current_query()")
         .fetch_one(&pool)
         .await
@@ -89,7 +86,6 @@ async fn another_connection_sees_the_route_in_pg_stat_activity() {
         inside,
         "SELECT current_query() /*application='shop',route='GET%20%2Fq'*/"
     );
-    let _ = observer.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

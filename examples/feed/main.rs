@@ -300,10 +300,7 @@ async fn main() {
     if args.tags {
         options = options.tag_statements(pgscope::Tags::new().route().application("feed"));
     }
-    let pool = options
-        .connect_with(opts)
-        .await
-        .expect("pool");
+    let pool = options.connect_with(opts).await.expect("pool");
     let redis = app::connect_redis(&redis_url).await.expect("redis");
     let ns = format!(
         "pgscope-feed-{}-{}",
