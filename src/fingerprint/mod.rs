@@ -11,19 +11,22 @@
 //!    (`IS NULL`, `IS NOT TRUE`, `NOT NULL` stay); keywords are upper-cased, unquoted
 //!    identifiers lower-cased, `"quoted"` identifiers keep their case (and lose their quotes
 //!    only when that changes nothing); comments, whitespace and trailing `;` disappear.
-//! 3. The id is XXH3-64 (seed 0) of the UTF-8 bytes of that normalized text, with two
-//!    differences the text does not show: a constant that is a number with a fraction or an
-//!    exponent (`0.5`, `1e3`) is followed by a `#` byte (PostgreSQL types it `numeric`, not
-//!    `integer`, and gives it a different `queryid`), and the quotes kept around reserved words
-//!    (`"user"`) are left out (so the id is that of `user`).
+//! 3. The id is XXH3-64 (seed 0) of the UTF-8 bytes of that normalized text, with one
+//!    difference the text does not show: the quotes kept around reserved words (`"user"`) are
+//!    left out (so the id is that of `user`).
 //!
-//! Because the id is a hash of the normalized text, two statements with the same id show the
-//! same text in reports (`WHERE score > 42` and `WHERE score > 0.5` show the same text under
-//! different ids).
+//! **A fingerprint identifies the statement's shape**: any literal, of any type, and any `$n`
+//! in the same place are the same placeholder. `WHERE amount > 3.14` from a log and
+//! `WHERE amount > $1` bound by sqlx get one id; two statements with the same id show the same
+//! text in reports, and the same text always has the same id.
 //!
 //! # Differences from `pg_stat_statements`
-//! Statements that differ only in the length of a constant list share a fingerprint (the list
-//! collapses), where `pg_stat_statements` gives each length its own `queryid`. A literal and a
+//! pgscope groups statements the way `pg_stat_statements` does, except that pgscope does not
+//! split statements by the type of a constant, nor a constant from a bound parameter
+//! (PostgreSQL's `queryid` follows the parse tree, where `42` is an integer, `0.5` a numeric and
+//! `$1` a parameter node). Statements that differ only in the length of a constant list share a
+//! fingerprint (the list collapses), where `pg_stat_statements` gives each length its own
+//! `queryid`. A literal and a
 //! bind parameter in the same position also share one (`WHERE id = 42` and `WHERE id = $1`),
 //! so code that interpolates and code that binds are grouped together for N+1 detection.
 //! `= ANY($1)` and `IN ($1, $2)` stay different: they are different plan shapes. Column and table

@@ -96,8 +96,7 @@ struct Renderer<'a> {
     placeholders: u32,
     /// What the text shows but the identity does not, and the other way round, by position in
     /// the text, in increasing order. `"user"` is shown quoted (unquoted it would be the `user`
-    /// keyword, and the shown SQL would not be valid) but fingerprints as `user` did before;
-    /// `0.5` is shown as `$1` like `42` but fingerprints apart from it.
+    /// keyword, and the shown SQL would not be valid) but fingerprints as `user` did before.
     hidden: Vec<(usize, Hidden)>,
 }
 
@@ -106,9 +105,6 @@ struct Renderer<'a> {
 pub(crate) enum Hidden {
     /// The byte at this position is shown but not hashed (a display-only quote).
     Shown,
-    /// This byte is hashed here but not shown: a non-integer numeric constant's marker, so
-    /// `score > 42` and `score > 0.5` keep different ids, as PostgreSQL's `queryid`s do.
-    Hashed(u8),
 }
 
 /// XXH3-64 of `text` as the id sees it: with the `hidden` differences applied.
@@ -122,31 +118,10 @@ fn id(text: &[u8], hidden: &[(usize, Hidden)]) -> u64 {
         hasher.update(&text[from..at]);
         match hidden {
             Hidden::Shown => from = at + 1,
-            Hidden::Hashed(byte) => {
-                hasher.update(&[byte]);
-                from = at;
-            }
         }
     }
     hasher.update(&text[from..]);
     hasher.digest()
-}
-
-/// Whether the constant at `start` is a number that is not an integer (`0.5`, `.5`, `1e3`):
-/// PostgreSQL types it `numeric`, not `integer`, and its `queryid` differs.
-fn is_non_integer(sql: &str, start: usize) -> bool {
-    let b = sql.as_bytes();
-    match b.get(start) {
-        Some(b'.') => b.get(start + 1).is_some_and(u8::is_ascii_digit),
-        Some(c) if c.is_ascii_digit() => {
-            let digits = b[start..]
-                .iter()
-                .take_while(|c| c.is_ascii_digit() || **c == b'_')
-                .count();
-            matches!(b.get(start + digits), Some(b'.' | b'e' | b'E'))
-        }
-        _ => false,
-    }
 }
 
 /// PostgreSQL's reserved key words (reserved, and reserved but allowed as function or type
@@ -578,9 +553,6 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], out: &mut Vec<u8>) -> u64 
                     r.push(Last::Value, Next::Other, &sql[start..start + len]);
                 } else {
                     r.placeholder();
-                    if is_non_integer(sql, start) {
-                        r.hidden.push((r.at(), Hidden::Hashed(b'#')));
-                    }
                 }
             }
             Tok::Param => r.placeholder(),
