@@ -311,6 +311,7 @@ async fn main() {
         console_table(&raw, &pg, rounds, seconds).await;
     }
     if !otel_only {
+        repeated_table(&raw, &pg, rounds, seconds).await;
         held_table(&raw, &url, rounds, seconds).await;
         tags_table(&raw, &url, rounds, seconds).await;
     }
@@ -438,6 +439,36 @@ async fn held_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) {
             "{}",
             row(&workers.to_string(), &cells, 2, seconds * rounds as f64)
         );
+    }
+}
+
+/// The per-scope cost of detection on repeated statements: scopes of 10 × `SELECT 1` (the same
+/// statement with the same (no) parameters: a duplicate finding in every scope) and of
+/// 10 × `SELECT $1::bigint` with ten values (an N+1 in every scope), raw sqlx against pgscope
+/// with detection on, interleaved.
+async fn repeated_table(raw: &PgPool, pg: &pgscope::Pool, rounds: usize, seconds: f64) {
+    let dur = Duration::from_secs_f64(seconds);
+    println!(
+        "\nRepeated statements per scope (10 × `SELECT 1`: a duplicate; 10 × `SELECT $1` with distinct values: an N+1), pool of 16:"
+    );
+    println!(
+        "| scope | concurrency | raw sqlx q/s | pgscope q/s | ratio | client CPU µs/query raw / pgscope | CPU ratio raw / pgscope |"
+    );
+    println!("|---|---:|---:|---:|---:|---|---:|");
+    for (label, same) in [("10 × SELECT 1", true), ("10 × SELECT $1, distinct", false)] {
+        for workers in [1usize, 16] {
+            let cells: [(u64, Duration); 2] = interleaved(rounds, |i| {
+                let pool = [None, Some(pg)][i];
+                requests_shaped(raw, pool, None, same, workers, dur)
+            })
+            .await;
+            let per = |c: &(u64, Duration)| c.1.as_secs_f64() * 1e6 / c.0.max(1) as f64;
+            println!(
+                "| {label} {} {:.3} |",
+                row(&workers.to_string(), &cells, 1, seconds * rounds as f64),
+                per(&cells[0]) / per(&cells[1])
+            );
+        }
     }
 }
 
@@ -576,6 +607,19 @@ async fn requests_on(
     workers: usize,
     dur: Duration,
 ) -> (u64, Duration) {
+    requests_shaped(raw, pool, hook, false, workers, dur).await
+}
+
+/// Scopes of 10 statements: `SELECT 1` ten times (`same`: every scope a duplicate finding) or
+/// `SELECT $1::bigint` with ten values (every scope an N+1); (queries, CPU).
+async fn requests_shaped(
+    raw: &PgPool,
+    pool: Option<&pgscope::Pool>,
+    hook: Option<Hook>,
+    same: bool,
+    workers: usize,
+    dur: Duration,
+) -> (u64, Duration) {
     let cpu_before = cpu_time();
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -593,11 +637,11 @@ async fn requests_on(
                     None => {
                         async {
                             for i in 0..10_i64 {
-                                sqlx::query(LOOKUP)
-                                    .bind(i)
-                                    .execute(&raw)
-                                    .await
-                                    .expect("raw");
+                                match same {
+                                    true => sqlx::query("SELECT 1").execute(&raw).await,
+                                    false => sqlx::query(LOOKUP).bind(i).execute(&raw).await,
+                                }
+                                .expect("raw");
                             }
                         }
                         .instrument(request)
@@ -611,11 +655,11 @@ async fn requests_on(
                         let ((), _report) = scope
                             .capture(async {
                                 for i in 0..10_i64 {
-                                    sqlx::query(LOOKUP)
-                                        .bind(i)
-                                        .execute(pool)
-                                        .await
-                                        .expect("pgscope");
+                                    match same {
+                                        true => sqlx::query("SELECT 1").execute(pool).await,
+                                        false => sqlx::query(LOOKUP).bind(i).execute(pool).await,
+                                    }
+                                    .expect("pgscope");
                                 }
                             })
                             .instrument(request)

@@ -280,6 +280,9 @@ pub(crate) struct ParamSets {
     /// Two different parameter sets were seen, or some could not be seen (the observer does
     /// not see bound values): treat the repetition as an N+1.
     varied: bool,
+    /// Reported as a duplicate (every execution up to the threshold had the same parameters):
+    /// the verdict stands for the rest of the scope, and hashing stops.
+    settled: bool,
 }
 
 impl ParamSets {
@@ -300,7 +303,14 @@ impl ParamSets {
     /// Whether another parameter set could change the verdict: once two differ, it is an N+1
     /// for good, and hashing stops (an N+1 loop hashes two executions, not all of them).
     pub(crate) fn open(&self) -> bool {
-        !self.varied
+        !self.varied && !self.settled
+    }
+
+    /// The repetition was reported as a duplicate: later executions are not hashed (a request
+    /// that repeats one statement with the same parameters pays for the threshold's
+    /// executions, not for all of them).
+    pub(crate) fn settle(&mut self) {
+        self.settled = true;
     }
 }
 

@@ -358,6 +358,9 @@ impl State {
 
     /// Records a duplicate finding, once per fingerprint; false when one was already recorded.
     pub(crate) fn add_duplicate(&mut self, item: &Duplicate) -> bool {
+        if let Some(row) = self.rows.get_mut(&item.fingerprint().id()) {
+            row.params.settle();
+        }
         push_once(&mut self.duplicates, item, |d| d.fingerprint().id())
     }
 
