@@ -32,19 +32,33 @@ async fn serve(app: axum::Router) -> String {
     format!("http://{addr}")
 }
 
-/// Debian's Chromium (`.ci/run` installs it when missing).
+/// Debian's Chromium: installed with apt when missing (as `.ci/run` does), once per process.
 fn chromium() -> PathBuf {
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        for dir in ["/usr/bin", "/usr/local/bin", "/snap/bin"] {
-            let path = PathBuf::from(dir).join(name);
-            if path.exists() {
-                return path;
-            }
-        }
+    let find = || {
+        ["chromium", "chromium-browser", "google-chrome"]
+            .iter()
+            .flat_map(|name| {
+                ["/usr/bin", "/usr/local/bin", "/snap/bin"].map(|d| PathBuf::from(d).join(name))
+            })
+            .find(|p| p.exists())
+    };
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    if find().is_none() {
+        INSTALL.call_once(|| {
+            eprintln!("(no Chromium: installing Debian's chromium with apt-get)");
+            let _ = Command::new("sh")
+                .args([
+                    "-c",
+                    "export DEBIAN_FRONTEND=noninteractive; \
+                     (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+                     (sudo -n apt-get update -qq && sudo -n apt-get install -y -qq chromium) >/dev/null 2>&1",
+                ])
+                .status();
+        });
     }
-    panic!(
-        "no Chromium found: `sudo apt-get install -y chromium chromium-driver` (.ci/run does it)"
-    );
+    find().unwrap_or_else(|| {
+        panic!("no Chromium and apt-get could not install it: `sudo apt-get install -y chromium`")
+    })
 }
 
 /// The DOM of `url` once loaded in headless Chromium, its script run.
