@@ -124,25 +124,32 @@ impl Health {
     /// `idle` of it with no statement running on a held connection.
     pub(crate) fn record_request(&self, route: &str, hold: Duration, idle: Duration) {
         let epoch = self.epoch();
-        let route = if self.routes.contains_key(route) || self.routes.len() < MAX_ROUTES {
+        let add = |w: &mut RouteWindow| {
+            if w.epoch != epoch {
+                w.previous = if w.epoch + 1 == epoch {
+                    w.current
+                } else {
+                    Load::default()
+                };
+                w.current = Load::default();
+                w.epoch = epoch;
+            }
+            w.current.hold += hold;
+            w.current.idle += idle;
+            w.current.requests += 1;
+        };
+        // A known route (every request after a route's first): one lookup, no key allocated,
+        // no walk over the map's shards to count it.
+        if let Some(mut w) = self.routes.get_mut(route) {
+            add(&mut w);
+            return;
+        }
+        let route = if self.routes.len() < MAX_ROUTES {
             route
         } else {
             OTHER
         };
-        let mut entry = self.routes.entry(route.into()).or_default();
-        let w = entry.value_mut();
-        if w.epoch != epoch {
-            w.previous = if w.epoch + 1 == epoch {
-                w.current
-            } else {
-                Load::default()
-            };
-            w.current = Load::default();
-            w.epoch = epoch;
-        }
-        w.current.hold += hold;
-        w.current.idle += idle;
-        w.current.requests += 1;
+        add(&mut self.routes.entry(route.into()).or_default());
     }
 
     /// The waiter count went from 0 to 1.
