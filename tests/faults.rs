@@ -10,7 +10,7 @@ mod common;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::events::Events;
@@ -40,9 +40,10 @@ impl Seen {
 
 /// One scope: reads, writes and transactions in turn, each on an explicitly acquired
 /// connection, so that a failed acquire (nothing sent) is told apart from a failed statement.
-async fn scope_work(pool: pgscope::Pool, i: usize) -> Seen {
+async fn scope_work(pool: pgscope::Pool, i: usize, progress: Arc<AtomicUsize>) -> Seen {
     let mut seen = Seen::default();
     for op in 0..OPS_PER_SCOPE {
+        progress.fetch_add(1, Ordering::Relaxed);
         match (i + op) % 3 {
             0 => {
                 let Ok(mut conn) = pool.acquire().await else {
@@ -102,16 +103,24 @@ async fn load_with_fault(
 ) -> (Seen, Duration) {
     let events = Events::global();
     let warns_before = pgscope_warnings(events);
+    let progress = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..SCOPES)
         .map(|i| {
             let pool = pool.clone();
             tokio::spawn(pgscope::capture_named(
                 format!("scope {i}"),
-                scope_work(pool, i),
+                scope_work(pool, i, progress.clone()),
             ))
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The fault starts a fifth of the way through the load, however fast the machine: it must
+    // hit the load, not follow it.
+    let started = Instant::now();
+    while progress.load(Ordering::Relaxed) < SCOPES * OPS_PER_SCOPE / 5
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     fault.await;
     let fault_ended = Instant::now();
     // The pool serves again within seconds.
