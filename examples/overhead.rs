@@ -282,6 +282,12 @@ async fn main() {
     let otel_only = std::env::args().any(|a| a == "--otel-only");
     // `--n-plus-one-only`: just the N+1-shaped table.
     let n_plus_one_only = std::env::args().any(|a| a == "--n-plus-one-only");
+    // `--repeated-only`: just the repeated-statements table (issue-sized runs).
+    let repeated_only = std::env::args().any(|a| a == "--repeated-only");
+    if repeated_only {
+        repeated_table(&raw, &pg, rounds, seconds).await;
+        return;
+    }
     let plain = if otel_only || n_plus_one_only {
         vec![]
     } else {

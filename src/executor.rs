@@ -84,14 +84,17 @@ impl Parts {
                 Ok(())
             }
         }
+        let arguments = match &self.arguments {
+            Some(Ok(Some(arguments))) if sqlx::Arguments::len(arguments) > 0 => arguments,
+            // No bound values: the text (its literals) is the whole parameter set.
+            _ => return text_hash,
+        };
         let mut hasher = Hasher {
             state: xxhash_rust::xxh3::Xxh3::with_seed(text_hash),
             block: [0; 256],
             len: 0,
         };
-        if let Some(Ok(Some(arguments))) = &self.arguments {
-            let _ = std::fmt::Write::write_fmt(&mut hasher, format_args!("{arguments:?}"));
-        }
+        let _ = std::fmt::Write::write_fmt(&mut hasher, format_args!("{arguments:?}"));
         hasher.state.update(&hasher.block[..hasher.len]);
         hasher.state.digest()
     }
@@ -372,6 +375,53 @@ impl Stream for Counted<'_> {
     }
 }
 
+/// Starts a statement on a held connection: the verdict, the span and the sqlx stream, counted
+/// (not boxed: `execute` and `fetch_all` consume it in place). Called from the caller's code,
+/// before any future is polled, so the stack is the statement's call site.
+fn counted<'e, 'q: 'e, E>(conn: &'e mut Connection, query: E) -> Result<Counted<'e>, sqlx::Error>
+where
+    E: 'q + Execute<'q, Postgres>,
+{
+    let parts = Parts::take(query);
+    let scope = conn.query_scope();
+    let query = Query::start(
+        &conn.pool,
+        &conn.interrupted,
+        conn.usage.as_ref(),
+        scope,
+        &parts,
+    )?;
+    let parts = query.tag(parts);
+    let inner = (&mut *conn.raw).fetch_many(parts);
+    Ok(Counted {
+        inner: Wrapped::new(inner),
+        query,
+    })
+}
+
+/// What `execute` returns: the statements' results added up, as sqlx's default does, without
+/// its filtering and collecting stream layers.
+async fn results(mut rows: impl Stream<Item = Item> + Unpin) -> Result<PgQueryResult, sqlx::Error> {
+    let mut sum = PgQueryResult::default();
+    while let Some(item) = rows.try_next().await? {
+        if let Either::Left(result) = item {
+            sum.extend(Some(result));
+        }
+    }
+    Ok(sum)
+}
+
+/// What `fetch_all` returns: every row, as sqlx's default does, without its extra layers.
+async fn all_rows(mut rows: impl Stream<Item = Item> + Unpin) -> Result<Vec<PgRow>, sqlx::Error> {
+    let mut all = Vec::new();
+    while let Some(item) = rows.try_next().await? {
+        if let Either::Right(row) = item {
+            all.push(row);
+        }
+    }
+    Ok(all)
+}
+
 impl<'c> Executor<'c> for &'c mut Connection {
     type Database = Postgres;
 
@@ -380,24 +430,28 @@ impl<'c> Executor<'c> for &'c mut Connection {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        let parts = Parts::take(query);
-        let scope = self.query_scope();
-        let query = match Query::start(
-            &self.pool,
-            &self.interrupted,
-            self.usage.as_ref(),
-            scope,
-            &parts,
-        ) {
-            Ok(q) => q,
-            Err(e) => return futures_util::stream::once(async move { Err(e) }).boxed(),
-        };
-        let parts = query.tag(parts);
-        let inner = (&mut *self.raw).fetch_many(parts);
-        Box::pin(Counted {
-            inner: Wrapped::new(inner),
-            query,
-        })
+        match counted(self, query) {
+            Ok(rows) => Box::pin(rows),
+            Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
+        }
+    }
+
+    fn execute<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<PgQueryResult, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let rows = counted(self, query);
+        Box::pin(async move { results(rows?).await })
+    }
+
+    fn fetch_all<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Vec<PgRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let rows = counted(self, query);
+        Box::pin(async move { all_rows(rows?).await })
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(
@@ -471,10 +525,36 @@ impl<'p> Executor<'p> for &'_ Pool {
         let scope = scope::current();
         Box::pin(async_stream::try_stream! {
             let mut conn = acquire_in(pool, scope, None).await?;
-            let mut rows = (&mut *conn).fetch_many(query);
+            let mut rows = counted(&mut conn, query)?;
             while let Some(item) = rows.try_next().await? {
                 yield item;
             }
+        })
+    }
+
+    fn execute<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<PgQueryResult, sqlx::Error>>
+    where
+        'p: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let pool = Arc::clone(&self.0);
+        let scope = scope::current();
+        Box::pin(async move {
+            let mut conn = acquire_in(pool, scope, None).await?;
+            results(counted(&mut conn, query)?).await
+        })
+    }
+
+    fn fetch_all<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Vec<PgRow>, sqlx::Error>>
+    where
+        'p: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let pool = Arc::clone(&self.0);
+        let scope = scope::current();
+        Box::pin(async move {
+            let mut conn = acquire_in(pool, scope, None).await?;
+            all_rows(counted(&mut conn, query)?).await
         })
     }
 

@@ -108,7 +108,12 @@ impl Health {
     }
 
     fn nanos(&self) -> u64 {
-        u64::try_from(self.epoch0.elapsed().as_nanos())
+        self.nanos_at(Instant::now())
+    }
+
+    /// `now` as nanoseconds since the pool started (never 0: 0 means "not waiting").
+    fn nanos_at(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch0).as_nanos())
             .unwrap_or(u64::MAX)
             .max(1)
     }
@@ -153,10 +158,10 @@ impl Health {
     }
 
     /// The waiter count went from 0 to 1.
-    pub(crate) fn waiting_started(&self) {
+    pub(crate) fn waiting_started(&self, now: Instant) {
         let _ = self.waiting_since.compare_exchange(
             0,
-            self.nanos(),
+            self.nanos_at(now),
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
@@ -512,9 +517,9 @@ mod tests {
     fn starvation_is_measured_from_the_first_waiter() {
         let health = Health::new(Duration::from_millis(10));
         assert!(health.starving_for().is_none());
-        health.waiting_started();
+        health.waiting_started(Instant::now());
         std::thread::sleep(Duration::from_millis(15));
-        health.waiting_started(); // a second waiter does not reset the clock
+        health.waiting_started(Instant::now()); // a second waiter does not reset the clock
         assert!(health.starving_for().expect("starving") >= Duration::from_millis(15));
         health.check("db", || stats(2, 2));
         assert_eq!(health.warnings(), 1);

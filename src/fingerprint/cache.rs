@@ -35,7 +35,7 @@ pub struct FingerprintCache {
 
 #[derive(Default)]
 struct Shard {
-    index: HashMap<u128, usize, BuildHasherDefault<KeyHasher>>,
+    index: HashKeyed<u128, usize>,
     slots: Vec<Slot>,
     hand: usize,
 }
@@ -46,9 +46,13 @@ struct Slot {
     referenced: AtomicBool,
 }
 
-/// Keys are already uniformly distributed hashes; use their low bits directly.
+/// Keys that are already uniformly distributed hashes (text hashes, fingerprint ids): a map
+/// keyed by them uses their low bits directly instead of hashing them again.
 #[derive(Default)]
-struct KeyHasher(u64);
+pub(crate) struct KeyHasher(u64);
+
+/// A map keyed by a hash (a fingerprint id): no second hash per lookup.
+pub(crate) type HashKeyed<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
@@ -58,6 +62,9 @@ impl Hasher for KeyHasher {
         for &b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
     }
     fn write_u128(&mut self, v: u128) {
         self.0 = v as u64;

@@ -44,6 +44,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use self::cache::FingerprintCache;
+pub(crate) use self::cache::HashKeyed;
 
 /// The fingerprint of one SQL statement: which statement "shape" it is, independent of values.
 ///

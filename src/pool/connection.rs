@@ -22,7 +22,7 @@ pub(crate) async fn acquire_in(
     site: Option<&'static Location<'static>>,
 ) -> Result<PoolConnection, sqlx::Error> {
     let start = Instant::now();
-    let waiting = pool.wait();
+    let waiting = pool.wait(start);
     let result = pool.sqlx.acquire().await;
     drop(waiting);
     let waited = start.elapsed();

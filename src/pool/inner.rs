@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
@@ -98,11 +98,16 @@ impl PoolInner {
 
     /// Counts the caller as waiting until the returned guard drops (even when the acquiring
     /// future is dropped), and checks for starvation.
-    pub(super) fn wait(&self) -> Waiting<'_> {
+    ///
+    /// The first waiter only starts the clock (`now`, already read by the caller): a wait that
+    /// has just begun cannot have lasted a window yet, so only callers that find others
+    /// already waiting look at how long that has been.
+    pub(super) fn wait(&self, now: Instant) -> Waiting<'_> {
         if self.waiters.fetch_add(1, Ordering::Relaxed) == 0 {
-            self.health.waiting_started();
+            self.health.waiting_started(now);
+        } else {
+            self.health.check(&self.name, || self.stats());
         }
-        self.health.check(&self.name, || self.stats());
         Waiting(self)
     }
 }

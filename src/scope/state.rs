@@ -6,7 +6,6 @@
 //! that routing is decided.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::panic::Location;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use super::span;
 use crate::detect::{
     self, Duplicate, NPlusOne, NestedAcquire, Overrides, Rules, Seen, Settings, Verdict,
 };
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{Fingerprint, HashKeyed};
 use crate::health::Health;
 use crate::report::{
     Execution, FingerprintStats, Report, TimelineKind, TimelineRecorder, Totals, timelines_recorded,
@@ -68,7 +67,7 @@ pub(crate) struct State {
     catch_all: bool,
     closed: bool,
     totals: Totals,
-    rows: HashMap<u64, FingerprintStats>,
+    rows: HashKeyed<u64, FingerprintStats>,
     overflow: Option<FingerprintStats>,
     n_plus_one: Vec<NPlusOne>,
     duplicates: Vec<Duplicate>,
@@ -273,7 +272,7 @@ fn push_once<T: Clone>(list: &mut Vec<T>, item: &T, key: impl Fn(&T) -> u64) -> 
 impl State {
     /// The row for `fp`, created on first use; past the cap, the shared overflow row.
     fn row(&mut self, fp: &Fingerprint) -> &mut FingerprintStats {
-        if !self.rows.contains_key(&fp.id()) && self.rows.len() >= MAX_ROWS_PER_SCOPE {
+        if self.rows.len() >= MAX_ROWS_PER_SCOPE && !self.rows.contains_key(&fp.id()) {
             return self
                 .overflow
                 .get_or_insert_with(|| FingerprintStats::new(None));

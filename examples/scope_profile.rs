@@ -1,0 +1,63 @@
+//! A fixed amount of scoped work for instruction-count profiles (`valgrind --tool=callgrind`):
+//! `scope_profile raw|pgscope same|distinct N` runs N scopes of 10 statements on one connection,
+//! on a current-thread runtime, and prints nothing but the count. Compare the instruction counts
+//! of `raw` and `pgscope` for the same N to see what a scope costs.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use tracing::Instrument;
+
+const LOOKUP: &str = "SELECT $1::bigint";
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let side = args.get(1).map(String::as_str).unwrap_or("pgscope");
+    let same = args.get(2).map(String::as_str) != Some("distinct");
+    let scopes: usize = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(1000);
+    let url = common::database_url().await;
+    let raw = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .expect("raw pool");
+    let pg = pgscope::PoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .expect("pgscope pool");
+    let mut n = 0u64;
+    for _ in 0..scopes {
+        let request = tracing::info_span!("GET /api/feed");
+        if side == "raw" {
+            async {
+                for i in 0..10_i64 {
+                    match same {
+                        true => sqlx::query("SELECT 1").execute(&raw).await,
+                        false => sqlx::query(LOOKUP).bind(i).execute(&raw).await,
+                    }
+                    .expect("raw");
+                }
+            }
+            .instrument(request)
+            .await;
+        } else {
+            let ((), _report) = pgscope::Scope::new("GET /api/feed")
+                .use_current_span()
+                .capture(async {
+                    for i in 0..10_i64 {
+                        match same {
+                            true => sqlx::query("SELECT 1").execute(&pg).await,
+                            false => sqlx::query(LOOKUP).bind(i).execute(&pg).await,
+                        }
+                        .expect("pgscope");
+                    }
+                })
+                .instrument(request)
+                .await;
+        }
+        n += 10;
+    }
+    println!("{n} statements");
+}
