@@ -25,7 +25,9 @@ pub(crate) async fn acquire_in(
     let waiting = pool.wait(start);
     let result = pool.sqlx.acquire().await;
     drop(waiting);
-    let waited = start.elapsed();
+    // One clock read: the wait's end is the hold's start.
+    let acquired_at = Instant::now();
+    let waited = acquired_at.saturating_duration_since(start);
     let raw = match result {
         Ok(raw) => raw,
         Err(err) => {
@@ -57,7 +59,6 @@ pub(crate) async fn acquire_in(
             scope.warn(detect::Warning::Nested(item));
         }
     }
-    let acquired_at = Instant::now();
     Ok(PoolConnection {
         conn: Connection {
             raw,
