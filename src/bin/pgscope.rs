@@ -94,25 +94,23 @@ impl Buffers {
 
 /// Reads stdin in blocks, renders them on every core, writes the output in input order.
 ///
-/// A regular file on stdin is mapped instead and handed to [`mapped`].
-/// An input that fits in one block is rendered on the main thread: a single statement piped
-/// in starts no thread. A bigger one gets one worker per core; the main thread reads the
-/// blocks and writes the finished ones in order, so memory is bounded by the blocks in flight
-/// (two per worker), not by the input's size.
+/// A regular file on stdin is mapped instead and handed to [`mapped`]; anything else is
+/// streamed by [`streamed`]. An input that fits in one block is rendered on the main thread:
+/// a single statement piped in starts no thread.
 fn fingerprint(nul: bool) -> io::Result<()> {
     let sep = if nul { b'\0' } else { b'\n' };
     if let Some(map) = map_stdin() {
         return mapped(&map, sep, &mut io::stdout().lock());
     }
+    // Each block's output is one large write of whole lines: stdout's own line buffer passes
+    // it straight through, so no second buffer (and no copy into it) is needed.
+    let mut out = io::stdout().lock();
     let mut blocks = Blocks {
-        input: io::stdin().lock(),
+        input: stdin_file()?,
         sep,
         carry: Vec::new(),
         ended: false,
     };
-    // Each block's output is one large write of whole lines: stdout's own line buffer passes
-    // it straight through, so no second buffer (and no copy into it) is needed.
-    let mut out = io::stdout().lock();
     let mut first = Buffers::new();
     let Some(len) = blocks.next(&mut first.input)? else {
         return Ok(());
@@ -122,71 +120,131 @@ fn fingerprint(nul: bool) -> io::Result<()> {
         out.write_all(&first.output)?;
         return out.flush();
     }
+    streamed(blocks, (len, first), sep, &mut out)
+}
+
+/// Standard input as a file of its own (the same open pipe or terminal), read without the
+/// standard library's lock and buffer: the workers take turns reading it. A pipe is widened
+/// to 1 MiB first, so that the program writing into it runs ahead by more than 64 KiB and
+/// both sides wake each other a sixteenth as often.
+fn stdin_file() -> io::Result<std::fs::File> {
+    use std::os::fd::AsFd;
+    let file = std::fs::File::from(io::stdin().as_fd().try_clone_to_owned()?);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `fcntl` on an open descriptor this process owns; on anything but a pipe it
+        // fails with EBADF or EINVAL and changes nothing, and a failure only keeps the default.
+        unsafe {
+            libc::fcntl(file.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+        }
+    }
+    Ok(file)
+}
+
+/// What the workers of [`streamed`] share: the input, and the sequence number of its next
+/// block.
+struct Source<R> {
+    blocks: Blocks<R>,
+    /// The block the main thread read to find out that the input is bigger than one.
+    first: Option<(usize, Buffers)>,
+    seq: u64,
+    /// The read error that ended the input early, reported once every block before it is out.
+    error: Option<io::Error>,
+}
+
+/// Renders a streamed input on every core: each worker takes a free buffer, then takes its
+/// turn at the input to read the next block into it (so reading one block overlaps rendering
+/// the others, and no thread only hands blocks on), renders it, and passes it to this thread,
+/// which writes the finished blocks in input order and hands their buffers back. Memory is
+/// bounded by the buffers (two per worker), not by the input's size.
+///
+/// The workers are not joined: when stdout fails (a reader that went away), this returns at
+/// once, even with a worker still waiting on a slow input such as `tail -f`.
+fn streamed(
+    blocks: Blocks<std::fs::File>,
+    first: (usize, Buffers),
+    sep: u8,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    use std::sync::Arc;
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (job_tx, job_rx) = mpsc::channel::<(u64, usize, Buffers)>();
-    let job_rx = Mutex::new(job_rx);
+    let source = Arc::new(Mutex::new(Source {
+        blocks,
+        first: Some(first),
+        seq: 0,
+        error: None,
+    }));
+    let (free_tx, free_rx) = mpsc::channel::<Buffers>();
+    for _ in 1..2 * workers {
+        let _ = free_tx.send(Buffers::new());
+    }
+    let free_rx = Arc::new(Mutex::new(free_rx));
     let (done_tx, done_rx) = mpsc::channel::<(u64, Buffers)>();
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            let done_tx = done_tx.clone();
-            let job_rx = &job_rx;
-            s.spawn(move || {
-                loop {
-                    // The lock is held only to take the next block, never while rendering.
-                    let Some((seq, len, mut bufs)) = take(job_rx) else {
-                        return;
-                    };
-                    render(&bufs.input[..len], sep, &mut bufs.output);
-                    if done_tx.send((seq, bufs)).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(done_tx);
-        let mut writer = InOrder::default();
-        let mut free: Vec<Buffers> = (1..2 * workers).map(|_| Buffers::new()).collect();
-        let _ = job_tx.send((0, len, first));
-        let mut sent = 1u64;
-        let result = 'read: loop {
-            // Write what is finished before reading on, so output keeps up with a slow input.
-            while let Ok((seq, bufs)) = done_rx.try_recv() {
-                if let Err(e) = writer.put(seq, bufs, &mut out, &mut free) {
-                    break 'read Err(e);
+    for _ in 0..workers {
+        let (done_tx, free_rx, source) = (done_tx.clone(), free_rx.clone(), source.clone());
+        std::thread::spawn(move || {
+            // A buffer first, then a block: the earliest block not yet written always has a
+            // buffer, so the writer can never wait on a worker that waits on it.
+            let mut spare = None;
+            while let Some(mut bufs) = spare.take().or_else(|| take(&free_rx)) {
+                let Some((seq, len)) = next_block(&source, &mut bufs, &mut spare) else {
+                    return;
+                };
+                render(&bufs.input[..len], sep, &mut bufs.output);
+                if done_tx.send((seq, bufs)).is_err() {
+                    return;
                 }
             }
-            let mut bufs = match free.pop() {
-                Some(bufs) => bufs,
-                None => match done_rx.recv() {
-                    Ok((seq, bufs)) => match writer.put(seq, bufs, &mut out, &mut free) {
-                        Ok(()) => continue,
-                        Err(e) => break Err(e),
-                    },
-                    Err(_) => break Err(io::Error::other("a worker thread panicked")),
-                },
-            };
-            match blocks.next(&mut bufs.input) {
-                Ok(Some(len)) => {
-                    if job_tx.send((sent, len, bufs)).is_err() {
-                        break Err(io::Error::other("a worker thread panicked"));
-                    }
-                    sent += 1;
-                }
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e),
+        });
+    }
+    drop(done_tx);
+    let mut writer = InOrder::default();
+    let mut written = Vec::new();
+    // Ends when every worker has stopped: at the end of input, or after a panic.
+    for (k, bufs) in &done_rx {
+        writer.put(k, bufs, out, &mut written)?;
+        for bufs in written.drain(..) {
+            let _ = free_tx.send(bufs);
+        }
+    }
+    let mut source = source
+        .lock()
+        .map_err(|_| io::Error::other("a worker thread panicked"))?;
+    if writer.next != source.seq {
+        return Err(io::Error::other("a worker thread panicked"));
+    }
+    out.flush()?;
+    source.error.take().map_or(Ok(()), Err)
+}
+
+/// The next block of a [`Source`], read into `bufs` (the first block is swapped in, and the
+/// buffer it replaces kept in `spare`), and its sequence number; `None` at the end of input,
+/// after a read error, or when another worker panicked while reading.
+fn next_block<R: Read>(
+    source: &Mutex<Source<R>>,
+    bufs: &mut Buffers,
+    spare: &mut Option<Buffers>,
+) -> Option<(u64, usize)> {
+    let mut source = source.lock().ok()?;
+    let len = if let Some((len, first)) = source.first.take() {
+        *spare = Some(std::mem::replace(bufs, first));
+        len
+    } else if source.error.is_some() {
+        return None;
+    } else {
+        match source.blocks.next(&mut bufs.input) {
+            Ok(Some(len)) => len,
+            Ok(None) => return None,
+            Err(e) => {
+                source.error = Some(e);
+                return None;
             }
-        };
-        // No more blocks: the workers finish what they hold and stop.
-        drop(job_tx);
-        result?;
-        for (seq, bufs) in done_rx {
-            writer.put(seq, bufs, &mut out, &mut free)?;
         }
-        if writer.next != sent {
-            return Err(io::Error::other("a worker thread panicked"));
-        }
-        out.flush()
-    })
+    };
+    let seq = source.seq;
+    source.seq += 1;
+    Some((seq, len))
 }
 
 /// Standard input mapped into memory from its current position on, when it is a regular file
