@@ -289,10 +289,17 @@ impl Renderer<'_> {
         // on whether it is a keyword (which is as unpredictable as it gets).
         match sql[range.start..].first_chunk::<16>() {
             Some(wide) if len <= 16 => {
-                let keyword = 0u64.wrapping_sub(u64::from(kw.is_some()));
+                // The letters in the wrong case for this word (lower-case ones in a keyword,
+                // upper-case ones in an identifier) have their case bit flipped: one range
+                // test, its bounds chosen by whether the word is a keyword.
+                let (lo, hi) = if kw.is_some() {
+                    (b'a', b'z')
+                } else {
+                    (b'A', b'Z')
+                };
                 let case = |bytes: &[u8]| {
                     let x = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
-                    ((upper8(x) & keyword) | (lower8(x) & !keyword)).to_le_bytes()
+                    (x ^ (within8(x, lo, hi) >> 2)).to_le_bytes()
                 };
                 let (a, b) = wide.split_at(8);
                 self.out.extend_from_slice(&case(a));
@@ -320,16 +327,6 @@ impl Renderer<'_> {
     fn finish(self) -> u64 {
         id(&self.out[self.start..], &self.hidden)
     }
-}
-
-/// ASCII upper-case letters among eight bytes lowered, other bytes unchanged.
-fn lower8(x: u64) -> u64 {
-    x | (within8(x, b'A', b'Z') >> 2)
-}
-
-/// ASCII lower-case letters among eight bytes raised, other bytes unchanged.
-fn upper8(x: u64) -> u64 {
-    x & !(within8(x, b'a', b'z') >> 2)
 }
 
 fn push_u32(out: &mut Vec<u8>, v: u32) {
