@@ -190,3 +190,31 @@ fn a_regular_file_on_stdin_is_read_from_its_position_with_the_same_output_as_a_p
     );
     assert_eq!(position, text.len() as u64, "stdin is left at its end");
 }
+
+#[test]
+fn a_quoted_identifier_with_a_newline_or_a_tab_stays_on_its_own_line() {
+    // Only quoted identifiers carry input bytes into the output as they are; the line format
+    // has no room for a newline or a tab, in a small input or in a block of a big one.
+    let odd = "SELECT \"a\tb\" FROM \"x\ny\" WHERE id = 1";
+    let mut input = Vec::new();
+    for n in 0..30_000 {
+        let sql = match n {
+            0 | 20_000 => odd.to_owned(),
+            _ => format!("SELECT b FROM t WHERE c = {n}"),
+        };
+        input.extend_from_slice(sql.as_bytes());
+        input.push(0);
+    }
+    for input in [&input[..odd.len() + 1], &input[..]] {
+        let (code, out, _) = run(&["fingerprint", "-z"], input);
+        assert_eq!(code, 0);
+        let expected = input.split(|&b| b == 0).filter(|s| !s.is_empty()).count();
+        assert_eq!(out.lines().count(), expected, "one line per statement");
+        let first = out.lines().next().expect("a line");
+        assert!(
+            first.ends_with("\tSELECT \"a b\" FROM \"x y\" WHERE id = $1"),
+            "{first}"
+        );
+        assert_eq!(first.matches('\t').count(), 1, "{first}");
+    }
+}

@@ -420,6 +420,10 @@ impl<R: Read> Blocks<R> {
 /// `<16-hex id>\t<normalized>\n`.
 fn render(part: &[u8], sep: u8, out: &mut Vec<u8>) {
     out.clear();
+    // Only a quoted identifier carries input bytes into the output as they are: a block
+    // without a `"` has no line whose text needs checking for a newline or a tab.
+    let quoted = memchr::memchr(b'"', part).is_some();
+    let line = |sql: &str, out: &mut Vec<u8>| line(sql, quoted, out);
     match std::str::from_utf8(part) {
         Ok(part) => {
             let mut from = 0;
@@ -455,8 +459,9 @@ fn hex8(v: u32) -> [u8; 8] {
 }
 
 /// Appends `<16-hex id>\t<normalized>\n` for one statement (nothing for a blank one): the
-/// normalized text is rendered in place after room left for the id.
-fn line(sql: &str, out: &mut Vec<u8>) {
+/// normalized text is rendered in place after room left for the id. `quoted`: the statement
+/// may hold a quoted identifier.
+fn line(sql: &str, quoted: bool, out: &mut Vec<u8>) {
     let sql = sql.trim_end_matches('\r');
     if sql.trim_start().is_empty() {
         return;
@@ -468,7 +473,7 @@ fn line(sql: &str, out: &mut Vec<u8>) {
     out[head..head + 8].copy_from_slice(&hex8((id >> 32) as u32));
     out[head + 8..head + 16].copy_from_slice(&hex8(id as u32));
     // A quoted identifier may hold a newline or a tab; the line format cannot.
-    if memchr::memchr2(b'\n', b'\t', &out[start..]).is_some() {
+    if quoted && memchr::memchr2(b'\n', b'\t', &out[start..]).is_some() {
         for b in &mut out[start..] {
             if matches!(*b, b'\n' | b'\t') {
                 *b = b' ';

@@ -374,8 +374,9 @@ fn lex_operator(s: &[u8], i: usize, out: &mut Vec<Tok>) -> usize {
 #[inline(always)]
 fn lex_word(s: &[u8], i: usize, out: &mut Vec<Tok>) -> usize {
     // Prefixed string constants: E'..', B'..', X'..', N'..', U&'..' and U&"..." identifiers.
-    if s.get(i + 1) == Some(&b'\'') {
-        match s[i] {
+    // Both start with a letter and a quote or `&`: one test of the second byte for both.
+    match s.get(i + 1) {
+        Some(b'\'') => match s[i] {
             b'e' | b'E' => {
                 out.push(Tok::Const(i));
                 return skip_string(s, i + 2, true);
@@ -385,10 +386,8 @@ fn lex_word(s: &[u8], i: usize, out: &mut Vec<Tok>) -> usize {
                 return skip_string(s, i + 2, false);
             }
             _ => {}
-        }
-    }
-    if matches!(s[i], b'u' | b'U') && s.get(i + 1) == Some(&b'&') {
-        match s.get(i + 2) {
+        },
+        Some(b'&') if matches!(s[i], b'u' | b'U') => match s.get(i + 2) {
             Some(b'\'') => {
                 out.push(Tok::Const(i));
                 return skip_string(s, i + 3, false);
@@ -399,7 +398,8 @@ fn lex_word(s: &[u8], i: usize, out: &mut Vec<Tok>) -> usize {
                 return end;
             }
             _ => {}
-        }
+        },
+        _ => {}
     }
     let (j, head, tail) = scan_word(s, i);
     out.push(Tok::Word(
