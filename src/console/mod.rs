@@ -50,6 +50,7 @@
 //! ```
 
 mod html;
+mod pages;
 mod view;
 
 use std::collections::VecDeque;
@@ -303,7 +304,7 @@ impl Console {
     /// ```
     pub fn render(&self, path: &str, query: &str, base: &str) -> Page {
         self.shared.sample(now_secs(), false);
-        view::render(self, path, query, base)
+        pages::render(self, path, query, base)
     }
 
     /// Whether the access rules allow a request with this head; `peer` is the client's address

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use super::{Console, Kept, Page, Watched, html};
+use super::{Kept, Watched};
 use crate::report::{TimelineEntry, TimelineKind};
 use crate::{FingerprintStats, Report};
 
@@ -25,92 +25,6 @@ pub(super) fn estimated_bytes(report: &Report) -> usize {
     std::mem::size_of::<Report>() + report.name().len() + rows + findings + timeline
 }
 
-/// Which page a path names.
-enum Route {
-    Requests,
-    Request(u64),
-    Routes,
-    Pool,
-}
-
-/// Renders `path` (as the console sees it) with `query`, links under `base`.
-pub(super) fn render(console: &Console, path: &str, query: &str, base: &str) -> Page {
-    let path = if path.is_empty() { "/" } else { path };
-    let (api, rest) = match path.strip_prefix("/api") {
-        Some(rest) if rest.is_empty() || rest.starts_with('/') => (true, rest),
-        _ => (false, path),
-    };
-    let rest = rest.trim_end_matches('/');
-    let route = match rest {
-        "" if !api => Some(Route::Requests),
-        "/requests" => Some(Route::Requests),
-        "/routes" => Some(Route::Routes),
-        "/pool" => Some(Route::Pool),
-        _ => rest
-            .strip_prefix("/requests/")
-            .and_then(|id| id.parse().ok())
-            .map(Route::Request),
-    };
-    let filter = Filter::parse(query);
-    let not_found = |what: &str| {
-        if api {
-            Page::json(404, &json!({ "error": format!("not found: {what}") }))
-        } else {
-            Page::html(404, html::not_found(base, what))
-        }
-    };
-    match route {
-        None => not_found(path),
-        Some(Route::Requests) => {
-            let rows = console.with_kept(|kept, evicted| RequestList::new(kept, evicted, &filter));
-            if api {
-                Page::json(200, &rows.json())
-            } else {
-                Page::html(200, html::requests(base, &rows, &filter))
-            }
-        }
-        Some(Route::Request(id)) => {
-            let found = console.with_kept(|kept, _| {
-                kept.iter()
-                    .find(|k| k.id == id)
-                    .map(|k| (k.id, k.at, k.report.clone()))
-            });
-            let Some((id, at, report)) = found else {
-                return not_found(&format!("request {id} (only the newest are kept)"));
-            };
-            let plans = console.with_pools(|pools| plans_for(&report, pools));
-            let detail = RequestDetail::new(id, at, report, plans);
-            if api {
-                Page::json(200, &detail.json())
-            } else {
-                Page::html(200, html::request(base, &detail))
-            }
-        }
-        Some(Route::Routes) => {
-            let routes = console.with_kept(|kept, _| RouteStats::all(kept));
-            let pools = console.with_pools(|pools| pools.iter().map(PoolView::new).collect());
-            let view = RoutesView { routes, pools };
-            if api {
-                Page::json(200, &view.json())
-            } else {
-                Page::html(200, html::routes(base, &view))
-            }
-        }
-        Some(Route::Pool) => {
-            let pools: Vec<PoolView> =
-                console.with_pools(|pools| pools.iter().map(PoolView::new).collect());
-            if api {
-                Page::json(
-                    200,
-                    &json!({ "pools": pools.iter().map(PoolView::json).collect::<Vec<_>>() }),
-                )
-            } else {
-                Page::html(200, html::pool(base, &pools))
-            }
-        }
-    }
-}
-
 /// The requests page's filter: `route=…` and `findings=1`.
 #[derive(Debug, Default, Clone)]
 pub(super) struct Filter {
@@ -119,7 +33,7 @@ pub(super) struct Filter {
 }
 
 impl Filter {
-    fn parse(query: &str) -> Self {
+    pub(super) fn parse(query: &str) -> Self {
         let mut filter = Filter::default();
         for pair in query.split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -252,7 +166,7 @@ pub(super) struct RequestList {
 }
 
 impl RequestList {
-    fn new(kept: &VecDeque<Kept>, evicted: u64, filter: &Filter) -> Self {
+    pub(super) fn new(kept: &VecDeque<Kept>, evicted: u64, filter: &Filter) -> Self {
         let rows = kept
             .iter()
             .rev()
@@ -270,7 +184,7 @@ impl RequestList {
         }
     }
 
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         json!({
             "kept": self.kept,
             "evicted": self.evicted,
@@ -524,7 +438,7 @@ pub(super) struct PlanView {
     pub(super) changes: u64,
 }
 
-fn plans_for(report: &Report, pools: &[Watched]) -> Vec<PlanView> {
+pub(super) fn plans_for(report: &Report, pools: &[Watched]) -> Vec<PlanView> {
     let ids: Vec<u64> = report
         .fingerprints()
         .iter()
@@ -573,7 +487,7 @@ pub(super) struct RequestDetail {
 }
 
 impl RequestDetail {
-    fn new(id: u64, at: SystemTime, report: Report, plans: Vec<PlanView>) -> Self {
+    pub(super) fn new(id: u64, at: SystemTime, report: Report, plans: Vec<PlanView>) -> Self {
         let statements = report
             .fingerprints()
             .iter()
@@ -598,7 +512,7 @@ impl RequestDetail {
         }
     }
 
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         let mut value = self.row.json();
         let extra = json!({
             "connections_acquired": self.acquires,
@@ -651,7 +565,7 @@ pub(super) struct RouteStats {
 }
 
 impl RouteStats {
-    fn all(kept: &VecDeque<Kept>) -> Vec<RouteStats> {
+    pub(super) fn all(kept: &VecDeque<Kept>) -> Vec<RouteStats> {
         let mut by_route: Vec<(&str, Vec<&Report>)> = Vec::new();
         for k in kept {
             match by_route.iter_mut().find(|(r, _)| *r == k.report.name()) {
@@ -729,7 +643,7 @@ pub(super) struct PoolView {
 }
 
 impl PoolView {
-    fn new(watched: &Watched) -> Self {
+    pub(super) fn new(watched: &Watched) -> Self {
         let now = watched.pool.stats();
         let diagnosis = watched.pool.diagnose();
         let max = f64::from(now.max_connections());
@@ -765,7 +679,7 @@ impl PoolView {
             .collect()
     }
 
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         json!({
             "name": self.name,
             "size": self.now.size(),
@@ -803,7 +717,7 @@ pub(super) struct RoutesView {
 }
 
 impl RoutesView {
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         json!({
             "routes": self.routes.iter().map(RouteStats::json).collect::<Vec<_>>(),
             "pools": self.pools.iter().map(|p| json!({
