@@ -99,14 +99,16 @@ impl Buffers {
 /// a single statement piped in starts no thread.
 fn fingerprint(nul: bool) -> io::Result<()> {
     let sep = if nul { b'\0' } else { b'\n' };
-    if let Some(map) = map_stdin() {
+    let mut input = stdin_file()?;
+    if let Some(map) = map_regular_file(&mut input) {
         return mapped(&map, sep, &mut io::stdout().lock());
     }
+    widen_pipe(&input);
     // Each block's output is one large write of whole lines: stdout's own line buffer passes
     // it straight through, so no second buffer (and no copy into it) is needed.
     let mut out = io::stdout().lock();
     let mut blocks = Blocks {
-        input: stdin_file()?,
+        input,
         sep,
         carry: Vec::new(),
         ended: false,
@@ -123,23 +125,30 @@ fn fingerprint(nul: bool) -> io::Result<()> {
     streamed(blocks, (len, first), sep, &mut out)
 }
 
-/// Standard input as a file of its own (the same open pipe or terminal), read without the
-/// standard library's lock and buffer: the workers take turns reading it. A pipe is widened
-/// to 1 MiB first, so that the program writing into it runs ahead by more than 64 KiB and
-/// both sides wake each other a sixteenth as often.
+/// Standard input as a file of its own (the same open file, pipe or terminal), read without
+/// the standard library's lock and buffer: mapped when it is a regular file, else read by the
+/// workers in turn.
 fn stdin_file() -> io::Result<std::fs::File> {
     use std::os::fd::AsFd;
-    let file = std::fs::File::from(io::stdin().as_fd().try_clone_to_owned()?);
+    Ok(std::fs::File::from(
+        io::stdin().as_fd().try_clone_to_owned()?,
+    ))
+}
+
+/// Widens a pipe to 1 MiB, so that the program writing into it runs ahead by more than 64 KiB
+/// and both sides wake each other a sixteenth as often. Anything else is left as it is.
+fn widen_pipe(input: &std::fs::File) {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
         // SAFETY: `fcntl` on an open descriptor this process owns; on anything but a pipe it
         // fails with EBADF or EINVAL and changes nothing, and a failure only keeps the default.
         unsafe {
-            libc::fcntl(file.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+            libc::fcntl(input.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
         }
     }
-    Ok(file)
+    #[cfg(not(target_os = "linux"))]
+    let _ = input;
 }
 
 /// What the workers of [`streamed`] share: the input, and the sequence number of its next
@@ -199,19 +208,12 @@ fn streamed(
         });
     }
     drop(done_tx);
-    let mut writer = InOrder::default();
-    let mut written = Vec::new();
     // Ends when every worker has stopped: at the end of input, or after a panic.
-    for (k, bufs) in &done_rx {
-        writer.put(k, bufs, out, &mut written)?;
-        for bufs in written.drain(..) {
-            let _ = free_tx.send(bufs);
-        }
-    }
+    let written = write_in_order(&done_rx, out, &free_tx)?;
     let mut source = source
         .lock()
         .map_err(|_| io::Error::other("a worker thread panicked"))?;
-    if writer.next != source.seq {
+    if written != source.seq {
         return Err(io::Error::other("a worker thread panicked"));
     }
     out.flush()?;
@@ -247,13 +249,11 @@ fn next_block<R: Read>(
     Some((seq, len))
 }
 
-/// Standard input mapped into memory from its current position on, when it is a regular file
-/// of more than one block: the workers then read the page cache directly, with no copy into
-/// buffers and no reading thread. Anything else (a pipe, a terminal, a small or unmappable
-/// file) is streamed. The file's position is moved to its end, as reading it would.
-fn map_stdin() -> Option<memmap2::Mmap> {
-    use std::os::fd::AsFd;
-    let mut file = std::fs::File::from(io::stdin().as_fd().try_clone_to_owned().ok()?);
+/// Standard input (`file`) mapped into memory from its current position on, when it is a
+/// regular file of more than one block: the workers then read the page cache directly, with
+/// no copy into buffers and no reading thread. Anything else (a pipe, a terminal, a small or
+/// unmappable file) is streamed. The file's position is moved to its end, as reading it would.
+fn map_regular_file(file: &mut std::fs::File) -> Option<memmap2::Mmap> {
     let meta = file.metadata().ok()?;
     let at = file.stream_position().ok()?;
     if !meta.is_file() || meta.len().saturating_sub(at) <= BLOCK as u64 {
@@ -264,7 +264,7 @@ fn map_stdin() -> Option<memmap2::Mmap> {
     // tool that maps its input, e.g. ripgrep); a file changed in place gives output for a mix
     // of old and new bytes, as reading it while it changes would.
     // Not pre-faulted: the workers fault their own blocks in, in parallel.
-    let map = unsafe { memmap2::MmapOptions::new().offset(at).map(&file) }.ok()?;
+    let map = unsafe { memmap2::MmapOptions::new().offset(at).map(&*file) }.ok()?;
     file.seek(io::SeekFrom::End(0)).ok()?;
     Some(map)
 }
@@ -312,21 +312,10 @@ fn mapped(input: &[u8], sep: u8, out: &mut impl Write) -> io::Result<()> {
             });
         }
         drop(done_tx);
-        let mut writer = InOrder::default();
-        let mut written = Vec::new();
-        let result: io::Result<()> = (|| {
-            for (k, bufs) in &done_rx {
-                writer.put(k, bufs, out, &mut written)?;
-                for bufs in written.drain(..) {
-                    let _ = free_tx.send(bufs);
-                }
-            }
-            Ok(())
-        })();
+        let result = write_in_order(&done_rx, out, &free_tx);
         // Stops the workers (a write error, or the end): no buffer comes back any more.
         drop(free_tx);
-        result?;
-        if writer.next != blocks as u64 {
+        if result? != blocks as u64 {
             return Err(io::Error::other("a worker thread panicked"));
         }
         out.flush()
@@ -340,29 +329,25 @@ fn take<T>(rx: &Mutex<mpsc::Receiver<T>>) -> Option<T> {
     rx.lock().ok()?.recv().ok()
 }
 
-/// Finished blocks, written in input order as soon as the next one in line is there.
-#[derive(Default)]
-struct InOrder {
-    next: u64,
-    waiting: std::collections::BTreeMap<u64, Buffers>,
-}
-
-impl InOrder {
-    fn put(
-        &mut self,
-        seq: u64,
-        bufs: Buffers,
-        out: &mut impl Write,
-        free: &mut Vec<Buffers>,
-    ) -> io::Result<()> {
-        self.waiting.insert(seq, bufs);
-        while let Some(bufs) = self.waiting.remove(&self.next) {
+/// Writes the rendered blocks arriving on `done` in input order, each as soon as the one
+/// before it is out, and hands their buffers back on `free`. Returns how many were written
+/// once every worker has stopped (their senders gone).
+fn write_in_order(
+    done: &mpsc::Receiver<(u64, Buffers)>,
+    out: &mut impl Write,
+    free: &mpsc::Sender<Buffers>,
+) -> io::Result<u64> {
+    let mut next = 0;
+    let mut waiting = std::collections::BTreeMap::new();
+    for (seq, bufs) in done {
+        waiting.insert(seq, bufs);
+        while let Some(bufs) = waiting.remove(&next) {
             out.write_all(&bufs.output)?;
-            free.push(bufs);
-            self.next += 1;
+            let _ = free.send(bufs);
+            next += 1;
         }
-        Ok(())
     }
+    Ok(next)
 }
 
 /// Cuts stdin into blocks of whole statements.
