@@ -59,15 +59,16 @@ impl Parts {
 impl Parts {
     /// The statement's parameter set: its exact text (literals) and its bound values, hashed.
     /// sqlx keeps the encoded values private; their `Debug` rendering (types and bytes) is
-    /// streamed into the hash without an allocation. Asked only from a statement's second
-    /// execution in a scope on.
+    /// streamed into the hash without an allocation, and cut off once the value bytes have
+    /// passed. Asked only from a statement's second execution in a scope on.
     fn params_hash(&self, text_hash: u64) -> u64 {
         let arguments = match &self.arguments {
             Some(Ok(Some(arguments))) if sqlx::Arguments::len(arguments) > 0 => arguments,
             // No bound values: the text (its literals) is the whole parameter set.
             _ => return text_hash,
         };
-        let mut hasher = PieceHasher(text_hash);
+        let mut hasher = PieceHasher::new(text_hash);
+        // An `Err` here is the hasher stopping the rendering early, not a failure.
         let _ = std::fmt::Write::write_fmt(&mut hasher, format_args!("{arguments:?}"));
         hasher.finish()
     }
@@ -78,10 +79,30 @@ impl Parts {
 /// every byte is read, and for a given length different bytes give different words) and
 /// folded in with one multiply, instead of being gathered into a buffer for a block hash.
 /// It only compares parameter sets within one scope and never leaves the process.
-struct PieceHasher(u64);
+///
+/// `PgArguments` renders as its parameter types, then its value bytes
+/// (`PgArgumentBuffer { buffer: [0, 0, 0, 8, …] …`), then bookkeeping that follows from those
+/// two (the count, and patches and type holes fixed by the types). The hasher stops the
+/// rendering at the bytes' closing `]`, which skips about a third of the formatting; a
+/// rendering it does not recognise (another sqlx layout) is hashed whole.
+struct PieceHasher {
+    hash: u64,
+    /// How far the pieces that open the value bytes have been matched
+    /// ([`PieceHasher::BYTES_OPEN`]); its length: inside the bytes.
+    stage: usize,
+}
 
 impl PieceHasher {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    /// The pieces `Debug` writes just before the value bytes of `PgArguments`.
+    const BYTES_OPEN: [&'static str; 5] = ["PgArgumentBuffer", " { ", "buffer", ": ", "["];
+
+    fn new(seed: u64) -> Self {
+        PieceHasher {
+            hash: seed,
+            stage: 0,
+        }
+    }
 
     fn mix(h: u64, word: u64) -> u64 {
         (h ^ word).wrapping_mul(Self::K).rotate_left(29)
@@ -89,10 +110,31 @@ impl PieceHasher {
 
     fn finish(&self) -> u64 {
         // The last pieces' bits spread over the whole word (SplitMix64's final mix).
-        let mut x = self.0;
+        let mut x = self.hash;
         x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         x ^ (x >> 31)
+    }
+
+    /// Follows the rendering's structure; whether the value bytes just ended. Most pieces
+    /// cost one length test: before the bytes only a 16-byte piece can start the opening,
+    /// inside them only a 1-byte one can close them.
+    #[inline(always)]
+    fn bytes_ended(&mut self, s: &str) -> bool {
+        const OPEN: usize = PieceHasher::BYTES_OPEN.len();
+        match self.stage {
+            0 => {
+                if s.len() == Self::BYTES_OPEN[0].len() && s == Self::BYTES_OPEN[0] {
+                    self.stage = 1;
+                }
+                false
+            }
+            OPEN => s.len() == 1 && s.as_bytes()[0] == b']',
+            k => {
+                self.stage = if s == Self::BYTES_OPEN[k] { k + 1 } else { 0 };
+                false
+            }
+        }
     }
 }
 
@@ -112,7 +154,7 @@ impl std::fmt::Write for PieceHasher {
             _ => {
                 let (chunks, _) = b.as_chunks::<8>();
                 for chunk in chunks {
-                    self.0 = Self::mix(self.0, u64::from_le_bytes(*chunk));
+                    self.hash = Self::mix(self.hash, u64::from_le_bytes(*chunk));
                 }
                 // The last eight bytes (overlapping the chunks when the length is not a
                 // multiple of eight).
@@ -120,7 +162,11 @@ impl std::fmt::Write for PieceHasher {
             }
         };
         // The length keeps the pieces apart: `"ab", "c"` is not `"a", "bc"`.
-        self.0 = Self::mix(self.0, word ^ (n as u64) << 56);
+        self.hash = Self::mix(self.hash, word ^ (n as u64) << 56);
+        if self.bytes_ended(s) {
+            // Stops the rendering: `Debug` impls pass the error straight back.
+            return Err(std::fmt::Error);
+        }
         Ok(())
     }
 }
@@ -627,5 +673,63 @@ impl<'p> Executor<'p> for &'_ Pool {
                 .describe(sql)
                 .await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PieceHasher;
+    use sqlx::Arguments;
+    use sqlx::postgres::PgArguments;
+
+    fn arguments(add: impl FnOnce(&mut PgArguments)) -> PgArguments {
+        let mut arguments = PgArguments::default();
+        add(&mut arguments);
+        arguments
+    }
+
+    /// The hash, and whether the hasher recognised the rendering and stopped after the bytes.
+    fn hash(arguments: &PgArguments) -> (u64, bool) {
+        let mut hasher = PieceHasher::new(7);
+        let stopped = std::fmt::Write::write_fmt(&mut hasher, format_args!("{arguments:?}"));
+        (hasher.finish(), stopped.is_err())
+    }
+
+    #[test]
+    fn stops_after_the_value_bytes_of_this_sqlx() {
+        // If sqlx renders its arguments differently, hashing still works but reads the whole
+        // rendering: this says so.
+        let one = arguments(|a| a.add(5_i64).unwrap());
+        assert!(hash(&one).1, "{one:?}");
+        let text = arguments(|a| {
+            a.add("a ] b").unwrap();
+            a.add(Option::<i32>::None).unwrap();
+        });
+        assert!(hash(&text).1, "{text:?}");
+    }
+
+    #[test]
+    fn equal_values_hash_equal_and_different_values_differ() {
+        let five = || arguments(|a| a.add(5_i64).unwrap());
+        assert_eq!(hash(&five()).0, hash(&five()).0);
+        let six = arguments(|a| a.add(6_i64).unwrap());
+        assert_ne!(hash(&five()).0, hash(&six).0);
+        // Same bytes, another type.
+        let int = arguments(|a| a.add(1_i32).unwrap());
+        let float = arguments(|a| a.add(f32::from_bits(1)).unwrap());
+        assert_ne!(hash(&int).0, hash(&float).0);
+        // Values that differ only in their last byte, among several.
+        let pair = |last: &str| {
+            arguments(|a| {
+                a.add(1_i64).unwrap();
+                a.add(last.to_owned()).unwrap();
+            })
+        };
+        assert_ne!(hash(&pair("abc")).0, hash(&pair("abd")).0);
+        assert_eq!(hash(&pair("abc")).0, hash(&pair("abc")).0);
+        // NULL is not an empty string.
+        let null = arguments(|a| a.add(Option::<String>::None).unwrap());
+        let empty = arguments(|a| a.add(String::new()).unwrap());
+        assert_ne!(hash(&null).0, hash(&empty).0);
     }
 }
