@@ -2,6 +2,12 @@
 //! `scope_profile raw|pgscope same|distinct N` runs N scopes of 10 statements on one connection,
 //! on a current-thread runtime, and prints nothing but the count. Compare the instruction counts
 //! of `raw` and `pgscope` for the same N to see what a scope costs.
+//!
+//! Both sides run with one extra, idle thread: pgscope starts a reporter thread at its first
+//! finding, and once a process has a second thread glibc's socket calls take their
+//! multi-threaded path (cancellation points, a few hundred instructions per statement). A
+//! server on a multi-threaded runtime pays that on both sides; without the idle thread a
+//! single-threaded raw run would not, and the difference would be charged to pgscope.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -16,6 +22,7 @@ async fn main() {
     let side = args.get(1).map(String::as_str).unwrap_or("pgscope");
     let same = args.get(2).map(String::as_str) != Some("distinct");
     let scopes: usize = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(1000);
+    let _idle = std::thread::spawn(|| std::thread::park());
     let url = common::database_url().await;
     let raw = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
