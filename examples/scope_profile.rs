@@ -22,7 +22,7 @@ async fn main() {
     let side = args.get(1).map(String::as_str).unwrap_or("pgscope");
     let same = args.get(2).map(String::as_str) != Some("distinct");
     let scopes: usize = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(1000);
-    let _idle = std::thread::spawn(|| std::thread::park());
+    let _idle = std::thread::spawn(std::thread::park);
     let url = common::database_url().await;
     let raw = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
