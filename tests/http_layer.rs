@@ -31,9 +31,11 @@ async fn user(State(pool): State<Pool>, Path(id): Path<i64>) -> String {
         .unwrap_or_default()
 }
 
-async fn start(pool: Pool, layer: ScopeLayer) -> String {
+/// Serves `user` at `users` (each test its own route: the summary lines of tests running at
+/// the same time share one log, and are told apart by their route).
+async fn start(pool: Pool, layer: ScopeLayer, users: &str) -> String {
     let app = Router::new()
-        .route("/users/{id}", get(user))
+        .route(users, get(user))
         .fallback(|| async {
             (
                 axum::http::StatusCode::NOT_FOUND,
@@ -53,7 +55,12 @@ async fn each_request_gets_a_scope_named_by_its_matched_route_and_a_server_timin
     let pool = Pool::connect_with(common::schema("http_layer").await)
         .await
         .expect("connect");
-    let base = start(pool.clone(), ScopeLayer::new().server_timing(true)).await;
+    let base = start(
+        pool.clone(),
+        ScopeLayer::new().server_timing(true),
+        "/users/{id}",
+    )
+    .await;
     let client = reqwest::Client::new();
 
     let mut requests = Vec::new();
@@ -149,14 +156,19 @@ async fn the_report_hook_sees_the_response_status() {
         .await
         .expect("connect");
     let recorder = pgscope::Recorder::new();
-    let base = start(pool, ScopeLayer::new().on_report(recorder.hook())).await;
-    for path in ["/users/7", "/no/such/path"] {
+    let base = start(
+        pool,
+        ScopeLayer::new().on_report(recorder.hook()),
+        "/status/users/{id}",
+    )
+    .await;
+    for path in ["/status/users/7", "/no/such/path"] {
         let resp = reqwest::get(format!("{base}{path}"))
             .await
             .expect("request");
         assert!(resp.status() == 200 || resp.status() == 404);
     }
-    let user = recorder.last("GET /users/{id}");
+    let user = recorder.last("GET /status/users/{id}");
     assert_eq!(user.status(), Some(200));
     assert!(user.elapsed() >= user.db_time());
     assert_eq!(recorder.last("GET <unmatched>").status(), Some(404));
