@@ -83,7 +83,7 @@ impl Parts {
 /// `PgArguments` renders as its parameter types, then its value bytes
 /// (`PgArgumentBuffer { buffer: [0, 0, 0, 8, …] …`), then bookkeeping that follows from those
 /// two (the count, and patches and type holes fixed by the types). The hasher stops the
-/// rendering at the bytes' closing `]`, which skips about a third of the formatting; a
+/// rendering at the bytes' closing `]`, which skips about a sixth of the formatting; a
 /// rendering it does not recognise (another sqlx layout) is hashed whole.
 struct PieceHasher {
     hash: u64,
@@ -116,22 +116,20 @@ impl PieceHasher {
         x ^ (x >> 31)
     }
 
-    /// Follows the rendering's structure; whether the value bytes just ended. Most pieces
-    /// cost one length test: before the bytes only a 16-byte piece can start the opening,
-    /// inside them only a 1-byte one can close them.
+    /// Follows the rendering's structure; whether the value bytes just ended. A string
+    /// comparison tests the length first, so most pieces cost one length test: before the
+    /// bytes only a 16-byte piece can start the opening, inside them only `]` can close them.
     #[inline(always)]
     fn bytes_ended(&mut self, s: &str) -> bool {
         const OPEN: usize = PieceHasher::BYTES_OPEN.len();
         match self.stage {
-            0 => {
-                if s.len() == Self::BYTES_OPEN[0].len() && s == Self::BYTES_OPEN[0] {
-                    self.stage = 1;
-                }
-                false
-            }
-            OPEN => s.len() == 1 && s.as_bytes()[0] == b']',
+            OPEN => s == "]",
             k => {
-                self.stage = if s == Self::BYTES_OPEN[k] { k + 1 } else { 0 };
+                self.stage = if s == Self::BYTES_OPEN[k] {
+                    k + 1
+                } else {
+                    usize::from(s == Self::BYTES_OPEN[0])
+                };
                 false
             }
         }
