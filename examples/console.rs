@@ -192,7 +192,7 @@ async fn run() -> Result<(), String> {
             .on_report(console.hook())
     };
     let naive = app::router_with(state(&pool, app::Mode::Naive).await?, scopes())
-        .nest("/_pgscope", console.router());
+        .merge(console.routes_at("/_pgscope"));
     let join = app::router_with(state(&pool, app::Mode::Join).await?, scopes());
     let port = if args.screenshots.is_some() {
         0

@@ -24,7 +24,6 @@ use std::fmt;
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
@@ -91,8 +90,11 @@ impl Scopes {
 
     /// Calls `f` with each request's [`Report`] when its scope ends, before the response
     /// leaves (a [`Recorder`](crate::Recorder)'s hook, logging, metrics).
+    ///
+    /// Called again, it adds a hook: every hook runs, in the order added (print the reports
+    /// *and* feed a `console::Console`, say).
     pub fn on_report(mut self, f: impl Fn(&Report) + Send + Sync + 'static) -> Self {
-        self.on_report = Some(Arc::new(f));
+        self.on_report = Some(crate::scope::add_hook(self.on_report.take(), f));
         self
     }
 

@@ -268,24 +268,12 @@ pub struct ScopeLoad {
     requests: u64,
 }
 
-/// The old name of [`ScopeLoad`].
-#[deprecated(
-    since = "0.2.0",
-    note = "renamed to `ScopeLoad`: pgscope calls them scopes"
-)]
-pub type RouteLoad = ScopeLoad;
-
 impl ScopeLoad {
     /// The scope's name (for a request: its route, e.g. `GET /api/feed`).
     pub fn scope(&self) -> &str {
         &self.scope
     }
 
-    /// The old name of [`scope`](Self::scope).
-    #[deprecated(since = "0.2.0", note = "renamed to `scope`")]
-    pub fn route(&self) -> &str {
-        &self.scope
-    }
     /// Total connection hold time of its requests.
     pub fn hold_time(&self) -> Duration {
         self.hold
@@ -325,11 +313,6 @@ impl Diagnosis {
         &self.scopes
     }
 
-    /// The old name of [`scopes`](Self::scopes).
-    #[deprecated(since = "0.2.0", note = "renamed to `scopes`")]
-    pub fn routes(&self) -> &[ScopeLoad] {
-        &self.scopes
-    }
     /// Tasks waiting for a connection now.
     pub fn waiters(&self) -> u64 {
         self.waiters

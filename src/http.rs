@@ -28,7 +28,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::{HeaderValue, Request, Response};
@@ -218,8 +217,11 @@ impl<M> ScopeLayer<M> {
     ///     }
     /// });
     /// ```
+    ///
+    /// Called again, it adds a hook: every hook runs, in the order added (print the reports
+    /// *and* feed a `console::Console`, say).
     pub fn on_report(mut self, f: impl Fn(&Report) + Send + Sync + 'static) -> Self {
-        self.on_report = Some(Arc::new(f));
+        self.on_report = Some(crate::scope::add_hook(self.on_report.take(), f));
         self
     }
 }

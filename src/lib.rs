@@ -134,8 +134,6 @@ pub use self::error::{Error, Result};
 pub use self::fingerprint::{
     Fingerprint, FingerprintCache, fingerprint, fingerprint_append, fingerprint_to,
 };
-#[allow(deprecated)]
-pub use self::health::RouteLoad;
 pub use self::health::{Diagnosis, PoolStats, ScopeLoad};
 #[cfg(feature = "observe")]
 #[cfg_attr(docsrs, doc(cfg(feature = "observe")))]
@@ -152,8 +150,6 @@ pub use self::pool::{
     explain,
 };
 pub use self::report::{FingerprintStats, Report, Timeline, TimelineEntry, TimelineKind};
-#[allow(deprecated)]
-pub use self::scope::batch;
 pub use self::scope::{
     Capture, Scope, allow_repetition, capture, capture_named, current_report, spawn,
 };

@@ -240,9 +240,11 @@ impl Inner {
         // Admitted and finished at once: it already ran.
         let verdict = scope::with_state(scope.as_ref(), &shared.unscoped, |state| {
             // Bound values are not in sqlx's event: the parameter set is unknown, so a
-            // repetition is an N+1, never a duplicate.
+            // repetition is an N+1 (unless it is a locking read, a queue claim), never a
+            // duplicate.
             let verdict = state.admit(fp, rules, scope::in_allowed_repetition(), || None);
             state.finished(fp, &run);
+            state.observed_statement();
             verdict
         });
         if let Verdict::NPlusOne(crossing) = verdict {

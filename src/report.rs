@@ -59,6 +59,9 @@ pub(crate) struct Totals {
     pub(crate) pool_wait: Duration,
     pub(crate) acquires: u64,
     pub(crate) max_held: u64,
+    /// Statements seen by the observer (after they ran, with no connection or pool wait
+    /// measured).
+    pub(crate) observed: u64,
 }
 
 impl Totals {
@@ -68,6 +71,7 @@ impl Totals {
         self.failed += c.failed;
         self.rejected += c.rejected;
         self.transaction_statements += c.transaction_statements;
+        self.observed += c.observed;
         self.rows += c.rows;
         self.db_time += c.db_time;
         self.hold_time += c.hold_time;
@@ -271,46 +275,116 @@ pub struct FingerprintStats {
     pub(crate) params: ParamSets,
 }
 
-/// What the repetitions of one statement in a scope were called with, from the second
-/// execution on (the first costs nothing: single statements pay no hashing).
-#[derive(Debug, Clone, Copy, Default)]
+/// The most distinct parameter sets followed per statement and scope; past it, new sets are
+/// counted as distinct but not followed (a loop over thousands of ids is an N+1 long before).
+pub(crate) const MAX_PARAM_SETS: usize = 64;
+
+/// Executions of one statement per scope whose parameters are hashed; past it, counts of
+/// shared sets stop growing (the class is long settled by then).
+const MAX_HASHED: u64 = 4096;
+
+/// What the executions of one statement in a scope were called with: each distinct parameter
+/// set (a hash of the text's literals and the bound values) with how many executions shared it,
+/// and the longest run of them with no write in the scope between.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct ParamSets {
-    /// Hash of the first parameter set seen (0: none yet).
-    first: u64,
-    /// Two different parameter sets were seen, or some could not be seen (the observer does
-    /// not see bound values): treat the repetition as an N+1.
-    varied: bool,
-    /// Reported as a duplicate (every execution up to the threshold had the same parameters):
-    /// the verdict stands for the rest of the scope, and hashing stops.
-    settled: bool,
+    /// The first set seen (`hash` 0: none yet): kept inline, so a statement that runs with one
+    /// set allocates nothing.
+    first: ParamSet,
+    /// The other distinct sets, up to [`MAX_PARAM_SETS`] in all.
+    more: Vec<ParamSet>,
+    /// A set past the cap was seen: the distinct count is a lower bound.
+    capped: bool,
+    /// Executions whose parameters could not be seen (the observer does not see bound values).
+    unknown: u64,
+    /// Executions hashed.
+    hashed: u64,
 }
 
-impl ParamSets {
-    /// Records one execution's parameter set (`None`: unknown).
-    pub(crate) fn record(&mut self, params: Option<u64>) {
-        match params {
-            None => self.varied = true,
-            Some(hash) if self.first == 0 => self.first = hash.max(1),
-            Some(hash) => self.varied |= hash.max(1) != self.first,
+#[derive(Debug, Clone, Copy, Default)]
+struct ParamSet {
+    hash: u64,
+    count: u64,
+    /// Executions since the last write in the scope (the scope's write count at the last one).
+    run: u64,
+    epoch: u64,
+    /// The longest such run: repeats that certainly read the same rows.
+    best_run: u64,
+}
+
+impl ParamSet {
+    fn new(hash: u64, epoch: u64) -> Self {
+        ParamSet {
+            hash,
+            count: 1,
+            run: 1,
+            epoch,
+            best_run: 1,
         }
     }
 
-    /// Whether every repetition so far had the same parameters (a duplicate, not an N+1).
-    pub(crate) fn all_same(&self) -> bool {
-        !self.varied
+    fn again(&mut self, epoch: u64) {
+        self.count += 1;
+        self.run = if self.epoch == epoch { self.run + 1 } else { 1 };
+        self.epoch = epoch;
+        self.best_run = self.best_run.max(self.run);
+    }
+}
+
+impl ParamSets {
+    /// Records one execution's parameter set (`None`: not seen) at the scope's write count
+    /// `epoch`.
+    pub(crate) fn record(&mut self, params: Option<u64>, epoch: u64) {
+        let Some(hash) = params else {
+            self.unknown += 1;
+            return;
+        };
+        self.hashed += 1;
+        let hash = hash.max(1);
+        if self.first.hash == 0 {
+            self.first = ParamSet::new(hash, epoch);
+        } else if self.first.hash == hash {
+            self.first.again(epoch);
+        } else if let Some(set) = self.more.iter_mut().find(|s| s.hash == hash) {
+            set.again(epoch);
+        } else if self.more.len() + 1 < MAX_PARAM_SETS {
+            self.more.push(ParamSet::new(hash, epoch));
+        } else {
+            self.capped = true;
+        }
     }
 
-    /// Whether another parameter set could change the verdict: once two differ, it is an N+1
-    /// for good, and hashing stops (an N+1 loop hashes two executions, not all of them).
+    /// Whether the next execution's parameters are still worth hashing.
     pub(crate) fn open(&self) -> bool {
-        !self.varied && !self.settled
+        self.hashed < MAX_HASHED
     }
 
-    /// The repetition was reported as a duplicate: later executions are not hashed (a request
-    /// that repeats one statement with the same parameters pays for the threshold's
-    /// executions, not for all of them).
-    pub(crate) fn settle(&mut self) {
-        self.settled = true;
+    fn sets(&self) -> impl Iterator<Item = &ParamSet> {
+        std::iter::once(&self.first)
+            .filter(|s| s.hash != 0)
+            .chain(self.more.iter())
+    }
+
+    /// Distinct parameter sets seen (a lower bound when [`capped`](Self::capped)).
+    pub(crate) fn distinct(&self) -> usize {
+        self.sets().count() + usize::from(self.capped)
+    }
+
+    /// Whether more distinct sets were seen than are followed.
+    pub(crate) fn capped(&self) -> bool {
+        self.capped
+    }
+
+    /// Whether some executions' parameters were not seen.
+    pub(crate) fn unknown(&self) -> bool {
+        self.unknown > 0
+    }
+
+    /// The largest number of executions that shared one set, and the longest run of one set
+    /// with no write between.
+    pub(crate) fn largest_shared(&self) -> (u64, u64) {
+        self.sets()
+            .fold((0, 0), |(c, r), s| (c.max(s.count), r.max(s.best_run)))
     }
 }
 
@@ -482,12 +556,6 @@ impl Report {
         self.totals.transaction_statements
     }
 
-    /// The old name of [`transaction_queries`](Self::transaction_queries).
-    #[deprecated(since = "0.2.0", note = "renamed to `transaction_queries`")]
-    pub fn transaction_statements(&self) -> u64 {
-        self.transaction_queries()
-    }
-
     /// Rows returned (or affected) by all statements.
     pub fn rows(&self) -> u64 {
         self.totals.rows
@@ -512,6 +580,14 @@ impl Report {
     /// Time spent waiting for the pool to hand out a connection.
     pub fn pool_wait_time(&self) -> Duration {
         self.totals.pool_wait
+    }
+
+    /// Whether connection hold time and pool wait were measured: false for a scope whose
+    /// statements were all seen by the [observer](mod@crate::observe) (it sees statements after
+    /// they ran, not the pool), where [`connection_hold_time`](Self::connection_hold_time)
+    /// and [`pool_wait_time`](Self::pool_wait_time) read zero without meaning it.
+    pub fn connections_measured(&self) -> bool {
+        self.totals.acquires > 0 || self.totals.observed == 0
     }
 
     /// Connections acquired by the scope.
@@ -692,17 +768,28 @@ fn ms(d: Duration) -> f64 {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = &self.totals;
-        writeln!(
+        write!(
             f,
-            "pgscope report `{}`: {} ({} failed, {} rejected), db {:.2} ms, connections held {:.2} ms, pool wait {:.2} ms",
+            "pgscope report `{}`: {} ({} failed, {} rejected), db {:.2} ms, ",
             self.name,
             plural(t.queries, "query", "queries"),
             t.failed,
             t.rejected,
             ms(t.db_time),
-            ms(t.hold_time),
-            ms(t.pool_wait)
         )?;
+        if self.connections_measured() {
+            writeln!(
+                f,
+                "connections held {:.2} ms, pool wait {:.2} ms",
+                ms(t.hold_time),
+                ms(t.pool_wait)
+            )?;
+        } else {
+            writeln!(
+                f,
+                "connections held not measured, pool wait not measured (observer)"
+            )?;
+        }
         writeln!(
             f,
             "  {:>6}  {:>10}  {:>10}  {:>8}  {:<16}  statement",
@@ -767,6 +854,8 @@ mod tests {
             threshold: 5,
             call_site: crate::detect::CallSite::known("src/feed.rs:42"),
             parent: None,
+            distinct: 20,
+            distinct_capped: false,
         };
         Report::new(
             "GET /api/feed".into(),

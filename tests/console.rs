@@ -171,9 +171,9 @@ async fn the_console_shows_the_feed_n_plus_one_and_its_fix_in_a_real_browser() {
             .server_timing(true)
             .on_report(console.hook())
     };
-    // The three lines a user adds: the feature, the hook, the nest.
+    // The three lines a user adds: the feature, the hook, the routes.
     let naive = app::router_with(feed_state(&pool, app::Mode::Naive, "naive").await, layer())
-        .nest("/_pgscope", console.router());
+        .merge(console.routes_at("/_pgscope"));
     let join = app::router_with(feed_state(&pool, app::Mode::Join, "join").await, layer());
     let naive = serve(naive).await;
     let join = serve(join).await;
@@ -516,4 +516,129 @@ async fn the_console_keeps_the_newest_reports_within_its_bounds() {
     let list: Value = serde_json::from_str(page.body()).expect("json");
     assert_eq!(list["requests"].as_array().map(Vec::len), Some(1));
     assert_eq!(list["requests"][0]["scope"], "tiny 3");
+}
+
+/// The console as people use it: `/_pgscope/` typed with its slash, two `on_report` hooks on
+/// one layer (print the reports and feed the console), a nested acquire drawn as two
+/// connection rows, and the routes page after traffic stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_as_people_type_it() {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    let opts = common::schema("console_typed").await;
+    let pool = pgscope::PoolOptions::new()
+        .max_connections(3)
+        .starvation_window(Duration::from_millis(400))
+        .connect_with(opts)
+        .await
+        .expect("pool");
+    let console = Console::new().local_only();
+    console.watch(&pool);
+    let printed: Arc<Mutex<Vec<String>>> = Arc::default();
+    let print = printed.clone();
+    let layer = pgscope::http::ScopeLayer::new()
+        .on_report(move |r| print.lock().expect("lock").push(r.to_string()))
+        .on_report(console.hook());
+    let handler_pool = pool.clone();
+    let app = axum::Router::new()
+        .route(
+            "/api/nested",
+            axum::routing::get(move || {
+                let pool = handler_pool.clone();
+                async move {
+                    let mut first = pool.acquire().await.expect("first");
+                    sqlx::query("SELECT 1")
+                        .execute(&mut *first)
+                        .await
+                        .expect("one");
+                    let mut second = pool.acquire().await.expect("second");
+                    sqlx::query("SELECT 2")
+                        .execute(&mut *second)
+                        .await
+                        .expect("two");
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    drop(second);
+                    sqlx::query("SELECT 3")
+                        .execute(&mut *first)
+                        .await
+                        .expect("three");
+                    "ok"
+                }
+            }),
+        )
+        .layer(layer)
+        .merge(console.routes_at("/_pgscope"));
+    let server = serve(app).await;
+    let resp = reqwest::get(format!("{server}/api/nested"))
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 200);
+
+    // Both hooks ran.
+    let printed = printed.lock().expect("lock").clone();
+    assert_eq!(printed.len(), 1, "{printed:?}");
+    assert!(printed[0].contains("GET /api/nested"), "{printed:?}");
+    let list = get_json(&format!("{server}/_pgscope/api/requests")).await;
+    assert_eq!(list["requests"].as_array().map(Vec::len), Some(1), "{list}");
+    let id = list["requests"][0]["id"].as_u64().expect("id");
+
+    // With the slash: a redirect to the console, which the browser follows.
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let slash = no_follow
+        .get(format!("{server}/_pgscope/"))
+        .send()
+        .await
+        .expect("GET /_pgscope/");
+    assert_eq!(slash.status(), 303);
+    assert_eq!(slash.headers()["location"], "/_pgscope");
+    let dom = dump_dom(&format!("{server}/_pgscope/")).await;
+    assert!(dom.contains(">GET /api/nested</a>"), "{dom}");
+    let resp = reqwest::get(format!("{server}/_pgscope"))
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 200);
+
+    // One row per connection held at once, and the hold card says the holds add up.
+    let dom = dump_dom(&format!("{server}/_pgscope/requests/{id}")).await;
+    let held: Vec<&str> = waterfall_rows(&dom)
+        .into_iter()
+        .filter(|r| r.starts_with("lane-held"))
+        .collect();
+    assert_eq!(held.len(), 2, "{dom}");
+    assert!(held[0].contains("connection 1 held"), "{}", held[0]);
+    assert!(held[1].contains("connection 2 held"), "{}", held[1]);
+    assert!(dom.contains("up to 2 held at once"), "{dom}");
+    let detail = get_json(&format!("{server}/_pgscope/api/requests/{id}")).await;
+    let held_json: Vec<&Value> = detail["waterfall"]["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["lane"] == "held")
+        .collect();
+    assert_eq!(held_json.len(), 2, "{detail}");
+
+    // Traffic stopped two windows ago: the last window that had traffic, with its age.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(pool.diagnose().scopes().is_empty(), "the window emptied");
+    let routes = get_json(&format!("{server}/_pgscope/api/routes")).await;
+    let p = &routes["pools"][0];
+    assert!(
+        p["window_age_s"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("an age: {routes}"))
+            >= 1,
+        "{routes}"
+    );
+    assert!(
+        p["capacity_per_second"].as_f64().expect("capacity") > 0.0,
+        "{routes}"
+    );
+    assert_eq!(p["scopes"][0]["scope"], "GET /api/nested", "{routes}");
+    let dom = dump_dom(&format!("{server}/_pgscope/routes")).await;
+    assert!(dom.contains("the last window with traffic"), "{dom}");
+    assert!(!dom.contains("mean hold – ms"), "{dom}");
 }

@@ -97,7 +97,12 @@ async fn a_plan_change_is_a_counter_and_an_event_on_the_request_span() {
         .events
         .iter()
         .find(|e| e.name == "pgscope.plan_change")
-        .expect("a pgscope.plan_change event on the request span");
+        .unwrap_or_else(|| {
+            panic!(
+                "a pgscope.plan_change event on the request span: {:?}",
+                request.events.iter().map(|e| &e.name).collect::<Vec<_>>()
+            )
+        });
     assert_eq!(
         attr(&event.attributes, "db.query.text").as_deref(),
         Some(BATCHED)

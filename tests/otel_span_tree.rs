@@ -83,7 +83,7 @@ fn check_statement_under_a_plain_opentelemetry_context(spans: &[Span]) {
     assert!(statement(spans, "root_marker").parent_span_id.is_empty());
 }
 
-/// `statement_spans(false)`: no statement span, the scope's summary still exported.
+/// `query_spans(false)`: no statement span, the scope's summary still exported.
 async fn run_statement_spans_off(opts: sqlx::postgres::PgConnectOptions) {
     let quiet = pgscope::PoolOptions::new()
         .query_spans(false)
@@ -105,7 +105,7 @@ fn check_statement_spans_off(spans: &[Span]) {
         !spans
             .iter()
             .any(|s| attr(&s.attributes, "db.query.text").is_some_and(|t| t.contains("quiet"))),
-        "statement_spans(false) exports no statement span"
+        "query_spans(false) exports no statement span"
     );
     own_scope_span(spans, "GET /quiet", 1);
 }

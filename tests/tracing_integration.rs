@@ -81,7 +81,9 @@ async fn n_plus_one_emits_one_warn_event_with_route_statement_count_and_call_sit
     let get = |name: &str| ours[0].field(name).unwrap_or_default().to_owned();
     assert_eq!(get("scope"), "GET /api/feed");
     assert_eq!(get("statement"), "SELECT $1::int + $2 AS unique_np1_marker");
-    assert_eq!(get("count"), "6");
+    // Emitted when the scope ends, with its final count (as in the report).
+    assert_eq!(get("count"), "12");
+    assert_eq!(get("distinct_values"), "12");
     assert!(
         get("call_site").starts_with("tests/tracing_integration.rs:"),
         "{}",

@@ -221,8 +221,8 @@ fn request_row(base: &str, row: &RequestRow) -> String {
             String::new()
         },
         db = fmt_ms(row.db),
-        hold = fmt_ms(row.hold),
-        wait = fmt_ms(row.wait),
+        hold = measured(row.hold),
+        wait = measured(row.wait),
         badges = badge_html(&row.badges),
     )
 }
@@ -366,8 +366,29 @@ pub(super) fn request(base: &str, d: &RequestDetail) -> String {
         card(&fmt_ms(r.elapsed), "ms in all"),
         card(&r.statements.to_string(), "statements"),
         card(&fmt_ms(r.db), "ms in the database"),
-        card(&fmt_ms(r.hold), "ms holding connections"),
-        card(&fmt_ms(r.wait), "ms waiting for the pool"),
+        card(
+            &measured(r.hold),
+            &if d.max_held > 1 {
+                format!(
+                    "ms holding connections (summed: up to {} held at once)",
+                    d.max_held
+                )
+            } else if r.hold.is_none() {
+                "ms holding connections: not measured (observer)".to_owned()
+            } else if r.hold.is_some_and(|h| h > r.elapsed) {
+                "ms holding connections (summed over connections held at once)".to_owned()
+            } else {
+                "ms holding connections".to_owned()
+            }
+        ),
+        card(
+            &measured(r.wait),
+            if r.wait.is_some() {
+                "ms waiting for the pool"
+            } else {
+                "ms waiting for the pool: not measured (observer)"
+            }
+        ),
         card(&d.acquires.to_string(), "connections acquired"),
         b = home(base),
         name = escape(&r.name),
@@ -475,6 +496,11 @@ pub(super) fn request(base: &str, d: &RequestDetail) -> String {
     layout(base, &r.name, Nav::None, &body)
 }
 
+/// A time that may not have been measured: `–` then, never a zero that looks measured.
+fn measured(d: Option<Duration>) -> String {
+    d.map_or_else(|| "<span title=\"not measured\">–</span>".into(), fmt_ms)
+}
+
 fn capacity(c: Option<f64>) -> String {
     c.map_or_else(|| "–".into(), |c| format!("{c:.0}"))
 }
@@ -513,9 +539,15 @@ pub(super) fn routes(base: &str, v: &RoutesView) -> String {
         let _ = write!(
             body,
             "<h2>Pool <code>{name}</code>: what it can serve</h2><p>{max} connections; mean hold {hold} ms per \
-             request over the diagnosis window: <b>{cap} requests/s</b> before requests queue \
+             request over {window}: <b>{cap} requests/s</b> before requests queue \
              (<code>pool size / mean hold</code>){starving}.</p>",
             name = escape(&p.name),
+            window = match p.window_age {
+                None => "the diagnosis window".to_owned(),
+                Some(age) => format!(
+                    "<span class=\"window-age\">the last window with traffic, {age} s ago</span>"
+                ),
+            },
             max = p.now.max_connections(),
             hold = p.mean_hold.map_or_else(|| "–".into(), fmt_ms),
             cap = capacity(p.capacity_per_second),

@@ -38,7 +38,8 @@
 //! let app = Router::new()
 //!     .route("/api/feed", get(|| async { "…" }))
 //!     .layer(pgscope::http::ScopeLayer::new().on_report(console.hook()))
-//!     .nest("/_pgscope", console.router());
+//!     // http://127.0.0.1:3000/_pgscope (and /_pgscope/, as browsers and people type it)
+//!     .merge(console.routes_at("/_pgscope"));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! // `local_only` needs the peer address: serve with connect info.
 //! axum::serve(
@@ -128,6 +129,9 @@ pub(crate) struct Kept {
 pub(crate) struct Watched {
     pub(crate) pool: Pool,
     pub(crate) samples: VecDeque<Sample>,
+    /// The last diagnosis that saw traffic, and the second it was taken in: shown once the
+    /// window has emptied (traffic stopped), with its age, instead of an empty table.
+    pub(crate) last_busy: Option<(u64, crate::Diagnosis)>,
 }
 
 /// One reading of a pool's stats.
@@ -267,13 +271,43 @@ impl Console {
         pools.push(Watched {
             pool: pool.clone(),
             samples: VecDeque::new(),
+            last_busy: None,
         });
         drop(pools);
         self.shared.sample(now_secs(), true);
     }
 
+    /// The pages and JSON served at `prefix`, as an `axum::Router` to merge into the app:
+    /// `app.merge(console.routes_at("/_pgscope"))`. Both `/_pgscope` and `/_pgscope/` open the
+    /// console (the second redirects to the first; axum's `nest` alone answers it with 404).
+    ///
+    /// # Examples
+    /// ```
+    /// let console = pgscope::console::Console::new().local_only();
+    /// let app: axum::Router = axum::Router::new().merge(console.routes_at("/_pgscope"));
+    /// ```
+    pub fn routes_at<S: Clone + Send + Sync + 'static>(&self, prefix: &str) -> axum::Router<S> {
+        let prefix = format!("/{}", prefix.trim_matches('/'));
+        if prefix == "/" {
+            return self.router();
+        }
+        let target = prefix.clone();
+        axum::Router::new().nest(&prefix, self.router()).route(
+            &format!("{prefix}/"),
+            axum::routing::get(move |uri: axum::http::Uri| {
+                let to = match uri.query() {
+                    Some(q) => format!("{target}?{q}"),
+                    None => target.clone(),
+                };
+                async move { axum::response::Redirect::to(&to) }
+            }),
+        )
+    }
+
     /// The pages and JSON as an `axum::Router` for any state, to nest where the app likes:
     /// `app.nest("/_pgscope", console.router())`. Links between pages follow the prefix.
+    /// [`routes_at`](Self::routes_at) does this and also answers the prefix with a trailing
+    /// slash.
     pub fn router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
         use axum::routing::get;
         axum::Router::new()
@@ -467,7 +501,16 @@ impl Shared {
             bytes,
         };
         self.store.lock().push(kept);
-        self.sample(now_secs(), false);
+        let now = now_secs();
+        self.sample(now, false);
+        // The pools' diagnosis with this request in it: what the routes page shows once
+        // traffic stops and the window empties.
+        for watched in self.pools.lock().iter_mut() {
+            let diagnosis = watched.pool.diagnose();
+            if !diagnosis.scopes().is_empty() {
+                watched.last_busy = Some((now, diagnosis));
+            }
+        }
     }
 
     /// Samples the watched pools, at most once a second unless `force`.

@@ -118,8 +118,9 @@ pub(super) struct RequestRow {
     pub(super) statements: u64,
     pub(super) failed: u64,
     pub(super) db: Duration,
-    pub(super) hold: Duration,
-    pub(super) wait: Duration,
+    /// `None`: not measured (the observer's statements).
+    pub(super) hold: Option<Duration>,
+    pub(super) wait: Option<Duration>,
     pub(super) badges: Vec<&'static str>,
 }
 
@@ -134,8 +135,12 @@ impl RequestRow {
             statements: report.queries(),
             failed: report.failed_queries(),
             db: report.db_time(),
-            hold: report.connection_hold_time(),
-            wait: report.pool_wait_time(),
+            hold: report
+                .connections_measured()
+                .then(|| report.connection_hold_time()),
+            wait: report
+                .connections_measured()
+                .then(|| report.pool_wait_time()),
             badges: badges(report),
         }
     }
@@ -150,8 +155,8 @@ impl RequestRow {
             "statements": self.statements,
             "failed": self.failed,
             "db_ms": ms(self.db),
-            "hold_ms": ms(self.hold),
-            "pool_wait_ms": ms(self.wait),
+            "hold_ms": self.hold.map(ms),
+            "pool_wait_ms": self.wait.map(ms),
             "findings": self.badges,
         })
     }
@@ -273,12 +278,29 @@ impl Waterfall {
                 bars: waits,
             });
         }
-        if !holds.is_empty() {
+        // One row per connection held at the same time: each hold goes on the first row free
+        // when it starts (a nested acquire's second connection gets a row of its own).
+        let mut held_rows: Vec<Vec<Bar>> = Vec::new();
+        for hold in holds {
+            match held_rows.iter_mut().find(|bars| {
+                bars.last()
+                    .is_some_and(|b| b.start + b.duration <= hold.start)
+            }) {
+                Some(bars) => bars.push(hold),
+                None => held_rows.push(vec![hold]),
+            }
+        }
+        let many = held_rows.len() > 1;
+        for (i, bars) in held_rows.into_iter().enumerate() {
             rows.push(Row {
                 lane: Lane::Held,
-                label: "connection held".into(),
+                label: if many {
+                    format!("connection {} held", i + 1)
+                } else {
+                    "connection held".into()
+                },
                 fingerprint: None,
-                bars: holds,
+                bars,
             });
         }
         for (id, bars) in statements {
@@ -483,6 +505,8 @@ pub(super) struct RequestDetail {
     pub(super) findings: Vec<FindingView>,
     pub(super) plans: Vec<PlanView>,
     pub(super) acquires: u64,
+    /// The most connections the scope held at once.
+    pub(super) max_held: u64,
     pub(super) rejected: u64,
 }
 
@@ -508,6 +532,7 @@ impl RequestDetail {
             findings: FindingView::all(&report),
             plans,
             acquires: report.connections_acquired(),
+            max_held: report.max_connections_held(),
             rejected: report.rejected_queries(),
         }
     }
@@ -640,12 +665,22 @@ pub(super) struct PoolView {
     /// Per scope in the diagnosis window: name, requests, mean hold, and the requests per
     /// second the pool could serve if every request held as long.
     pub(super) scopes: Vec<(String, u64, Duration, Option<f64>)>,
+    /// Seconds since the diagnosis shown was taken: `None` when it is the current window,
+    /// `Some` when traffic stopped and the last window that had traffic is shown instead.
+    pub(super) window_age: Option<u64>,
 }
 
 impl PoolView {
     pub(super) fn new(watched: &Watched) -> Self {
         let now = watched.pool.stats();
-        let diagnosis = watched.pool.diagnose();
+        let current = watched.pool.diagnose();
+        // Traffic stopped: the last window that had some, with its age, rather than nothing.
+        let (diagnosis, window_age) = match &watched.last_busy {
+            Some((at, busy)) if current.scopes().is_empty() => {
+                (busy.clone(), Some(super::now_secs().saturating_sub(*at)))
+            }
+            _ => (current, None),
+        };
         let max = f64::from(now.max_connections());
         let scopes = diagnosis
             .scopes()
@@ -664,6 +699,7 @@ impl PoolView {
             capacity_per_second: diagnosis.capacity_per_second(),
             starving: diagnosis.is_starving(),
             scopes,
+            window_age,
         }
     }
 
@@ -692,6 +728,7 @@ impl PoolView {
             "starving": self.starving,
             "mean_hold_ms": self.mean_hold.map(ms),
             "capacity_per_second": self.capacity_per_second,
+            "window_age_s": self.window_age,
             "scopes": self.scopes.iter().map(|(name, requests, mean, capacity)| json!({
                 "scope": name,
                 "requests": requests,
@@ -725,6 +762,7 @@ impl RoutesView {
                 "max_connections": p.now.max_connections(),
                 "mean_hold_ms": p.mean_hold.map(ms),
                 "capacity_per_second": p.capacity_per_second,
+                "window_age_s": p.window_age,
                 "scopes": p.scopes.iter().map(|(name, requests, mean, capacity)| json!({
                     "scope": name,
                     "requests": requests,

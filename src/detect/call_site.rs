@@ -5,7 +5,7 @@ use std::panic::Location;
 use std::sync::Arc;
 
 pub(crate) fn location(loc: &Location<'_>) -> String {
-    format!("{}:{}", loc.file(), loc.line())
+    format!("{}:{}", package_relative(loc.file()), loc.line())
 }
 
 /// Crate prefixes whose frames are machinery, not the user's code.
@@ -198,19 +198,61 @@ pub(crate) fn resolved_call_site(route: &str, fingerprint: u64) -> Option<Arc<st
     })
 }
 
-/// Paths relative to the working directory when under it (`src/feed.rs`, as in compiler
-/// messages), absolute otherwise.
-fn relative(file: &str) -> &str {
+/// A source path as pgscope shows it, whatever the working directory: relative to the root of
+/// the package that holds the file (`src/feed.rs`, a workspace member's `src/…`), else the path
+/// as compiled.
+///
+/// Paths come two ways: `#[track_caller]` locations carry the path rustc was given (relative to
+/// the workspace root, `member/src/x.rs`; absolute for dependencies), stack frames the path from
+/// the debug info (absolute). The package root is the nearest directory above the file with a
+/// `Cargo.toml` when the sources are on this machine; without them (a deployed binary), the
+/// part from the last `src/` (or `tests/`, `examples/`, `benches/`) directory on.
+pub(crate) fn package_relative(file: &str) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
     let file = file.trim_start_matches("./");
-    let cwd = std::env::current_dir().ok();
-    match cwd
-        .as_ref()
-        .and_then(|d| d.to_str())
-        .and_then(|d| file.strip_prefix(d))
+    if file.starts_with('/')
+        && let Some(root) = package_root(file)
+        && let Some(rest) = file.strip_prefix(root.as_str())
+        && let Some(rest) = rest.strip_prefix('/')
     {
-        Some(rest) if rest.starts_with('/') => rest.trim_start_matches('/'),
-        _ => file,
+        return Cow::Owned(rest.to_owned());
     }
+    const TOP: [&str; 4] = ["src/", "tests/", "examples/", "benches/"];
+    if TOP.iter().any(|t| file.starts_with(t)) {
+        return Cow::Borrowed(file);
+    }
+    let cut = ["/src/", "/tests/", "/examples/", "/benches/"]
+        .iter()
+        .find_map(|m| file.rfind(m));
+    match cut {
+        Some(at) => Cow::Borrowed(&file[at + 1..]),
+        None => Cow::Borrowed(file),
+    }
+}
+
+/// The nearest directory above the absolute path `file` that holds a `Cargo.toml`, cached per
+/// directory (the cache is capped: cleared when full).
+fn package_root(file: &str) -> Option<String> {
+    static ROOTS: std::sync::OnceLock<
+        parking_lot::Mutex<std::collections::HashMap<String, Option<String>>>,
+    > = std::sync::OnceLock::new();
+    let dir = std::path::Path::new(file).parent()?;
+    let key = dir.to_str()?.to_owned();
+    let roots = ROOTS.get_or_init(Default::default);
+    if let Some(found) = roots.lock().get(&key) {
+        return found.clone();
+    }
+    let found = dir
+        .ancestors()
+        .find(|d| d.join("Cargo.toml").is_file())
+        .and_then(|d| d.to_str())
+        .map(str::to_owned);
+    let mut roots = roots.lock();
+    if roots.len() >= 1024 {
+        roots.clear();
+    }
+    roots.insert(key, found.clone());
+    found
 }
 
 /// Source files that are not the user's: dependencies (the cargo registry, git checkouts),
@@ -262,7 +304,7 @@ fn resolve(ips: &[usize]) -> String {
                 (Some(file), Some(line)) => {
                     let file = file.to_string_lossy();
                     if file.ends_with(".rs") && !is_machinery_file(&file) {
-                        found = Some(format!("{}:{line}", relative(&file)));
+                        found = Some(format!("{}:{line}", package_relative(&file)));
                     }
                 }
                 // No line tables: the first Rust function (a path, `::`; `main`, `_start`
@@ -347,11 +389,34 @@ mod tests {
     }
 
     #[test]
-    fn paths_under_the_working_directory_are_shown_relative() {
-        let cwd = std::env::current_dir().expect("cwd");
-        let inside = cwd.join("src/feed.rs");
-        assert_eq!(relative(inside.to_str().expect("utf-8")), "src/feed.rs");
-        assert_eq!(relative("./src/feed.rs"), "src/feed.rs");
-        assert_eq!(relative("/elsewhere/lib.rs"), "/elsewhere/lib.rs");
+    fn paths_are_relative_to_their_package_root_whatever_the_working_directory() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let inside = format!("{root}/src/feed.rs");
+        assert_eq!(package_relative(&inside), "src/feed.rs");
+        assert_eq!(
+            package_relative(&format!("{root}/tests/it.rs")),
+            "tests/it.rs"
+        );
+        assert_eq!(package_relative("./src/feed.rs"), "src/feed.rs");
+        // As compiled in a workspace (relative to its root): the member's own path.
+        assert_eq!(
+            package_relative("mut/src/http/articles/mod.rs"),
+            "src/http/articles/mod.rs"
+        );
+        assert_eq!(
+            package_relative("crates/api/tests/smoke.rs"),
+            "tests/smoke.rs"
+        );
+        // Sources not on this machine (a deployed binary): from the last `src/` on.
+        assert_eq!(
+            package_relative("/nonexistent/home/src/app/mut/src/http/mod.rs"),
+            "src/http/mod.rs"
+        );
+        // Nothing to go by: as compiled.
+        assert_eq!(package_relative("/elsewhere/lib.rs"), "/elsewhere/lib.rs");
+        assert_eq!(package_relative("build.rs"), "build.rs");
+        let before = std::env::current_dir().expect("cwd");
+        assert_eq!(package_relative(&inside), "src/feed.rs", "cached or not");
+        assert_eq!(std::env::current_dir().expect("cwd"), before);
     }
 }

@@ -15,19 +15,14 @@ macro_rules! repetition_accessors {
             &self.fingerprint
         }
 
-        /// How many times the statement ran in the scope (at detection time in a warning, at the
-        /// end of the scope in a [`Report`](crate::Report)).
-        pub fn count(&self) -> u64 {
-            self.count
-        }
-
         /// The threshold that was crossed.
         pub fn threshold(&self) -> u32 {
             self.threshold
         }
 
         /// `file:line` of the first frame in your code (outside pgscope, sqlx, tokio and std) that
-        /// ran the query that crossed the threshold. Line numbers need line tables in the binary
+        /// ran the query that crossed the threshold, relative to the root of the package that
+        /// holds the file (`src/feed.rs:42`, whatever the working directory). Line numbers need line tables in the binary
         /// (debug builds have them; for release add `debug = "line-tables-only"` to
         /// `[profile.release]`); without them, the first function of yours that was not inlined,
         /// e.g. `my_app::routes::feed (no line tables: …)`; with no symbols at all (`strip = true`),
@@ -74,10 +69,30 @@ pub struct NPlusOne {
     pub(crate) call_site: CallSite,
     /// The statement that ran just before the repeated one first did (its parent, for a JOIN).
     pub(crate) parent: Option<Fingerprint>,
+    /// Distinct parameter sets (0: not seen, in observer mode).
+    pub(crate) distinct: usize,
+    /// More distinct sets than pgscope follows: `distinct` is a lower bound.
+    pub(crate) distinct_capped: bool,
 }
 
 impl NPlusOne {
     repetition_accessors!();
+
+    /// How many times the statement ran in the scope. The WARN, the OpenTelemetry event and
+    /// [`on_finding`](crate::PoolOptions::on_finding) are emitted when the scope ends, so they
+    /// carry this same final count (a [`current_report`](crate::current_report) taken earlier
+    /// shows the count so far).
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// How many distinct parameter sets (bound values and literals) the executions had: the
+    /// length of the array the batched statement binds. At least 2 for an N+1 found by
+    /// [`Pool`](crate::Pool); 0 in observer mode, which does not see bound values. pgscope
+    /// follows up to 64 sets per statement and scope; past that, it says 64.
+    pub fn distinct_values(&self) -> usize {
+        self.distinct
+    }
 
     /// The statement that ran just before the repeated one first did: usually the query whose
     /// rows the loop goes over (`SELECT … FROM posts`), the one to JOIN with.
@@ -105,14 +120,35 @@ impl NPlusOne {
     }
 }
 
+impl NPlusOne {
+    /// `with 4 distinct values`, `with at least 64 distinct values`; empty when not seen.
+    fn distinct_text(&self) -> String {
+        match (self.distinct, self.distinct_capped) {
+            (0, _) => String::new(),
+            (n, false) => format!(" with {n} distinct values"),
+            (n, true) => format!(" with at least {n} distinct values"),
+        }
+    }
+
+    /// `an array of the 4 distinct values`.
+    fn array_text(&self) -> String {
+        match (self.distinct, self.distinct_capped) {
+            (0, _) => "an array of the values".to_owned(),
+            (n, false) => format!("an array of the {n} distinct values"),
+            (n, true) => format!("an array of the (at least {n}) distinct values"),
+        }
+    }
+}
+
 impl fmt::Display for NPlusOne {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "N+1 in {}: {}x `{}`",
+            "N+1 in {}: {}x `{}`{}",
             self.scope,
             self.count,
-            self.fingerprint.normalized()
+            self.fingerprint.normalized(),
+            self.distinct_text()
         )?;
         if let Some(parent) = &self.parent {
             write!(f, " after `{}`", parent.normalized())?;
@@ -121,7 +157,8 @@ impl fmt::Display for NPlusOne {
         match self.suggestion() {
             Some(batched) => write!(
                 f,
-                " (fix: one query, `{batched}` with an array of the values, or a JOIN)"
+                " (fix: one query, `{batched}` with {}, or a JOIN)",
+                self.array_text()
             ),
             None => f.write_str(" (fix: load them in one query with `= ANY($1)` or a JOIN)"),
         }
@@ -298,9 +335,9 @@ fn emit_held_idle(item: &HeldIdle) {
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub enum Finding<'a> {
-    /// An N+1, when first found in its scope (its count is the crossing execution's).
+    /// An N+1, when its scope ends (with the scope's final counts, as in its report).
     NPlusOne(&'a NPlusOne),
-    /// A statement repeated with the same parameters, when first found in its scope.
+    /// A statement repeated with the same parameters, when its scope ends.
     Duplicate(&'a Duplicate),
     /// A scope acquired a second connection while holding one.
     NestedAcquire(&'a NestedAcquire),
@@ -335,18 +372,57 @@ pub struct Duplicate {
     pub(crate) count: u64,
     pub(crate) threshold: u32,
     pub(crate) call_site: CallSite,
+    /// All executions of the statement in the scope (more than `count` when other parameter
+    /// sets ran too).
+    pub(crate) executions: u64,
+    /// Distinct parameter sets among them (more than 1: the statement is an N+1 as well).
+    pub(crate) distinct: usize,
 }
 
 impl Duplicate {
     repetition_accessors!();
+
+    /// How many executions shared the one parameter set, with no write in the scope between
+    /// them (the most repeated set, when the statement also ran with others).
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// All executions of the statement in the scope, whatever their parameters: more than
+    /// [`count`](Self::count) when the statement is also an N+1 (a loop over rows that repeat
+    /// a value).
+    pub fn executions(&self) -> u64 {
+        self.executions
+    }
+
+    /// Whether the statement also ran with other parameter sets: it is an N+1 too (see
+    /// [`Report::n_plus_one`](crate::Report::n_plus_one)), and batching the distinct values
+    /// removes these repeats as well.
+    pub fn part_of_n_plus_one(&self) -> bool {
+        self.distinct > 1
+    }
 }
 
 impl fmt::Display for Duplicate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.part_of_n_plus_one() {
+            return write!(
+                f,
+                "duplicate in {}: {}x `{}` with the same parameters, of its {} executions with \
+                 {} distinct values, from {} (fix: batch the N+1 with the distinct values only, \
+                 so each is fetched once)",
+                self.scope,
+                self.count,
+                self.fingerprint.normalized(),
+                self.executions,
+                self.distinct,
+                self.call_site
+            );
+        }
         write!(
             f,
-            "duplicate in {}: {}x `{}` with the same parameters from {} (fix: reuse the result: \
-             load it once and pass it down, or cache it)",
+            "duplicate in {}: {}x `{}` with the same parameters and no write between them, from \
+             {} (fix: reuse the result: load it once and pass it down, or cache it)",
             self.scope,
             self.count,
             self.fingerprint.normalized(),
@@ -450,7 +526,15 @@ impl Pending {
         // reporter emits waits for it, so the span closes before the scope's end returns.
         let mut job = self.0.lock();
         if let Some((warning, span, dispatch)) = job.take() {
-            tracing::dispatcher::with_default(&dispatch, || span.in_scope(|| warning.emit()));
+            if dispatch.is::<tracing::subscriber::NoSubscriber>() {
+                // No subscriber where the warning was made: emitted as it is, so `tracing`'s
+                // `log` feature turns it into a `log` record. Setting a default, even the
+                // no-op one, would mark the process as having a subscriber, and `tracing`
+                // stops forwarding to `log` for good.
+                warning.emit();
+            } else {
+                tracing::dispatcher::with_default(&dispatch, || span.in_scope(|| warning.emit()));
+            }
         }
     }
 }
@@ -466,7 +550,31 @@ pub(crate) fn warn_later(warning: Warning, span: tracing::Span) -> Option<Arc<Pe
         span.in_scope(|| warning.emit());
         return None;
     }
-    type Job = (CallSite, Arc<Pending>);
+    let site = warning.call_site().clone();
+    let pending = Arc::new(Pending(parking_lot::Mutex::new(Some((
+        warning,
+        span,
+        tracing::dispatcher::get_default(Clone::clone),
+    )))));
+    if !queue(site, Some(Arc::clone(&pending))) {
+        DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    // Unsent, the scope still emits it when it ends.
+    Some(pending)
+}
+
+/// Starts resolving `site` on pgscope's reporter thread, so the warning that names it, made
+/// when its scope ends, finds it resolved.
+pub(crate) fn resolve_soon(site: &CallSite) {
+    if !site.is_resolved() {
+        queue(site.clone(), None);
+    }
+}
+
+/// Hands `site` (and the warning waiting for it) to the reporter thread; false when its queue
+/// is full or the thread could not start.
+fn queue(site: CallSite, pending: Option<Arc<Pending>>) -> bool {
+    type Job = (CallSite, Option<Arc<Pending>>);
     static QUEUE: std::sync::OnceLock<Option<std::sync::mpsc::SyncSender<Job>>> =
         std::sync::OnceLock::new();
     let queue = QUEUE.get_or_init(|| {
@@ -479,25 +587,17 @@ pub(crate) fn warn_later(warning: Warning, span: tracing::Span) -> Option<Arc<Pe
                     // Resolved here whether or not a subscriber reads the event, so the next
                     // finding from the same stack is reported in place.
                     site.get();
-                    pending.emit();
+                    if let Some(pending) = pending {
+                        pending.emit();
+                    }
                 }
             })
             .ok()
             .map(|_| tx)
     });
-    let dispatch = tracing::dispatcher::get_default(Clone::clone);
-    let site = warning.call_site().clone();
-    let pending = Arc::new(Pending(parking_lot::Mutex::new(Some((
-        warning, span, dispatch,
-    )))));
-    let sent = queue
+    queue
         .as_ref()
-        .is_some_and(|tx| tx.try_send((site, Arc::clone(&pending))).is_ok());
-    if !sent {
-        DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    // Unsent, the scope still emits it when it ends.
-    Some(pending)
+        .is_some_and(|tx| tx.try_send((site, pending)).is_ok())
 }
 
 /// Warnings dropped because the reporter's queue was full (or its thread could not start).
@@ -510,13 +610,12 @@ fn emit_n_plus_one(item: &NPlusOne) {
         fingerprint = %item.fingerprint.hex(),
         statement = %item.fingerprint.normalized(),
         count = item.count,
+        distinct_values = item.distinct,
         threshold = item.threshold,
         call_site = %item.call_site.get(),
         after = item.parent.as_ref().map(|p| p.normalized()),
         suggestion = item.suggestion(),
-        "N+1 query: the same statement ran {} times in {}; batch it with `= ANY($1)` or a JOIN",
-        item.count,
-        item.scope,
+        "{item}",
     );
 }
 
@@ -527,12 +626,10 @@ fn emit_duplicate(item: &Duplicate) {
         fingerprint = %item.fingerprint.hex(),
         statement = %item.fingerprint.normalized(),
         count = item.count,
+        executions = item.executions,
         threshold = item.threshold,
         call_site = %item.call_site.get(),
-        "duplicate query: the same statement ran {} times with the same parameters in {}; \
-         reuse the result (load it once and pass it down, or cache it)",
-        item.count,
-        item.scope,
+        "{item}",
     );
 }
 

@@ -13,7 +13,7 @@ use crate::fingerprint::Fingerprint;
 pub(crate) use self::call_site::{CallSite, call_site_for, resolved_call_site};
 pub use self::findings::{Duplicate, Finding, HeldIdle, NPlusOne, NestedAcquire};
 pub(crate) use self::findings::{
-    Pending, Warning, batched, dispatching, hint_unscoped, nested_acquire, warn_later,
+    Pending, Warning, batched, dispatching, hint_unscoped, nested_acquire, resolve_soon, warn_later,
 };
 
 /// What to do when a rule fires.
@@ -157,10 +157,11 @@ pub(crate) struct Seen {
     pub(crate) count: u64,
     /// Time in the database of the executions that finished so far.
     pub(crate) total: std::time::Duration,
-    /// Whether every repetition so far had the same parameters (a duplicate, not an N+1).
-    pub(crate) same_params: bool,
-    /// Whether this kind of repetition (N+1 or duplicate) was already reported for this
-    /// fingerprint in the scope.
+    /// Whether its executions so far are certainly an N+1: two or more distinct parameter sets,
+    /// or parameters not seen (observer) on a statement that is not a locking read. Only an
+    /// N+1 is refused in [`Mode::Error`]; its class is settled when the scope ends.
+    pub(crate) varied: bool,
+    /// Whether the repetition's call site was already taken in the scope.
     pub(crate) reported: bool,
     /// Whether the statement runs inside [`allow_repetition`](crate::allow_repetition).
     pub(crate) allowed_repetition: bool,
@@ -181,20 +182,13 @@ pub(crate) enum Verdict {
     NPlusOne(Crossing),
 }
 
-/// Which repetition a crossing is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Repeat {
-    /// The same statement with different parameters: batch it.
-    NPlusOne,
-    /// The same statement with the same parameters: reuse the result.
-    Duplicate,
-}
-
-/// A statement that crossed the N+1 threshold.
+/// A statement that crossed the repetition threshold. Whether it is an N+1, a duplicate or
+/// both is decided from all its executions when the scope ends; at the crossing, only an N+1
+/// that is already certain (two distinct parameter sets) can be refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Crossing {
-    /// An N+1 (different parameters) or a duplicate (the same).
-    pub(crate) kind: Repeat,
+    /// Certainly an N+1 already (see [`Seen::varied`]).
+    pub(crate) varied: bool,
     pub(crate) count: u64,
     pub(crate) threshold: u32,
     pub(crate) mode: Mode,
@@ -206,7 +200,7 @@ impl Crossing {
     /// Whether the statement must not be sent: an N+1 in [`Mode::Error`] (a duplicate is
     /// only reported).
     pub(crate) fn refuses(&self) -> bool {
-        self.mode == Mode::Error && self.kind == Repeat::NPlusOne
+        self.mode == Mode::Error && self.varied
     }
 }
 
@@ -273,18 +267,13 @@ impl<'a> Rules<'a> {
             .settings
             .n_plus_one_min_total
             .is_none_or(|min| seen.total >= min);
-        let kind = if seen.same_params {
-            Repeat::Duplicate
-        } else {
-            Repeat::NPlusOne
-        };
-        let refusing = mode == Mode::Error && kind == Repeat::NPlusOne;
+        let refusing = mode == Mode::Error && seen.varied;
         let crossing = seen.count > u64::from(threshold) && weighty && (refusing || !seen.reported);
         if mode == Mode::Off || !checked || !crossing || o.allow.allows_fingerprint(fp.id()) {
             return Verdict::Run;
         }
         Verdict::NPlusOne(Crossing {
-            kind,
+            varied: seen.varied,
             count: seen.count,
             threshold,
             mode,
@@ -302,7 +291,7 @@ mod tests {
             queries,
             count,
             total: std::time::Duration::ZERO,
-            same_params: false,
+            varied: true,
             reported: false,
             allowed_repetition: false,
         }

@@ -35,6 +35,7 @@
 //! `tests/fingerprint_vs_pg_stat_statements.rs` checks agreement on a corpus of 171 statements.
 
 mod cache;
+mod effects;
 mod keywords;
 pub(crate) mod lexer;
 mod normalize;
@@ -45,6 +46,7 @@ use std::sync::Arc;
 
 pub use self::cache::FingerprintCache;
 pub(crate) use self::cache::HashKeyed;
+pub(crate) use self::effects::Effects;
 
 /// The fingerprint of one SQL statement: which statement "shape" it is, independent of values.
 ///
@@ -70,6 +72,8 @@ struct Inner {
     /// Computed on first use from the normalized text (which keeps every keyword and name the
     /// summary needs): applications that never ask for it do not pay for it.
     summary: std::sync::OnceLock<String>,
+    /// What running it may do (see [`Effects`]): computed on first use, like the summary.
+    effects: std::sync::OnceLock<Effects>,
 }
 
 impl Fingerprint {
@@ -89,6 +93,16 @@ impl Fingerprint {
         self.0.summary.get_or_init(|| {
             with_tokens(&self.0.normalized, |toks| {
                 summary::summary(&self.0.normalized, toks)
+            })
+        })
+    }
+
+    /// What running the statement may do: whether its repeats read the same rows, and whether
+    /// it may change what other statements read.
+    pub(crate) fn effects(&self) -> Effects {
+        *self.0.effects.get_or_init(|| {
+            with_tokens(&self.0.normalized, |toks| {
+                effects::effects(&self.0.normalized, toks)
             })
         })
     }
@@ -158,6 +172,7 @@ pub fn fingerprint(sql: &str) -> Fingerprint {
             normalized,
             operation,
             summary: std::sync::OnceLock::new(),
+            effects: std::sync::OnceLock::new(),
         }))
     })
 }

@@ -40,7 +40,7 @@ pub struct PoolOptions {
     name: Option<String>,
     starvation_window: Duration,
     explain: Option<ExplainOptions>,
-    tags: Option<crate::Tags>,
+    tags: Option<crate::tags::Tags>,
 }
 
 impl Default for PoolOptions {
@@ -262,7 +262,7 @@ impl PoolOptions {
 
     /// Appends a comment in the sqlcommenter format to each statement sent inside a scope, so
     /// the server (`pg_stat_activity`, the slow-query log, `auto_explain`) sees which route sent
-    /// it: `… /*application='shop',route='GET%20%2Fapi%2Ffeed'*/`. See [`Tags`](crate::Tags) and
+    /// it: `… /*application='shop',route='GET%20%2Fapi%2Ffeed'*/`. See [`Tags`](crate::tags::Tags) and
     /// the [`tags` module](crate::tags) for the prepared-statement cache, `pg_stat_statements`
     /// and `application_name`. By default, no tags.
     ///
@@ -275,13 +275,13 @@ impl PoolOptions {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub fn tag_statements(mut self, tags: crate::Tags) -> Self {
+    pub fn tag_statements(mut self, tags: crate::tags::Tags) -> Self {
         self.tags = Some(tags);
         self
     }
 
     /// The configured statement tags.
-    pub fn get_tag_statements(&self) -> Option<&crate::Tags> {
+    pub fn get_tag_statements(&self) -> Option<&crate::tags::Tags> {
         self.tags.as_ref()
     }
 
@@ -382,12 +382,6 @@ impl PoolOptions {
     /// Whether query spans are compressed.
     pub fn get_compress_query_spans(&self) -> bool {
         self.telemetry.compress_spans
-    }
-
-    /// The old name of [`query_spans`](Self::query_spans).
-    #[deprecated(since = "0.2.0", note = "renamed to `query_spans`")]
-    pub fn statement_spans(self, enabled: bool) -> Self {
-        self.query_spans(enabled)
     }
 
     /// A name for the pool in metrics (`db.client.connection.pool.name`). By default,

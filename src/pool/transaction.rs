@@ -14,7 +14,7 @@ use crate::wrapped::Wrapped;
 ///
 /// Like `sqlx::Transaction`, it rolls back when dropped without [`commit`](Self::commit).
 /// `BEGIN`, `COMMIT`, `ROLLBACK` and savepoint statements are counted in the scope's
-/// [`Report::transaction_statements`](crate::Report::transaction_statements), not in
+/// [`Report::transaction_queries`](crate::Report::transaction_queries), not in
 /// [`Report::queries`](crate::Report::queries), so query-count assertions do not change when
 /// code moves into a transaction.
 ///

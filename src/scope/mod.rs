@@ -51,12 +51,6 @@ pub async fn allow_repetition<F: Future>(fut: F) -> F::Output {
     REPETITION.scope((), fut).await
 }
 
-/// The old name of [`allow_repetition`]: it read as if pgscope batched the queries.
-#[deprecated(since = "0.2.0", note = "renamed to `allow_repetition`")]
-pub async fn batch<F: Future>(fut: F) -> F::Output {
-    allow_repetition(fut).await
-}
-
 /// A scope to run a future in, with optional per-scope settings.
 ///
 /// [`capture`] and [`capture_named`] cover the common case; use `Scope` to override the pool's
@@ -85,6 +79,21 @@ pub struct Scope {
 
 /// A hook called with a scope's report when it ends.
 pub(crate) type OnReport = Arc<dyn Fn(&Report) + Send + Sync>;
+
+/// `next` after the hooks already in `hooks`: every `on_report` call adds a hook, and all run,
+/// in the order they were added.
+pub(crate) fn add_hook(
+    hooks: Option<OnReport>,
+    next: impl Fn(&Report) + Send + Sync + 'static,
+) -> OnReport {
+    match hooks {
+        None => Arc::new(next),
+        Some(first) => Arc::new(move |report: &Report| {
+            first(report);
+            next(report);
+        }),
+    }
+}
 
 impl std::fmt::Debug for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -176,9 +185,10 @@ impl Scope {
 
     /// Calls `f` with the scope's report when it ends (also when its future is dropped
     /// unfinished): for middleware that logs, counts or records reports
-    /// ([`Recorder::hook`](crate::Recorder::hook)).
+    /// ([`Recorder::hook`](crate::Recorder::hook)). Called again, it adds a hook: every hook
+    /// runs, in the order added.
     pub fn on_report(mut self, f: impl Fn(&Report) + Send + Sync + 'static) -> Self {
-        self.on_report = Some(Arc::new(f));
+        self.on_report = Some(add_hook(self.on_report.take(), f));
         self
     }
 

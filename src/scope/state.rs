@@ -14,9 +14,10 @@ use parking_lot::Mutex;
 
 use super::span;
 use crate::detect::{
-    self, Duplicate, NPlusOne, NestedAcquire, Overrides, Rules, Seen, Settings, Verdict,
+    self, CallSite, Duplicate, NPlusOne, NestedAcquire, OnFinding, Overrides, Rules, Seen,
+    Settings, Verdict,
 };
-use crate::fingerprint::{Fingerprint, HashKeyed};
+use crate::fingerprint::{Effects, Fingerprint, HashKeyed};
 use crate::health::Health;
 use crate::report::{
     Execution, FingerprintStats, Report, TimelineKind, TimelineRecorder, Totals, timelines_recorded,
@@ -69,6 +70,13 @@ pub(crate) struct State {
     totals: Totals,
     rows: HashKeyed<u64, FingerprintStats>,
     overflow: Option<FingerprintStats>,
+    /// Statements of this scope that crossed the repetition threshold: classified (N+1,
+    /// duplicate, both or neither) from all their executions when a report is made.
+    repeats: Vec<Repetition>,
+    /// Statements that may have changed data so far: a read repeated across one may return
+    /// something else, so it is not a duplicate.
+    writes: u64,
+    /// Findings of nested scopes that ended, as they reported them.
     n_plus_one: Vec<NPlusOne>,
     duplicates: Vec<Duplicate>,
     nested: Vec<NestedAcquire>,
@@ -207,6 +215,7 @@ impl ScopeInner {
         let mut state = self.state.lock();
         state.closed = true;
         let mut report = state.report(&self.name, self.started);
+        let (n_plus_one, duplicates) = state.repetitions(&self.name);
         if let Some(timeline) = &mut state.timeline {
             // A nested scope's entries still go to its parent, which merges the state below.
             report.set_timeline(match self.parent {
@@ -218,8 +227,10 @@ impl ScopeInner {
             Some(parent) => {
                 let mut p = parent.state.lock();
                 if !p.closed {
-                    p.merge(&state);
+                    p.merge(&state, &report);
                 }
+                drop(p);
+                drop(state);
             }
             None => {
                 let pools = std::mem::take(&mut state.pools);
@@ -233,6 +244,18 @@ impl ScopeInner {
                 }
             }
         }
+        // Told now, with the counts of the report: the class of a repetition is known only
+        // once all its executions are.
+        for (item, on_finding) in n_plus_one {
+            crate::telemetry::n_plus_one(&item);
+            on_finding.call(&detect::Finding::NPlusOne(&item));
+            self.warn(detect::Warning::NPlusOne(item));
+        }
+        for (item, on_finding) in duplicates {
+            crate::telemetry::duplicate(&item);
+            on_finding.call(&detect::Finding::Duplicate(&item));
+            self.warn(detect::Warning::Duplicate(item));
+        }
         report
     }
 
@@ -240,6 +263,41 @@ impl ScopeInner {
     /// scope closed: the list belongs to the acquiring scope).
     pub(crate) fn release_held(&self, id: u64) {
         self.state.lock().held.retain(|(h, _)| *h != id);
+    }
+}
+
+/// A statement that crossed the repetition threshold in a scope.
+#[derive(Clone)]
+pub(crate) struct Repetition {
+    fingerprint: u64,
+    call_site: CallSite,
+    threshold: u32,
+    /// Its call site is allowed ([`Scope::allow_call_site`](crate::Scope::allow_call_site)):
+    /// nothing to report.
+    allowed: bool,
+    /// The `on_finding` hook of the pool it ran on, told when the scope ends.
+    on_finding: OnFinding,
+}
+
+impl Repetition {
+    pub(crate) fn new(
+        fingerprint: &Fingerprint,
+        call_site: CallSite,
+        threshold: u32,
+        allowed: bool,
+        settings: &Settings,
+    ) -> Self {
+        Repetition {
+            fingerprint: fingerprint.id(),
+            call_site,
+            threshold,
+            allowed,
+            on_finding: settings.on_finding.clone(),
+        }
+    }
+
+    pub(crate) fn allowed(&self) -> bool {
+        self.allowed
     }
 }
 
@@ -257,16 +315,6 @@ pub(crate) fn with_state<R>(
         }
     }
     f(&mut unscoped.state.lock())
-}
-
-/// Adds `item` unless `list` has one with the same key; whether it was added.
-fn push_once<T: Clone>(list: &mut Vec<T>, item: &T, key: impl Fn(&T) -> u64) -> bool {
-    let k = key(item);
-    if list.iter().any(|x| key(x) == k) {
-        return false;
-    }
-    list.push(item.clone());
-    true
 }
 
 impl State {
@@ -306,37 +354,57 @@ impl State {
         let (seq, after) = (self.totals.queries, self.last);
         self.totals.queries += 1;
         self.last = fp.id();
+        let epoch = self.writes;
+        let checked = rules.checks(fp, allowed_repetition);
         let row = self.row(fp);
         if row.count == 0 && row.fingerprint.is_some() {
             row.first = seq;
             row.after = after;
-        } else if row.params.open() && rules.checks(fp, allowed_repetition) {
-            row.params.record(params());
+        }
+        // Every execution's parameters, the first included: the class of a repetition comes
+        // from all of them, never from the first few.
+        if checked && row.fingerprint.is_some() && row.params.open() {
+            row.params.record(params(), epoch);
         }
         row.count += 1;
         let count = row.count;
         let total = row.total;
-        let same_params = row.count > 1 && row.params.all_same();
-        let reported = if same_params {
-            self.duplicates
-                .iter()
-                .any(|n| n.fingerprint().id() == fp.id())
-        } else {
-            self.n_plus_one
-                .iter()
-                .any(|n| n.fingerprint().id() == fp.id())
-        };
+        let effects = fp.effects();
+        let varied =
+            row.params.distinct() > 1 || (row.params.unknown() && effects != Effects::Volatile);
+        if effects == Effects::Write {
+            self.writes += 1;
+        }
+        let reported = self.repeats.iter().any(|r| r.fingerprint == fp.id());
         rules.admit(
             fp,
             Seen {
                 queries: self.totals.queries - 1,
                 count,
                 total,
-                same_params,
+                varied,
                 reported,
                 allowed_repetition,
             },
         )
+    }
+
+    /// Whether the statement's repetition was found at an allowed call site.
+    pub(crate) fn allowed(&self, fp: &Fingerprint) -> bool {
+        self.repeats
+            .iter()
+            .any(|r| r.fingerprint == fp.id() && r.allowed)
+    }
+
+    /// Records the statement's crossing of the repetition threshold (once per fingerprint).
+    pub(crate) fn add_repetition(&mut self, item: Repetition) {
+        if !self
+            .repeats
+            .iter()
+            .any(|r| r.fingerprint == item.fingerprint)
+        {
+            self.repeats.push(item);
+        }
     }
 
     /// An admitted statement was refused after all (N+1 in error mode): not sent, so it
@@ -355,19 +423,6 @@ impl State {
             .flatten()
     }
 
-    /// Records a duplicate finding, once per fingerprint; false when one was already recorded.
-    pub(crate) fn add_duplicate(&mut self, item: &Duplicate) -> bool {
-        if let Some(row) = self.rows.get_mut(&item.fingerprint().id()) {
-            row.params.settle();
-        }
-        push_once(&mut self.duplicates, item, |d| d.fingerprint().id())
-    }
-
-    /// Records an N+1 finding, once per fingerprint; false when one was already recorded.
-    pub(crate) fn add_n_plus_one(&mut self, item: &NPlusOne) -> bool {
-        push_once(&mut self.n_plus_one, item, |n| n.fingerprint().id())
-    }
-
     /// A statement ended.
     pub(crate) fn finished(&mut self, fp: &Fingerprint, run: &Execution<'_>) {
         let failed = run.outcome.failed();
@@ -382,6 +437,11 @@ impl State {
             };
             timeline.ended(kind, run.elapsed);
         }
+    }
+
+    /// The statement just finished was seen by the observer.
+    pub(crate) fn observed_statement(&mut self) {
+        self.totals.observed += 1;
     }
 
     /// `BEGIN`, `COMMIT`, `ROLLBACK` or a savepoint statement was sent.
@@ -462,8 +522,8 @@ impl State {
         }
     }
 
-    /// Adds a nested scope's state.
-    fn merge(&mut self, child: &State) {
+    /// Adds a nested scope's state; `report` is its final report (its findings as it made them).
+    fn merge(&mut self, child: &State, report: &Report) {
         self.totals.merge(&child.totals);
         for row in child.rows.values().chain(child.overflow.iter()) {
             match &row.fingerprint {
@@ -474,8 +534,9 @@ impl State {
                     .merge(row),
             }
         }
-        self.n_plus_one.extend(child.n_plus_one.iter().cloned());
-        self.duplicates.extend(child.duplicates.iter().cloned());
+        self.writes += child.writes;
+        self.n_plus_one.extend(report.n_plus_one().iter().cloned());
+        self.duplicates.extend(report.duplicates().iter().cloned());
         self.nested.extend(child.nested.iter().cloned());
         self.held_idle.extend(child.held_idle.iter().cloned());
         if let (Some(timeline), Some(child)) = (&mut self.timeline, &child.timeline) {
@@ -486,6 +547,66 @@ impl State {
                 self.pools.push(Arc::clone(health));
             }
         }
+    }
+
+    /// This scope's own repetition findings, each with the hook of the pool it ran on: from
+    /// all executions of each statement that crossed the threshold.
+    ///
+    /// - Two or more distinct parameter sets (or sets not seen, on a statement that is not a
+    ///   locking read): an N+1, with the number of distinct sets.
+    /// - One set shared by more executions than the threshold, with no write in the scope
+    ///   between them, on a plain read: a duplicate, counting those executions. Both can hold
+    ///   for one statement (a loop over rows that repeat a value).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn repetitions(
+        &self,
+        name: &str,
+    ) -> (Vec<(NPlusOne, OnFinding)>, Vec<(Duplicate, OnFinding)>) {
+        let mut n_plus_one = Vec::new();
+        let mut duplicates = Vec::new();
+        for rep in self.repeats.iter().filter(|r| !r.allowed) {
+            let Some(row) = self.rows.get(&rep.fingerprint) else {
+                continue;
+            };
+            let Some(fp) = row.fingerprint.clone() else {
+                continue;
+            };
+            let params = &row.params;
+            let effects = fp.effects();
+            let distinct = params.distinct();
+            let run = params.largest_shared().1;
+            let varied = distinct > 1 || (params.unknown() && effects != Effects::Volatile);
+            if varied {
+                n_plus_one.push((
+                    NPlusOne {
+                        scope: name.to_owned(),
+                        fingerprint: fp.clone(),
+                        count: row.count,
+                        threshold: rep.threshold,
+                        call_site: rep.call_site.clone(),
+                        parent: self.parent_of(&fp),
+                        distinct: if params.unknown() { 0 } else { distinct },
+                        distinct_capped: params.capped(),
+                    },
+                    rep.on_finding.clone(),
+                ));
+            }
+            if effects == Effects::Read && run > u64::from(rep.threshold) {
+                duplicates.push((
+                    Duplicate {
+                        scope: name.to_owned(),
+                        fingerprint: fp,
+                        count: run,
+                        threshold: rep.threshold,
+                        call_site: rep.call_site.clone(),
+                        executions: row.count,
+                        distinct,
+                    },
+                    rep.on_finding.clone(),
+                ));
+            }
+        }
+        (n_plus_one, duplicates)
     }
 
     /// The report of this state: rows most executed first (ties: most time first), N+1
@@ -502,18 +623,11 @@ impl State {
                 .cmp(&a.count())
                 .then(b.total_time().cmp(&a.total_time()))
         });
-        let mut n_plus_one = self.n_plus_one.clone();
-        for item in &mut n_plus_one {
-            if let Some(row) = self.rows.get(&item.fingerprint().id()) {
-                item.count = row.count;
-            }
-        }
-        let mut duplicates = self.duplicates.clone();
-        for item in &mut duplicates {
-            if let Some(row) = self.rows.get(&item.fingerprint().id()) {
-                item.count = row.count;
-            }
-        }
+        let (own_n_plus_one, own_duplicates) = self.repetitions(name);
+        let mut n_plus_one: Vec<NPlusOne> = own_n_plus_one.into_iter().map(|(n, _)| n).collect();
+        n_plus_one.extend(self.n_plus_one.iter().cloned());
+        let mut duplicates: Vec<Duplicate> = own_duplicates.into_iter().map(|(d, _)| d).collect();
+        duplicates.extend(self.duplicates.iter().cloned());
         Report::new(
             name.to_owned(),
             self.totals,
@@ -586,7 +700,8 @@ mod tests {
         run(&mut child, "SELECT 2 FROM t", 1);
         child.totals.max_held = 2;
         parent.totals.max_held = 1;
-        parent.merge(&child);
+        let child_report = child.report("c", Instant::now());
+        parent.merge(&child, &child_report);
         let report = parent.report("p", Instant::now());
         assert_eq!(report.queries(), 6);
         assert_eq!(report.fingerprints()[0].count(), 5);
