@@ -359,11 +359,7 @@ impl<'c> Query<'c> {
             state.finished(fp, &run)
         });
         if let Some(usage) = self.usage {
-            usage.ended(
-                Use::Statement(fp.clone()),
-                self.idle_site.take(),
-                run.elapsed,
-            );
+            usage.ended(Use::Statement(fp.clone()), self.idle_site.take());
         }
         self.pool.telemetry.finish(&mut self.span, fp, &run);
         if self.span.is_deferred()

@@ -62,6 +62,9 @@ pub(crate) struct Totals {
     /// Statements seen by the observer (after they ran, with no connection or pool wait
     /// measured).
     pub(crate) observed: u64,
+    /// Idle gaps on held connections, and the longest.
+    pub(crate) idle_gaps: u64,
+    pub(crate) longest_idle: Duration,
 }
 
 impl Totals {
@@ -76,6 +79,8 @@ impl Totals {
         self.db_time += c.db_time;
         self.hold_time += c.hold_time;
         self.idle_hold += c.idle_hold;
+        self.idle_gaps += c.idle_gaps;
+        self.longest_idle = self.longest_idle.max(c.longest_idle);
         self.pool_wait += c.pool_wait;
         self.acquires += c.acquires;
         self.max_held = self.max_held.max(c.max_held);
@@ -165,6 +170,17 @@ pub struct TimelineEntry {
     pub duration: Duration,
 }
 
+/// The idle time of one held connection, handed to its scope at release.
+#[derive(Debug, Default)]
+pub(crate) struct Idle {
+    /// The sum of the gaps.
+    pub(crate) total: Duration,
+    pub(crate) gaps: u64,
+    pub(crate) longest: Duration,
+    /// Each gap's end and length, while a console records timelines.
+    pub(crate) timeline: Vec<(Instant, Duration)>,
+}
+
 /// What a [`TimelineEntry`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -180,7 +196,17 @@ pub enum TimelineKind {
     /// Waiting for the pool to hand out a connection.
     PoolWait,
     /// A connection held, from acquire to release.
-    Held,
+    Held {
+        /// Which connection: the same number as its [`Idle`](Self::Idle) gaps; 0 for the
+        /// connection of one statement on `&Pool`.
+        connection: u64,
+    },
+    /// A gap on an explicitly held connection (`acquire`, `begin`) during which no statement
+    /// ran on it: part of [`Report::idle_hold_time`].
+    Idle {
+        /// The connection, as in [`Held`](Self::Held).
+        connection: u64,
+    },
 }
 
 impl Timeline {
@@ -221,6 +247,22 @@ impl TimelineRecorder {
             return;
         }
         let start = self.origin.elapsed().saturating_sub(duration);
+        self.timeline.entries.push(TimelineEntry {
+            kind,
+            start,
+            duration,
+        });
+    }
+
+    /// An entry that ended at `end` (an idle gap handed over when its connection is released).
+    pub(crate) fn ended_at(&mut self, kind: TimelineKind, end: Instant, duration: Duration) {
+        if self.timeline.entries.len() >= TIMELINE_CAP {
+            self.timeline.dropped += 1;
+            return;
+        }
+        let start = end
+            .saturating_duration_since(self.origin)
+            .saturating_sub(duration);
         self.timeline.entries.push(TimelineEntry {
             kind,
             start,
@@ -620,10 +662,25 @@ impl Report {
     }
 
     /// The part of [`connection_hold_time`](Self::connection_hold_time) during which no
-    /// statement ran on the held connection (explicitly held connections: `acquire`, `begin`),
-    /// summed over connections: time the pool lost to this scope for nothing.
+    /// statement ran on a held connection (explicitly held connections: `acquire`, `begin`):
+    /// the sum of every idle gap measured (after the acquire or `BEGIN`, between statements,
+    /// before `COMMIT` and the release), below the held-idle threshold or not, over all
+    /// connections. Time the pool lost to this scope for nothing. The gaps that crossed the
+    /// threshold are [`held_idle`](Self::held_idle) findings; [`idle_gaps`](Self::idle_gaps)
+    /// and [`longest_idle_gap`](Self::longest_idle_gap) say how the rest is made up, and the
+    /// console draws each gap on its connection's row.
     pub fn idle_hold_time(&self) -> Duration {
         self.totals.idle_hold
+    }
+
+    /// How many idle gaps [`idle_hold_time`](Self::idle_hold_time) adds up.
+    pub fn idle_gaps(&self) -> u64 {
+        self.totals.idle_gaps
+    }
+
+    /// The longest idle gap on a held connection.
+    pub fn longest_idle_gap(&self) -> Duration {
+        self.totals.longest_idle
     }
 
     /// Times the scope acquired a connection while already holding one.
@@ -788,6 +845,15 @@ impl fmt::Display for Report {
             writeln!(
                 f,
                 "connections held not measured, pool wait not measured (observer)"
+            )?;
+        }
+        if t.idle_gaps > 0 {
+            writeln!(
+                f,
+                "  held connections idle {:.2} ms in {} (longest {:.2} ms)",
+                ms(t.idle_hold),
+                plural(t.idle_gaps, "gap", "gaps"),
+                ms(t.longest_idle)
             )?;
         }
         writeln!(

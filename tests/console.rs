@@ -620,6 +620,23 @@ async fn the_console_as_people_type_it() {
         .filter(|r| r["lane"] == "held")
         .collect();
     assert_eq!(held_json.len(), 2, "{detail}");
+    // Each connection's idle gaps on its own row, in their own colour: both sat idle through
+    // the 30 ms sleep.
+    for row in &held_json {
+        let longest_idle = row["bars"]
+            .as_array()
+            .expect("bars")
+            .iter()
+            .filter(|b| b["idle"] == true)
+            .map(|b| b["duration_ms"].as_f64().expect("duration"))
+            .fold(0.0, f64::max);
+        assert!(longest_idle >= 29.0, "{row}");
+    }
+    assert!(
+        dom.contains("<span class=\"idle\""),
+        "idle gaps drawn: {dom}"
+    );
+    assert!(dom.contains("held idle"), "and in the legend: {dom}");
 
     // Traffic stopped two windows ago: the last window that had traffic, with its age.
     tokio::time::sleep(Duration::from_millis(2100)).await;

@@ -258,3 +258,170 @@ async fn the_macro_fails_a_test_that_holds_a_connection_idle() {
     assert!(msg.contains("connections held idle"), "{msg}");
     assert!(msg.contains("between `acquire`"), "{msg}");
 }
+
+/// Issue "Held connections told right", point 1: a transaction dropped without `commit()` (as
+/// a handler that returns early with `?` does) was idle *in a transaction* until the implicit
+/// rollback, and the finding names that rollback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_transaction_is_idle_in_a_transaction_until_its_rollback() {
+    let events = common::events::Events::global();
+    let (pool, _) = pool("held_idle_dropped").await;
+    let ((), report) = pgscope::capture_named("POST /admin/newsletters", async {
+        let mut tx = pool.begin().await.expect("begin");
+        sqlx::query("SELECT 1")
+            .execute(&mut *tx)
+            .await
+            .expect("one");
+        // A second connection while the transaction stays open (the newsletter handler's
+        // idempotency check), then the work, then the early return.
+        let mut other = pool.acquire().await.expect("second");
+        sqlx::query("SELECT 2")
+            .execute(&mut *other)
+            .await
+            .expect("two");
+        drop(other);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        drop(tx); // mark: dropped transaction
+    })
+    .await;
+    let gaps: Vec<_> = report
+        .held_idle()
+        .iter()
+        .filter(|h| h.to_statement().starts_with("ROLLBACK"))
+        .collect();
+    assert_eq!(gaps.len(), 1, "{report}");
+    let h = gaps[0];
+    assert!(h.in_transaction(), "{h}");
+    assert_eq!(h.to_statement(), "ROLLBACK (transaction dropped)");
+    assert_eq!(h.from_statement(), "SELECT $1");
+    assert_eq!(
+        h.to(),
+        format!(
+            "tests/held_idle.rs:{}",
+            line_of("mark: dropped transaction")
+        )
+    );
+    assert!(h.idle() >= Duration::from_millis(140), "{h}");
+    let shown = h.to_string();
+    assert!(shown.contains("in a transaction"), "{shown}");
+    assert!(
+        shown.contains("`ROLLBACK (transaction dropped)`"),
+        "{shown}"
+    );
+    assert!(report.to_string().contains(&shown), "{report}");
+    // The WARN says the same.
+    let warns: Vec<_> = events
+        .of_target("pgscope::held_idle")
+        .into_iter()
+        .filter(|r| r.field("scope") == Some("POST /admin/newsletters"))
+        .collect();
+    assert_eq!(warns.len(), 1, "{warns:?}");
+    assert_eq!(warns[0].field("in_transaction"), Some("true"));
+    assert_eq!(
+        warns[0].field("to_statement"),
+        Some("ROLLBACK (transaction dropped)")
+    );
+    // The connection went back with its transaction rolled back.
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("activity");
+    assert_eq!(open, 0);
+}
+
+/// Point 2: a scope that held two connections at once says 2, on every path that acquires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_that_held_two_connections_at_once_says_two() {
+    let (pool, _) = pool("held_idle_max").await;
+    // A held connection, and a statement on `&Pool` meanwhile.
+    let ((), held_and_pool) = pgscope::capture(async {
+        let mut conn = pool.acquire().await.expect("acquire");
+        sqlx::query("SELECT 1")
+            .execute(&pool)
+            .await
+            .expect("on the pool");
+        sqlx::query("SELECT 2")
+            .execute(&mut *conn)
+            .await
+            .expect("held");
+    })
+    .await;
+    assert_eq!(held_and_pool.nested_acquires().len(), 1, "{held_and_pool}");
+    assert_eq!(held_and_pool.max_connections_held(), 2, "{held_and_pool}");
+    // Two explicit acquires.
+    let ((), two) = pgscope::capture(async {
+        let a = pool.acquire().await.expect("a");
+        let b = pool.acquire().await.expect("b");
+        drop((a, b));
+    })
+    .await;
+    assert_eq!(two.max_connections_held(), 2, "{two}");
+    // A transaction, and a statement on `&Pool` inside it.
+    let ((), tx_and_pool) = pgscope::capture(async {
+        let tx = pool.begin().await.expect("begin");
+        sqlx::query("SELECT 1")
+            .execute(&pool)
+            .await
+            .expect("on the pool");
+        tx.commit().await.expect("commit");
+    })
+    .await;
+    assert_eq!(tx_and_pool.max_connections_held(), 2, "{tx_and_pool}");
+    // Control: one after the other is one at a time.
+    let ((), sequential) = pgscope::capture(async {
+        let a = pool.acquire().await.expect("a");
+        drop(a);
+        sqlx::query("SELECT 1")
+            .execute(&pool)
+            .await
+            .expect("on the pool");
+        let b = pool.begin().await.expect("b");
+        b.commit().await.expect("commit");
+    })
+    .await;
+    assert_eq!(sequential.max_connections_held(), 1, "{sequential}");
+}
+
+/// Point 3: `idle_hold_time()` is the sum of the gaps the scope made, those below the
+/// threshold included, and the report says how it is made up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_hold_time_is_the_sum_of_the_measured_gaps() {
+    let (pool, _) = pool("held_idle_sum").await;
+    let gap = Duration::from_millis(40);
+    let (slept, report) = pgscope::capture_named("worker: deliver", async {
+        let mut slept = Duration::ZERO;
+        let mut conn = pool.acquire().await.expect("acquire");
+        for i in 0..5_i64 {
+            sqlx::query("SELECT $1::bigint")
+                .bind(i)
+                .execute(&mut *conn)
+                .await
+                .expect("statement");
+            let t = std::time::Instant::now();
+            tokio::time::sleep(gap).await; // below the 100 ms threshold: no finding
+            slept += t.elapsed();
+        }
+        slept
+    })
+    .await;
+    assert!(report.held_idle().is_empty(), "{report}");
+    let idle = report.idle_hold_time();
+    assert!(idle >= slept, "{idle:?} < {slept:?}\n{report}");
+    // The rest: the acquire-to-first-statement gap and the bookkeeping around each statement.
+    assert!(
+        idle - slept < Duration::from_millis(10),
+        "{idle:?} vs {slept:?}\n{report}"
+    );
+    // Five sleeps, the gap before the first statement and none other of note.
+    assert_eq!(report.idle_gaps(), 6, "{report}");
+    assert!(report.longest_idle_gap() >= gap, "{report}");
+    assert!(report.longest_idle_gap() < gap * 2, "{report}");
+    let shown = report.to_string();
+    assert!(
+        shown.contains("held connections idle") && shown.contains("in 6 gaps"),
+        "{shown}"
+    );
+    assert!(report.idle_hold_time() < report.connection_hold_time());
+}

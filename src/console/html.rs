@@ -48,7 +48,7 @@ fn url_encode(s: &str) -> String {
 
 const STYLE: &str = r#"
 :root { --fg:#1d2330; --muted:#667085; --line:#e4e7ec; --bg:#f8f9fb; --accent:#3559c7;
-  --wait:#f0a202; --held:#9aa7c7; --stmt:#3559c7; --fail:#d92d20; --warn:#b54708; }
+  --wait:#f0a202; --held:#9aa7c7; --idle:#f4c7a1; --stmt:#3559c7; --fail:#d92d20; --warn:#b54708; }
 * { box-sizing: border-box; }
 body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; color:var(--fg); background:var(--bg); }
 header { background:#1d2330; color:#fff; padding:10px 24px; display:flex; gap:24px; align-items:center; }
@@ -84,6 +84,7 @@ button, select { font:inherit; padding:3px 8px; }
 .wf-track span { position:absolute; top:2px; height:12px; min-width:2px; border-radius:2px; background:var(--stmt); opacity:.9; }
 .lane-wait .wf-track span { background:var(--wait); }
 .lane-held .wf-track span { background:var(--held); top:5px; height:6px; }
+.lane-held .wf-track span.idle { background:var(--idle); top:3px; height:10px; }
 .wf-track span.fail { background:var(--fail); }
 .wf-axis { display:flex; justify-content:space-between; margin-left:38%; font-size:11px; color:var(--muted); }
 .finding { background:#fff; border:1px solid var(--line); border-left:4px solid var(--fail); padding:10px 14px; margin-bottom:10px; }
@@ -333,10 +334,22 @@ fn waterfall(w: &Waterfall) -> String {
             let _ = write!(
                 out,
                 "<span{cls} style=\"left:{left:.3}%;width:{width:.3}%\" title=\"at {at} ms, {dur} ms{f}\"></span>",
-                cls = if bar.failed { " class=\"fail\"" } else { "" },
+                cls = if bar.failed {
+                    " class=\"fail\""
+                } else if bar.idle {
+                    " class=\"idle\""
+                } else {
+                    ""
+                },
                 at = fmt_ms(bar.start),
                 dur = fmt_ms(bar.duration),
-                f = if bar.failed { ", failed" } else { "" },
+                f = if bar.failed {
+                    ", failed"
+                } else if bar.idle {
+                    ", idle: no statement on the held connection"
+                } else {
+                    ""
+                },
             );
         }
         out.push_str("</div></div>");
@@ -344,6 +357,7 @@ fn waterfall(w: &Waterfall) -> String {
     out.push_str(
         "<div class=\"legend muted\"><span style=\"background:var(--wait)\"></span>waiting for the pool\
          <span style=\"background:var(--held)\"></span>connection held\
+         <span style=\"background:var(--idle)\"></span>held idle\
          <span style=\"background:var(--stmt)\"></span>statement\
          <span style=\"background:var(--fail)\"></span>failed</div>",
     );

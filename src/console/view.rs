@@ -204,6 +204,8 @@ pub(super) struct Bar {
     pub(super) start: Duration,
     pub(super) duration: Duration,
     pub(super) failed: bool,
+    /// An idle gap drawn on its connection's row (no statement ran on the held connection).
+    pub(super) idle: bool,
 }
 
 /// What a waterfall row shows.
@@ -246,6 +248,7 @@ impl Waterfall {
             .collect();
         let mut waits = Vec::new();
         let mut holds = Vec::new();
+        let mut idles = Vec::new();
         let mut statements: Vec<(u64, Vec<Bar>)> = Vec::new();
         let mut entries: Vec<&TimelineEntry> = timeline.entries().iter().collect();
         entries.sort_by_key(|e| e.start);
@@ -256,10 +259,18 @@ impl Waterfall {
                 start: entry.start,
                 duration: entry.duration,
                 failed,
+                idle: false,
             };
             match entry.kind {
                 TimelineKind::PoolWait => waits.push(bar(false)),
-                TimelineKind::Held => holds.push(bar(false)),
+                TimelineKind::Held { connection } => holds.push((connection, bar(false))),
+                TimelineKind::Idle { connection } => idles.push((
+                    connection,
+                    Bar {
+                        idle: true,
+                        ..bar(false)
+                    },
+                )),
                 TimelineKind::Statement {
                     fingerprint,
                     failed,
@@ -278,20 +289,33 @@ impl Waterfall {
                 bars: waits,
             });
         }
-        // One row per connection held at the same time: each hold goes on the first row free
-        // when it starts (a nested acquire's second connection gets a row of its own).
-        let mut held_rows: Vec<Vec<Bar>> = Vec::new();
-        for hold in holds {
-            match held_rows.iter_mut().find(|bars| {
-                bars.last()
-                    .is_some_and(|b| b.start + b.duration <= hold.start)
-            }) {
-                Some(bars) => bars.push(hold),
-                None => held_rows.push(vec![hold]),
+        // One row per connection: each connection the scope held (`acquire`, `begin`) gets its
+        // own, with its idle gaps drawn on it; the connections of statements on `&Pool` share
+        // rows, one per connection held at the same time.
+        let mut held_rows: Vec<(u64, Vec<Bar>)> = Vec::new();
+        for (connection, hold) in holds {
+            let row = if connection != 0 {
+                held_rows.iter_mut().find(|(c, _)| *c == connection)
+            } else {
+                held_rows.iter_mut().find(|(c, bars)| {
+                    *c == 0
+                        && bars
+                            .last()
+                            .is_some_and(|b| b.start + b.duration <= hold.start)
+                })
+            };
+            match row {
+                Some((_, bars)) => bars.push(hold),
+                None => held_rows.push((connection, vec![hold])),
+            }
+        }
+        for (connection, gap) in idles {
+            if let Some((_, bars)) = held_rows.iter_mut().find(|(c, _)| *c == connection) {
+                bars.push(gap);
             }
         }
         let many = held_rows.len() > 1;
-        for (i, bars) in held_rows.into_iter().enumerate() {
+        for (i, (_, bars)) in held_rows.into_iter().enumerate() {
             rows.push(Row {
                 lane: Lane::Held,
                 label: if many {
@@ -340,6 +364,7 @@ impl Waterfall {
                     "start_ms": ms(b.start),
                     "duration_ms": ms(b.duration),
                     "failed": b.failed,
+                    "idle": b.idle,
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         })

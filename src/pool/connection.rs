@@ -166,17 +166,18 @@ impl Drop for PoolConnection {
         let held = conn.acquired_at.elapsed();
         let owner = conn.scope.as_deref().unwrap_or(&conn.pool.unscoped);
         let (idle, gap) = match &conn.usage {
-            Some(usage) => usage.released(&conn.pool.settings, &owner.name, held),
-            None => (Duration::ZERO, None),
+            Some(usage) => usage.released(&conn.pool.settings, &owner.name),
+            None => (crate::report::Idle::default(), None),
         };
         conn.pool
             .telemetry
-            .released(held, conn.usage.as_ref().map(|_| idle));
+            .released(held, conn.usage.as_ref().map(|_| idle.total));
         if let (Some(id), Some(scope)) = (conn.guard_id, &conn.scope) {
             scope.release_held(id);
         }
+        let guard = conn.guard_id;
         scope::with_state(conn.scope.as_ref(), &conn.pool.unscoped, |state| {
-            state.released(held, idle)
+            state.released(held, &idle, guard)
         });
         if let Some(item) = gap {
             usage::report(

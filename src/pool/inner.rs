@@ -31,7 +31,6 @@ pub(crate) struct PoolInner {
     waiters: AtomicU64,
     timeouts: AtomicU64,
     acquires: AtomicU64,
-    next_guard_id: AtomicU64,
     /// The hint about statements outside any scope was given.
     hinted: AtomicBool,
 }
@@ -59,7 +58,6 @@ impl PoolInner {
             waiters: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             acquires: AtomicU64::new(0),
-            next_guard_id: AtomicU64::new(0),
             hinted: AtomicBool::new(false),
         }
     }
@@ -92,8 +90,11 @@ impl PoolInner {
     }
 
     /// An id for a guard the caller holds explicitly.
+    /// A new id for an explicitly held connection: unique in the process (ids of two pools'
+    /// guards never meet in one scope's timeline), never 0 (a `&Pool` statement's connection).
     pub(super) fn next_guard_id(&self) -> u64 {
-        self.next_guard_id.fetch_add(1, Ordering::Relaxed)
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NEXT.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Counts the caller as waiting until the returned guard drops (even when the acquiring

@@ -64,8 +64,7 @@ fn count_statement(conn: &Connection) {
 }
 
 /// Before a transaction statement on a held connection: the idle gap it ends, if it crossed.
-/// Returns when it started.
-fn control_starts(conn: &Connection, what: &Use) -> std::time::Instant {
+fn control_starts(conn: &Connection, what: &Use) {
     if let Some(u) = &conn.usage
         && let Some(item) = u.starts(&conn.pool.settings, &conn.scope_name(), what)
     {
@@ -76,19 +75,13 @@ fn control_starts(conn: &Connection, what: &Use) -> std::time::Instant {
             item,
         );
     }
-    std::time::Instant::now()
 }
 
 /// After a transaction statement that started at `started` and succeeded.
-fn control_ended(conn: &Connection, what: Use, started: std::time::Instant) {
+fn control_ended(conn: &Connection, what: Use) {
     if let Some(u) = &conn.usage {
         let began = matches!(what, Use::Begin);
-        u.control_ended(
-            &conn.pool.settings,
-            &conn.scope_name(),
-            what,
-            started.elapsed(),
-        );
+        u.control_ended(&conn.pool.settings, &conn.scope_name(), what);
         u.transaction(began);
     }
 }
@@ -97,13 +90,13 @@ impl<'c> Transaction<'c> {
     async fn begin_on(mut conn: MaybeOwned<'c>) -> Result<Self, sqlx::Error> {
         let c = conn.get();
         count_statement(c);
-        let started = control_starts(c, &Use::Begin);
+        control_starts(c, &Use::Begin);
         Wrapped::new(std::pin::pin!(PgTransactionManager::begin(
             c.as_sqlx_mut(),
             None
         )))
         .await?;
-        control_ended(conn.get(), Use::Begin, started);
+        control_ended(conn.get(), Use::Begin);
         Ok(Transaction { conn, open: true })
     }
 
@@ -131,7 +124,7 @@ impl<'c> Transaction<'c> {
         let c = self.conn.get();
         count_statement(c);
         let what = if commit { Use::Commit } else { Use::Rollback };
-        let started = control_starts(c, &what);
+        control_starts(c, &what);
         if commit {
             Wrapped::new(std::pin::pin!(PgTransactionManager::commit(
                 c.as_sqlx_mut()
@@ -144,7 +137,7 @@ impl<'c> Transaction<'c> {
             .await?;
         }
         self.open = false;
-        control_ended(self.conn.get(), what, started);
+        control_ended(self.conn.get(), what);
         Ok(())
     }
 }
@@ -177,10 +170,11 @@ impl Drop for Transaction<'_> {
             // Queues a ROLLBACK that sqlx sends before the connection is used or pooled again.
             let c = self.conn.get();
             count_statement(c);
+            // The gap that ends here was inside the transaction, and the rollback ends it:
+            // checked before the transaction is counted as closed.
+            control_starts(c, &Use::RollbackOnDrop);
             PgTransactionManager::start_rollback(c.as_sqlx_mut());
-            if let Some(u) = &c.usage {
-                u.transaction(false);
-            }
+            control_ended(c, Use::RollbackOnDrop);
         }
     }
 }

@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 
 use crate::detect::{self, CallSite, Finding, HeldIdle, Settings, Warning};
 use crate::fingerprint::Fingerprint;
+use crate::report::Idle;
 use crate::scope::{ScopeInner, with_state};
 
 /// Kind of the cached call site of a statement that may start an idle gap (N+1 and duplicate
@@ -27,6 +28,8 @@ pub(crate) enum Use {
     Begin,
     Commit,
     Rollback,
+    /// The implicit rollback of a transaction dropped without `commit` (sqlx queues it).
+    RollbackOnDrop,
     Release,
     Statement(Fingerprint),
 }
@@ -38,6 +41,7 @@ impl Use {
             Use::Begin => "BEGIN",
             Use::Commit => "COMMIT",
             Use::Rollback => "ROLLBACK",
+            Use::RollbackOnDrop => "ROLLBACK (transaction dropped)",
             Use::Release => "release",
             Use::Statement(fp) => fp.normalized(),
         }
@@ -49,8 +53,13 @@ pub(crate) struct Usage {
     acquired_at: Instant,
     /// When the last use ended, in nanoseconds after `acquired_at` (0: the acquire).
     last_end: AtomicU64,
-    /// Nanoseconds inside statements (and `BEGIN` / `COMMIT`).
-    busy: AtomicU64,
+    /// The idle gaps measured so far: their sum in nanoseconds, how many, the longest.
+    idle: AtomicU64,
+    gaps: AtomicU64,
+    longest: AtomicU64,
+    /// The gaps' ends and lengths, kept only while a console records timelines (for the
+    /// waterfall), handed to the scope at release; capped like a scope's timeline.
+    timeline: Option<Mutex<Vec<(Instant, Duration)>>>,
     /// Open transactions and savepoints.
     depth: AtomicU32,
     /// What ran before the current gap, and where.
@@ -67,7 +76,10 @@ impl Usage {
         Usage {
             acquired_at,
             last_end: AtomicU64::new(0),
-            busy: AtomicU64::new(0),
+            idle: AtomicU64::new(0),
+            gaps: AtomicU64::new(0),
+            longest: AtomicU64::new(0),
+            timeline: crate::report::timelines_recorded().then(Mutex::default),
             depth: AtomicU32::new(0),
             from: Mutex::new((Use::Acquire, site)),
         }
@@ -75,10 +87,24 @@ impl Usage {
 
     /// A use (`what`) starts now: the gap before it, when it reached the threshold. The end of
     /// the gap is the caller's stack (captured only then).
+    /// Every gap counts towards the connection's idle time, whatever its length.
     pub(crate) fn starts(&self, settings: &Settings, scope: &str, what: &Use) -> Option<HeldIdle> {
-        let threshold = settings.held_idle_threshold?;
-        let held = self.acquired_at.elapsed();
+        let now = Instant::now();
+        let held = now.saturating_duration_since(self.acquired_at);
         let idle = held.saturating_sub(Duration::from_nanos(self.last_end.load(Ordering::Relaxed)));
+        if !idle.is_zero() {
+            let n = nanos(idle);
+            self.idle.fetch_add(n, Ordering::Relaxed);
+            self.gaps.fetch_add(1, Ordering::Relaxed);
+            self.longest.fetch_max(n, Ordering::Relaxed);
+            if let Some(timeline) = &self.timeline {
+                let mut timeline = timeline.lock();
+                if timeline.len() < crate::report::TIMELINE_CAP {
+                    timeline.push((now, idle));
+                }
+            }
+        }
+        let threshold = settings.held_idle_threshold?;
         if idle < threshold {
             return None;
         }
@@ -106,26 +132,19 @@ impl Usage {
         Some(detect::call_site_for(scope, fingerprint.id(), FROM_SITE))
     }
 
-    /// A use ended now after `elapsed`; `site` is where it ran from
-    /// (kept as the start of the next gap when known).
-    pub(crate) fn ended(&self, what: Use, site: Option<CallSite>, elapsed: Duration) {
+    /// A use ended now; `site` is where it ran from (kept as the start of the next gap when
+    /// known).
+    pub(crate) fn ended(&self, what: Use, site: Option<CallSite>) {
         let end = self.acquired_at.elapsed();
         self.last_end.store(nanos(end), Ordering::Relaxed);
-        self.busy.fetch_add(nanos(elapsed), Ordering::Relaxed);
         if let Some(site) = site {
             *self.from.lock() = (what, site);
         }
     }
 
-    /// `what` (`BEGIN`, `COMMIT`, `ROLLBACK`) ended now after `elapsed`, run from the route's
-    /// cached site for it (`BEGIN` keeps the acquire's site: `pool.begin()` is both).
-    pub(crate) fn control_ended(
-        &self,
-        settings: &Settings,
-        scope: &str,
-        what: Use,
-        elapsed: Duration,
-    ) {
+    /// `what` (`BEGIN`, `COMMIT`, `ROLLBACK`) ended now, run from the route's cached site for
+    /// it (`BEGIN` keeps the acquire's site: `pool.begin()` is both).
+    pub(crate) fn control_ended(&self, settings: &Settings, scope: &str, what: Use) {
         let site = match what {
             Use::Begin => None,
             _ => settings.held_idle_threshold.map(|_| {
@@ -134,9 +153,9 @@ impl Usage {
             }),
         };
         match site {
-            Some(site) => self.ended(what, Some(site), elapsed),
+            Some(site) => self.ended(what, Some(site)),
             None => {
-                self.ended(what.clone(), None, elapsed);
+                self.ended(what.clone(), None);
                 self.from.lock().0 = what;
             }
         }
@@ -153,16 +172,21 @@ impl Usage {
         }
     }
 
-    /// The connection is released now after `held`: its idle time, and the gap before the
-    /// release when it crossed.
-    pub(crate) fn released(
-        &self,
-        settings: &Settings,
-        scope: &str,
-        held: Duration,
-    ) -> (Duration, Option<HeldIdle>) {
-        let idle = held.saturating_sub(Duration::from_nanos(self.busy.load(Ordering::Relaxed)));
-        (idle, self.starts(settings, scope, &Use::Release))
+    /// The connection is released now: its idle time (the sum of its measured gaps, the one
+    /// before the release included), and the gap before the release when it crossed.
+    pub(crate) fn released(&self, settings: &Settings, scope: &str) -> (Idle, Option<HeldIdle>) {
+        let gap = self.starts(settings, scope, &Use::Release);
+        let idle = Idle {
+            total: Duration::from_nanos(self.idle.load(Ordering::Relaxed)),
+            gaps: self.gaps.load(Ordering::Relaxed),
+            longest: Duration::from_nanos(self.longest.load(Ordering::Relaxed)),
+            timeline: self
+                .timeline
+                .as_ref()
+                .map(|t| std::mem::take(&mut *t.lock()))
+                .unwrap_or_default(),
+        };
+        (idle, gap)
     }
 }
 

@@ -83,6 +83,9 @@ pub(crate) struct State {
     held_idle: Vec<detect::HeldIdle>,
     /// Connections this scope holds right now (explicit acquires), with where each was acquired.
     held: Vec<(u64, &'static Location<'static>)>,
+    /// Connections held right now for one statement on `&Pool`: they count towards the most
+    /// connections held at once too.
+    transient: u64,
     /// Health of the pools this scope acquired from: told about its hold time when it ends.
     pools: Vec<Arc<Health>>,
     /// Id of the fingerprint of the last statement admitted (0: none yet).
@@ -480,10 +483,14 @@ impl State {
         }
         // Only guards the caller holds explicitly can be held while waiting for another
         // connection; the transient connection of a query on `&Pool` is not tracked.
-        if let Some(guard) = explicit {
-            self.held.push(guard);
+        match explicit {
+            Some(guard) => self.held.push(guard),
+            None => self.transient += 1,
         }
-        self.totals.max_held = self.totals.max_held.max(self.held.len() as u64);
+        self.totals.max_held = self
+            .totals
+            .max_held
+            .max(self.held.len() as u64 + self.transient);
         held_at
     }
 
@@ -513,12 +520,28 @@ impl State {
         true
     }
 
-    /// A connection went back to the pool after being held for `held`, `idle` of it unused.
-    pub(crate) fn released(&mut self, held: Duration, idle: Duration) {
+    /// A connection went back to the pool after being held for `held`, with the idle gaps
+    /// `idle`; `guard`: the id of a connection the caller held (`acquire`, `begin`), `None` for
+    /// one held for a statement on `&Pool`.
+    pub(crate) fn released(
+        &mut self,
+        held: Duration,
+        idle: &crate::report::Idle,
+        guard: Option<u64>,
+    ) {
+        if guard.is_none() {
+            self.transient = self.transient.saturating_sub(1);
+        }
         self.totals.hold_time += held;
-        self.totals.idle_hold += idle;
+        self.totals.idle_hold += idle.total;
+        self.totals.idle_gaps += idle.gaps;
+        self.totals.longest_idle = self.totals.longest_idle.max(idle.longest);
         if let Some(timeline) = &mut self.timeline {
-            timeline.ended(TimelineKind::Held, held);
+            let connection = guard.unwrap_or(0);
+            timeline.ended(TimelineKind::Held { connection }, held);
+            for &(end, gap) in &idle.timeline {
+                timeline.ended_at(TimelineKind::Idle { connection }, end, gap);
+            }
         }
     }
 
