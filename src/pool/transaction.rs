@@ -31,6 +31,9 @@ pub struct Transaction<'c> {
     open: bool,
 }
 
+// The owned connection is the common case (`pool.begin()`): boxing it would allocate per
+// transaction to save bytes in a value that lives on the caller's stack.
+#[allow(clippy::large_enum_variant)]
 enum MaybeOwned<'c> {
     Owned(PoolConnection),
     Borrowed(&'c mut Connection),
