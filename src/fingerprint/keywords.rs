@@ -213,7 +213,7 @@ impl Table {
 /// word's bytes (letters, digits, `_`, `$`, bytes ≥ 0x80) this maps a byte to a keyword's letter
 /// or `_` only when the byte is that letter in either case, or `_` itself: comparing masked
 /// bytes is a case-insensitive comparison for this purpose, without a branch per byte.
-const fn fold(b: u8) -> u8 {
+pub(super) const fn fold(b: u8) -> u8 {
     b & 0xDF
 }
 

@@ -38,6 +38,7 @@ mod cache;
 mod effects;
 mod keywords;
 pub(crate) mod lexer;
+mod more_keywords;
 mod normalize;
 mod summary;
 

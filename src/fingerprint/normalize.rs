@@ -280,6 +280,15 @@ impl Renderer<'_> {
     /// An unquoted word: a keyword upper-cased (a keyword's letters are the word's, so this
     /// spells the keyword), an identifier lower-cased.
     fn word(&mut self, range: std::ops::Range<usize>, kw: Option<u8>) {
+        self.word_as(
+            range,
+            kw.is_some(),
+            WORD_KIND[usize::from(kw.unwrap_or(keywords::COUNT as u8))],
+        );
+    }
+
+    /// A word in keyword case (`upper`) or identifier case, then spaced as `last`.
+    fn word_as(&mut self, range: std::ops::Range<usize>, upper: bool, last: Last) {
         self.space_before(Next::Other);
         let start = self.out.len();
         let sql = self.sql.as_bytes();
@@ -292,11 +301,7 @@ impl Renderer<'_> {
                 // The letters in the wrong case for this word (lower-case ones in a keyword,
                 // upper-case ones in an identifier) have their case bit flipped: one range
                 // test, its bounds chosen by whether the word is a keyword.
-                let (lo, hi) = if kw.is_some() {
-                    (b'a', b'z')
-                } else {
-                    (b'A', b'Z')
-                };
+                let (lo, hi) = if upper { (b'a', b'z') } else { (b'A', b'Z') };
                 let case = |bytes: &[u8]| {
                     let x = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
                     (x ^ (within8(x, lo, hi) >> 2)).to_le_bytes()
@@ -308,14 +313,14 @@ impl Renderer<'_> {
             }
             _ => {
                 self.out.extend_from_slice(&sql[range]);
-                if kw.is_some() {
+                if upper {
                     self.out[start..].make_ascii_uppercase();
                 } else {
                     self.out[start..].make_ascii_lowercase();
                 }
             }
         }
-        self.last = WORD_KIND[usize::from(kw.unwrap_or(keywords::COUNT as u8))];
+        self.last = last;
     }
 
     /// The position the next piece is written at, in the text.
@@ -506,7 +511,11 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], out: &mut Vec<u8>) -> u64 
                     }
                     _ => {}
                 }
-                r.word(range.clone(), kw);
+                if kw.is_none() && super::more_keywords::renders_as_keyword(sql, toks, i) {
+                    r.word_as(range.clone(), true, Last::Keyword);
+                } else {
+                    r.word(range.clone(), kw);
+                }
                 in_by_list = kw == Some(BY);
                 prev_kw = [prev_kw[1], kw];
                 i += 1;

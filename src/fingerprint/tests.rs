@@ -370,3 +370,85 @@ fn a_constant_of_any_type_and_a_parameter_are_the_same_shape() {
         int.id()
     );
 }
+
+#[test]
+fn every_postgres_keyword_keeps_keyword_case_where_it_acts_as_one() {
+    for (sql, expected) in [
+        (
+            "lock table subscriptions in access exclusive mode",
+            "LOCK TABLE subscriptions IN ACCESS EXCLUSIVE MODE",
+        ),
+        (
+            "LOCK t IN share row exclusive MODE",
+            "LOCK t IN SHARE ROW EXCLUSIVE MODE",
+        ),
+        (
+            "begin isolation level serializable",
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        ),
+        (
+            "set transaction isolation level read committed",
+            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        ),
+        (
+            "insert into t (a) values (1) on conflict (a) do nothing",
+            "INSERT INTO t(a) VALUES (...) ON CONFLICT (a) DO NOTHING",
+        ),
+        (
+            "select created_at at time zone 'UTC' from t",
+            "SELECT created_at AT TIME ZONE $1 FROM t",
+        ),
+        ("vacuum verbose analyze t", "VACUUM VERBOSE ANALYZE t"),
+        (
+            "create index concurrently i on t (a)",
+            "CREATE INDEX CONCURRENTLY i ON t(a)",
+        ),
+        (
+            "select * from unnest($1) with ordinality as t(id, n)",
+            "SELECT * FROM unnest($1) WITH ORDINALITY AS t(id, n)",
+        ),
+        ("select session_user, user", "SELECT SESSION_USER, USER"),
+    ] {
+        assert_eq!(fingerprint(sql).normalized(), expected, "{sql}");
+    }
+}
+
+#[test]
+fn keywords_that_name_columns_stay_identifiers() {
+    for (sql, expected) in [
+        (
+            "SELECT Name, TYPE, value FROM t WHERE data = $1 ORDER BY level",
+            "SELECT name, type, value FROM t WHERE data = $1 ORDER BY level",
+        ),
+        (
+            "INSERT INTO log (level, message, position) VALUES ($1, $2, $3)",
+            "INSERT INTO log(level, message, position) VALUES (...)",
+        ),
+        (
+            "UPDATE t SET name = $1, version = version + 1 WHERE t.owner = $2",
+            "UPDATE t SET name = $1, version = version + $2 WHERE t.owner = $3",
+        ),
+        (
+            "select position('a' in name), x::name from events data",
+            "SELECT position($1 IN name), x::name FROM events data",
+        ),
+        (
+            "select id as name from t group by name having name is null",
+            "SELECT id AS name FROM t GROUP BY name HAVING name IS NULL",
+        ),
+    ] {
+        assert_eq!(fingerprint(sql).normalized(), expected, "{sql}");
+    }
+    // The normalized text is stable: fingerprinting it again gives it back.
+    for sql in [
+        "LOCK TABLE subscriptions IN ACCESS EXCLUSIVE MODE",
+        "SELECT name, type FROM t WHERE data = $1",
+    ] {
+        let once = fingerprint(sql);
+        assert_eq!(
+            fingerprint(once.normalized()).normalized(),
+            once.normalized()
+        );
+        assert_eq!(fingerprint(once.normalized()).id(), once.id());
+    }
+}
