@@ -455,17 +455,32 @@ async fn held_table(raw: &PgPool, url: &str, rounds: usize, seconds: f64) {
 async fn repeated_table(raw: &PgPool, pg: &pgscope::Pool, rounds: usize, seconds: f64) {
     let dur = Duration::from_secs_f64(seconds);
     println!(
-        "\nRepeated statements per scope (10 × `SELECT 1`: a duplicate; 10 × `SELECT $1` with distinct values: an N+1), pool of 16:"
+        "\nRepeated statements per scope (10 × `SELECT 1`: a duplicate; 10 × `SELECT $1` with distinct values: an N+1; the same in a transaction and on a held connection), pool of 16:"
     );
     println!(
         "| scope | concurrency | raw sqlx q/s | pgscope q/s | ratio | client CPU µs/query raw / pgscope | CPU ratio raw / pgscope |"
     );
     println!("|---|---:|---:|---:|---:|---|---:|");
-    for (label, same) in [("10 × SELECT 1", true), ("10 × SELECT $1, distinct", false)] {
+    // `--shapes tx,held` (or `pool`): only those.
+    let only = std::env::args()
+        .skip_while(|a| a != "--shapes")
+        .nth(1)
+        .unwrap_or_else(|| "pool,tx,held".into());
+    let shapes = [
+        (Shape::Same, "pool"),
+        (Shape::Distinct, "pool"),
+        (Shape::Transaction, "tx"),
+        (Shape::Held, "held"),
+    ];
+    for (shape, key) in shapes {
+        if !only.split(',').any(|k| k == key) {
+            continue;
+        }
+        let label = shape.label();
         for workers in [1usize, 16] {
             let cells: [(u64, Duration); 2] = interleaved(rounds, |i| {
                 let pool = [None, Some(pg)][i];
-                requests_shaped(raw, pool, None, same, workers, dur)
+                requests_shaped(raw, pool, None, shape, workers, dur)
             })
             .await;
             let per = |c: &(u64, Duration)| c.1.as_secs_f64() * 1e6 / c.0.max(1) as f64;
@@ -613,16 +628,111 @@ async fn requests_on(
     workers: usize,
     dur: Duration,
 ) -> (u64, Duration) {
-    requests_shaped(raw, pool, hook, false, workers, dur).await
+    requests_shaped(raw, pool, hook, Shape::Distinct, workers, dur).await
 }
 
-/// Scopes of 10 statements: `SELECT 1` ten times (`same`: every scope a duplicate finding) or
-/// `SELECT $1::bigint` with ten values (every scope an N+1); (queries, CPU).
+/// What one scope of 10 statements runs, and where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// `SELECT 1` ten times on `&Pool` (a duplicate finding in every scope).
+    Same,
+    /// `SELECT $1::bigint` with ten values on `&Pool` (an N+1 in every scope).
+    Distinct,
+    /// `BEGIN`, the ten distinct statements on `&mut *tx`, `COMMIT`.
+    Transaction,
+    /// `acquire()`, the ten distinct statements on `&mut *conn`, release.
+    Held,
+}
+
+impl Shape {
+    fn label(self) -> &'static str {
+        match self {
+            Shape::Same => "10 × SELECT 1",
+            Shape::Distinct => "10 × SELECT $1, distinct",
+            Shape::Transaction => "transaction: BEGIN, 10 × SELECT $1, COMMIT",
+            Shape::Held => "held connection: acquire, 10 × SELECT $1, release",
+        }
+    }
+}
+
+/// One scope's statements on raw sqlx.
+async fn raw_scope(raw: &PgPool, shape: Shape) {
+    match shape {
+        Shape::Same | Shape::Distinct => {
+            for i in 0..10_i64 {
+                match shape {
+                    Shape::Same => sqlx::query("SELECT 1").execute(raw).await,
+                    _ => sqlx::query(LOOKUP).bind(i).execute(raw).await,
+                }
+                .expect("raw");
+            }
+        }
+        Shape::Transaction => {
+            let mut tx = raw.begin().await.expect("begin");
+            for i in 0..10_i64 {
+                sqlx::query(LOOKUP)
+                    .bind(i)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("raw");
+            }
+            tx.commit().await.expect("commit");
+        }
+        Shape::Held => {
+            let mut conn = raw.acquire().await.expect("acquire");
+            for i in 0..10_i64 {
+                sqlx::query(LOOKUP)
+                    .bind(i)
+                    .execute(&mut *conn)
+                    .await
+                    .expect("raw");
+            }
+        }
+    }
+}
+
+/// The same statements on pgscope.
+async fn pgscope_scope(pool: &pgscope::Pool, shape: Shape) {
+    match shape {
+        Shape::Same | Shape::Distinct => {
+            for i in 0..10_i64 {
+                match shape {
+                    Shape::Same => sqlx::query("SELECT 1").execute(pool).await,
+                    _ => sqlx::query(LOOKUP).bind(i).execute(pool).await,
+                }
+                .expect("pgscope");
+            }
+        }
+        Shape::Transaction => {
+            let mut tx = pool.begin().await.expect("begin");
+            for i in 0..10_i64 {
+                sqlx::query(LOOKUP)
+                    .bind(i)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("pgscope");
+            }
+            tx.commit().await.expect("commit");
+        }
+        Shape::Held => {
+            let mut conn = pool.acquire().await.expect("acquire");
+            for i in 0..10_i64 {
+                sqlx::query(LOOKUP)
+                    .bind(i)
+                    .execute(&mut *conn)
+                    .await
+                    .expect("pgscope");
+            }
+        }
+    }
+}
+
+/// Scopes of 10 statements of `shape` (see [`Shape`]); (queries, CPU).
 async fn requests_shaped(
     raw: &PgPool,
     pool: Option<&pgscope::Pool>,
     hook: Option<Hook>,
-    same: bool,
+    shape: Shape,
     workers: usize,
     dur: Duration,
 ) -> (u64, Duration) {
@@ -640,34 +750,14 @@ async fn requests_shaped(
                 // Each request a traced request on every side (a no-op without a subscriber).
                 let request = tracing::info_span!("GET /api/feed");
                 match &pool {
-                    None => {
-                        async {
-                            for i in 0..10_i64 {
-                                match same {
-                                    true => sqlx::query("SELECT 1").execute(&raw).await,
-                                    false => sqlx::query(LOOKUP).bind(i).execute(&raw).await,
-                                }
-                                .expect("raw");
-                            }
-                        }
-                        .instrument(request)
-                        .await;
-                    }
+                    None => raw_scope(&raw, shape).instrument(request).await,
                     Some(pool) => {
                         let mut scope = pgscope::Scope::new("GET /api/feed").use_current_span();
                         if let Some(hook) = hook.clone() {
                             scope = scope.on_report(move |r| hook(r));
                         }
                         let ((), _report) = scope
-                            .capture(async {
-                                for i in 0..10_i64 {
-                                    match same {
-                                        true => sqlx::query("SELECT 1").execute(pool).await,
-                                        false => sqlx::query(LOOKUP).bind(i).execute(pool).await,
-                                    }
-                                    .expect("pgscope");
-                                }
-                            })
+                            .capture(pgscope_scope(pool, shape))
                             .instrument(request)
                             .await;
                     }

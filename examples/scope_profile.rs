@@ -1,5 +1,7 @@
 //! A fixed amount of scoped work for instruction-count profiles (`valgrind --tool=callgrind`):
-//! `scope_profile raw|pgscope same|distinct N` runs N scopes of 10 statements on one connection,
+//! `scope_profile raw|pgscope same|distinct|tx|held N` runs N scopes of 10 statements on one
+//! connection (`tx`: inside `begin` … `commit`; `held`: on an `acquire`d connection; both with
+//! distinct values),
 //! on a current-thread runtime, and prints nothing but the count. Compare the instruction counts
 //! of `raw` and `pgscope` for the same N to see what a scope costs.
 //!
@@ -20,7 +22,8 @@ const LOOKUP: &str = "SELECT $1::bigint";
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let side = args.get(1).map(String::as_str).unwrap_or("pgscope");
-    let same = args.get(2).map(String::as_str) != Some("distinct");
+    let shape = args.get(2).map(String::as_str).unwrap_or("same");
+    let same = shape == "same";
     let scopes: usize = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(1000);
     let _idle = std::thread::spawn(std::thread::park);
     let url = common::database_url().await;
@@ -39,12 +42,37 @@ async fn main() {
         let request = tracing::info_span!("GET /api/feed");
         if side == "raw" {
             async {
-                for i in 0..10_i64 {
-                    match same {
-                        true => sqlx::query("SELECT 1").execute(&raw).await,
-                        false => sqlx::query(LOOKUP).bind(i).execute(&raw).await,
+                match shape {
+                    "tx" => {
+                        let mut tx = raw.begin().await.expect("begin");
+                        for i in 0..10_i64 {
+                            sqlx::query(LOOKUP)
+                                .bind(i)
+                                .execute(&mut *tx)
+                                .await
+                                .expect("raw");
+                        }
+                        tx.commit().await.expect("commit");
                     }
-                    .expect("raw");
+                    "held" => {
+                        let mut conn = raw.acquire().await.expect("acquire");
+                        for i in 0..10_i64 {
+                            sqlx::query(LOOKUP)
+                                .bind(i)
+                                .execute(&mut *conn)
+                                .await
+                                .expect("raw");
+                        }
+                    }
+                    _ => {
+                        for i in 0..10_i64 {
+                            match same {
+                                true => sqlx::query("SELECT 1").execute(&raw).await,
+                                false => sqlx::query(LOOKUP).bind(i).execute(&raw).await,
+                            }
+                            .expect("raw");
+                        }
+                    }
                 }
             }
             .instrument(request)
@@ -53,12 +81,37 @@ async fn main() {
             let ((), _report) = pgscope::Scope::new("GET /api/feed")
                 .use_current_span()
                 .capture(async {
-                    for i in 0..10_i64 {
-                        match same {
-                            true => sqlx::query("SELECT 1").execute(&pg).await,
-                            false => sqlx::query(LOOKUP).bind(i).execute(&pg).await,
+                    match shape {
+                        "tx" => {
+                            let mut tx = pg.begin().await.expect("begin");
+                            for i in 0..10_i64 {
+                                sqlx::query(LOOKUP)
+                                    .bind(i)
+                                    .execute(&mut *tx)
+                                    .await
+                                    .expect("pg");
+                            }
+                            tx.commit().await.expect("commit");
                         }
-                        .expect("pgscope");
+                        "held" => {
+                            let mut conn = pg.acquire().await.expect("acquire");
+                            for i in 0..10_i64 {
+                                sqlx::query(LOOKUP)
+                                    .bind(i)
+                                    .execute(&mut *conn)
+                                    .await
+                                    .expect("pg");
+                            }
+                        }
+                        _ => {
+                            for i in 0..10_i64 {
+                                match same {
+                                    true => sqlx::query("SELECT 1").execute(&pg).await,
+                                    false => sqlx::query(LOOKUP).bind(i).execute(&pg).await,
+                                }
+                                .expect("pgscope");
+                            }
+                        }
                     }
                 })
                 .instrument(request)

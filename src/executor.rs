@@ -28,7 +28,7 @@ use crate::detect::{Finding, Verdict};
 use crate::error::Error;
 use crate::fingerprint::Fingerprint;
 use crate::plan::Candidate;
-use crate::pool::{Connection, Pool, PoolInner, Usage, Use, acquire_in};
+use crate::pool::{Connection, Pool, PoolInner, Usage, acquire_in};
 use crate::report::{ErrorClass, Execution, Outcome};
 use crate::scope::{self, ScopeInner};
 use crate::telemetry::{self, StatementSpan};
@@ -190,7 +190,9 @@ impl Execute<'_, Postgres> for Parts {
 
 /// One statement in flight. Recorded once: at its end, on error, or when dropped unfinished.
 pub(crate) struct Query<'c> {
-    pool: Arc<PoolInner>,
+    /// Borrowed from the connection the statement runs on: no shared reference count touched
+    /// per statement.
+    pool: &'c PoolInner,
     /// Set when the query is dropped unfinished: the connection is then mid-protocol and must
     /// not go back to the pool (it would block the next user until the server finishes).
     interrupted: &'c AtomicBool,
@@ -217,7 +219,7 @@ impl<'c> Query<'c> {
     /// Everything before the statement is sent: fingerprint (a cache hit), the rules' verdict
     /// (counted in the scope), the span. An `Err` means the statement must not be sent.
     fn start(
-        pool: &Arc<PoolInner>,
+        pool: &'c PoolInner,
         interrupted: &'c AtomicBool,
         usage: Option<&'c Usage>,
         scope: Option<Arc<ScopeInner>>,
@@ -281,15 +283,15 @@ impl<'c> Query<'c> {
         // Called from the caller's code (before the future is polled): its stack is the
         // statement's call site.
         let idle_site = usage.and_then(|usage| {
-            let what = Use::Statement(fingerprint.clone());
-            if let Some(item) = usage.starts(&pool.settings, &owner.name, &what) {
+            if let Some(item) = usage.starts(&pool.settings, &owner.name, fingerprint.normalized())
+            {
                 crate::pool::report_held_idle(scope.as_ref(), &pool.unscoped, &pool.settings, item);
             }
-            Usage::statement_site(&pool.settings, &owner.name, &fingerprint)
+            usage.statement_site(&pool.settings, &owner.name, &fingerprint)
         });
         let span = pool.telemetry.start(&fingerprint, sql, scope.is_some());
         Ok(Query {
-            pool: Arc::clone(pool),
+            pool,
             interrupted,
             usage,
             idle_site,
@@ -359,7 +361,7 @@ impl<'c> Query<'c> {
             state.finished(fp, &run)
         });
         if let Some(usage) = self.usage {
-            usage.ended(Use::Statement(fp.clone()), self.idle_site.take());
+            usage.statement_ended(fp, self.idle_site.take());
         }
         self.pool.telemetry.finish(&mut self.span, fp, &run);
         if self.span.is_deferred()

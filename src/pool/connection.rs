@@ -114,10 +114,16 @@ impl Connection {
         self.scope.clone().or_else(scope::current)
     }
 
-    /// The name of the scope statements on this connection count for.
-    pub(crate) fn scope_name(&self) -> std::borrow::Cow<'static, str> {
-        self.query_scope()
-            .map_or(std::borrow::Cow::Borrowed("unscoped"), |s| s.name.clone())
+    /// Runs `f` with the name of the scope statements on this connection count for (borrowed:
+    /// a route's name is not copied per transaction statement).
+    pub(crate) fn with_scope_name<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        match &self.scope {
+            Some(scope) => f(&scope.name),
+            None => {
+                let current = scope::current();
+                f(current.as_deref().map_or("unscoped", |s| &s.name))
+            }
+        }
     }
 
     /// Runs `f` on the state statements on this connection count in.

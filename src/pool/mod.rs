@@ -29,7 +29,7 @@ pub(crate) use self::inner::PoolInner;
 pub use self::options::PoolOptions;
 pub use self::raw::RawConnection;
 pub use self::transaction::Transaction;
-pub(crate) use self::usage::{Usage, Use, report as report_held_idle};
+pub(crate) use self::usage::{Usage, report as report_held_idle};
 
 /// A PostgreSQL connection pool that attributes every statement to the current scope.
 ///

@@ -69,7 +69,8 @@ fn count_statement(conn: &Connection) {
 /// Before a transaction statement on a held connection: the idle gap it ends, if it crossed.
 fn control_starts(conn: &Connection, what: &Use) {
     if let Some(u) = &conn.usage
-        && let Some(item) = u.starts(&conn.pool.settings, &conn.scope_name(), what)
+        && let Some(item) =
+            conn.with_scope_name(|name| u.starts(&conn.pool.settings, name, what.text()))
     {
         usage::report(
             conn.query_scope().as_ref(),
@@ -84,7 +85,7 @@ fn control_starts(conn: &Connection, what: &Use) {
 fn control_ended(conn: &Connection, what: Use) {
     if let Some(u) = &conn.usage {
         let began = matches!(what, Use::Begin);
-        u.control_ended(&conn.pool.settings, &conn.scope_name(), what);
+        conn.with_scope_name(|name| u.control_ended(&conn.pool.settings, name, what));
         u.transaction(began);
     }
 }

@@ -35,7 +35,7 @@ pub(crate) enum Use {
 }
 
 impl Use {
-    fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         match self {
             Use::Acquire => "acquire",
             Use::Begin => "BEGIN",
@@ -64,6 +64,9 @@ pub(crate) struct Usage {
     depth: AtomicU32,
     /// What ran before the current gap, and where.
     from: Mutex<(Use, CallSite)>,
+    /// The fingerprint id of `from` when it is a statement (0 otherwise): a statement that
+    /// runs again right after itself (a loop) needs no site lookup and no change of `from`.
+    from_fp: AtomicU64,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -82,21 +85,28 @@ impl Usage {
             timeline: crate::report::timelines_recorded().then(Mutex::default),
             depth: AtomicU32::new(0),
             from: Mutex::new((Use::Acquire, site)),
+            from_fp: AtomicU64::new(0),
         }
     }
 
     /// A use (`what`) starts now: the gap before it, when it reached the threshold. The end of
     /// the gap is the caller's stack (captured only then).
     /// Every gap counts towards the connection's idle time, whatever its length.
-    pub(crate) fn starts(&self, settings: &Settings, scope: &str, what: &Use) -> Option<HeldIdle> {
+    pub(crate) fn starts(&self, settings: &Settings, scope: &str, what: &str) -> Option<HeldIdle> {
         let now = Instant::now();
         let held = now.saturating_duration_since(self.acquired_at);
         let idle = held.saturating_sub(Duration::from_nanos(self.last_end.load(Ordering::Relaxed)));
         if !idle.is_zero() {
+            // One task uses a held connection at a time (its `&mut`): plain loads and stores,
+            // no read-modify-write.
             let n = nanos(idle);
-            self.idle.fetch_add(n, Ordering::Relaxed);
-            self.gaps.fetch_add(1, Ordering::Relaxed);
-            self.longest.fetch_max(n, Ordering::Relaxed);
+            let add =
+                |a: &AtomicU64, v: u64| a.store(a.load(Ordering::Relaxed) + v, Ordering::Relaxed);
+            add(&self.idle, n);
+            add(&self.gaps, 1);
+            if n > self.longest.load(Ordering::Relaxed) {
+                self.longest.store(n, Ordering::Relaxed);
+            }
             if let Some(timeline) = &self.timeline {
                 let mut timeline = timeline.lock();
                 if timeline.len() < crate::report::TIMELINE_CAP {
@@ -117,19 +127,37 @@ impl Usage {
             from: from.1.clone(),
             from_statement: from.0.text().to_owned(),
             to: CallSite::capture(),
-            to_statement: what.text().to_owned(),
+            to_statement: what.to_owned(),
         })
     }
 
     /// Where a statement runs from, for the gap it may start: the route's cached site for it
-    /// (a stack walk the first time). `None` with the finding off.
+    /// (a stack walk the first time). `None` with the finding off, and when the statement is
+    /// the one that ran last on this connection (`from` already names it, with its site).
     pub(crate) fn statement_site(
+        &self,
         settings: &Settings,
         scope: &str,
         fingerprint: &Fingerprint,
     ) -> Option<CallSite> {
         settings.held_idle_threshold?;
+        if self.from_fp.load(Ordering::Relaxed) == fingerprint.id() {
+            return None;
+        }
         Some(detect::call_site_for(scope, fingerprint.id(), FROM_SITE))
+    }
+
+    /// A statement ended now; `site` is where it ran from when [`statement_site`] gave one
+    /// (else `from` already names this statement).
+    ///
+    /// [`statement_site`]: Self::statement_site
+    pub(crate) fn statement_ended(&self, fingerprint: &Fingerprint, site: Option<CallSite>) {
+        let end = self.acquired_at.elapsed();
+        self.last_end.store(nanos(end), Ordering::Relaxed);
+        if let Some(site) = site {
+            *self.from.lock() = (Use::Statement(fingerprint.clone()), site);
+            self.from_fp.store(fingerprint.id(), Ordering::Relaxed);
+        }
     }
 
     /// A use ended now; `site` is where it ran from (kept as the start of the next gap when
@@ -137,6 +165,7 @@ impl Usage {
     pub(crate) fn ended(&self, what: Use, site: Option<CallSite>) {
         let end = self.acquired_at.elapsed();
         self.last_end.store(nanos(end), Ordering::Relaxed);
+        self.from_fp.store(0, Ordering::Relaxed);
         if let Some(site) = site {
             *self.from.lock() = (what, site);
         }
@@ -175,7 +204,7 @@ impl Usage {
     /// The connection is released now: its idle time (the sum of its measured gaps, the one
     /// before the release included), and the gap before the release when it crossed.
     pub(crate) fn released(&self, settings: &Settings, scope: &str) -> (Idle, Option<HeldIdle>) {
-        let gap = self.starts(settings, scope, &Use::Release);
+        let gap = self.starts(settings, scope, Use::Release.text());
         let idle = Idle {
             total: Duration::from_nanos(self.idle.load(Ordering::Relaxed)),
             gaps: self.gaps.load(Ordering::Relaxed),
