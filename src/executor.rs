@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::fingerprint::Fingerprint;
 use crate::plan::Candidate;
 use crate::pool::{Connection, Pool, PoolInner, Usage, acquire_in};
-use crate::report::{ErrorClass, Execution, Outcome};
+use crate::report::{ErrorClass, Execution, Outcome, Params};
 use crate::scope::{self, ScopeInner};
 use crate::telemetry::{self, StatementSpan};
 use crate::wrapped::{self, Wrapped};
@@ -57,21 +57,34 @@ impl Parts {
 }
 
 impl Parts {
-    /// The statement's parameter set: its exact text (literals) and its bound values, hashed.
-    /// sqlx keeps the encoded values private; their `Debug` rendering (types and bytes) is
-    /// streamed into the hash without an allocation, and cut off once the value bytes have
-    /// passed. Asked only from a statement's second execution in a scope on.
-    fn params_hash(&self, text_hash: u64) -> u64 {
-        let arguments = match &self.arguments {
-            Some(Ok(Some(arguments))) if sqlx::Arguments::len(arguments) > 0 => arguments,
-            // No bound values: the text (its literals) is the whole parameter set.
-            _ => return text_hash,
-        };
-        let mut hasher = PieceHasher::new(text_hash);
-        // An `Err` here is the hasher stopping the rendering early, not a failure.
-        let _ = std::fmt::Write::write_fmt(&mut hasher, format_args!("{arguments:?}"));
-        hasher.finish()
+    /// The statement's parameter set for the scope: the text's hash alone when nothing is
+    /// bound; on its `first` execution in the scope the bound values kept unhashed (a clone,
+    /// hashed only if a second execution comes); else their hash.
+    fn params(&self, text_hash: u64, first: bool) -> Params {
+        match &self.arguments {
+            Some(Ok(Some(arguments))) if sqlx::Arguments::len(arguments) > 0 => {
+                if first {
+                    // Hashed at most once, on this thread or the next statement's: nothing is
+                    // observed half-done if that panics.
+                    let arguments = std::panic::AssertUnwindSafe(arguments.clone());
+                    Params::Later(Box::new(move || hash_arguments(&arguments, text_hash)))
+                } else {
+                    Params::Hash(hash_arguments(arguments, text_hash))
+                }
+            }
+            _ => Params::Hash(text_hash),
+        }
     }
+}
+
+/// Bound values hashed with the text's hash: sqlx keeps the encoded values private; their
+/// `Debug` rendering (types and bytes) is streamed into the hash without an allocation, and
+/// cut off once the value bytes have passed.
+fn hash_arguments(arguments: &PgArguments, text_hash: u64) -> u64 {
+    let mut hasher = PieceHasher::new(text_hash);
+    // An `Err` here is the hasher stopping the rendering early, not a failure.
+    let _ = std::fmt::Write::write_fmt(&mut hasher, format_args!("{arguments:?}"));
+    hasher.finish()
 }
 
 /// A hash of what `Debug` writes, in the many short pieces it writes them (`"0"`, `", "`, a
@@ -236,7 +249,7 @@ impl<'c> Query<'c> {
                 &fingerprint,
                 owner.rules(&pool.settings),
                 scope::in_allowed_repetition(),
-                || Some(parts.params_hash(text_hash)),
+                |first| parts.params(text_hash, first),
             )
         });
         match verdict {
@@ -674,8 +687,9 @@ impl<'p> Executor<'p> for &'_ Pool {
 
 #[cfg(test)]
 mod tests {
-    use super::PieceHasher;
+    use super::{Params, Parts, PieceHasher};
     use sqlx::Arguments;
+    use sqlx::SqlSafeStr;
     use sqlx::postgres::PgArguments;
 
     fn arguments(add: impl FnOnce(&mut PgArguments)) -> PgArguments {
@@ -689,6 +703,32 @@ mod tests {
         let mut hasher = PieceHasher::new(7);
         let stopped = std::fmt::Write::write_fmt(&mut hasher, format_args!("{arguments:?}"));
         (hasher.finish(), stopped.is_err())
+    }
+
+    #[test]
+    fn a_first_execution_kept_for_later_hashes_as_it_would_have_at_once() {
+        let parts = |v: i64| Parts {
+            sql: sqlx::AssertSqlSafe("SELECT $1".to_owned()).into_sql_str(),
+            statement: None,
+            arguments: Some(Ok(Some(arguments(|a| a.add(v).unwrap())))),
+            persistent: true,
+        };
+        let now = |p: &Parts| match p.params(9, false) {
+            Params::Hash(h) => h,
+            _ => panic!("hashed at once"),
+        };
+        let later = |p: &Parts| match p.params(9, true) {
+            Params::Later(f) => f(),
+            _ => panic!("kept for later"),
+        };
+        assert_eq!(now(&parts(5)), later(&parts(5)));
+        assert_ne!(now(&parts(5)), later(&parts(6)));
+        // Nothing bound: the text's hash, never kept.
+        let bare = Parts {
+            arguments: Some(Ok(None)),
+            ..parts(1)
+        };
+        assert!(matches!(bare.params(9, true), Params::Hash(9)));
     }
 
     #[test]

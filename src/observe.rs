@@ -242,7 +242,9 @@ impl Inner {
             // Bound values are not in sqlx's event: the parameter set is unknown, so a
             // repetition is an N+1 (unless it is a locking read, a queue claim), never a
             // duplicate.
-            let verdict = state.admit(fp, rules, scope::in_allowed_repetition(), || None);
+            let verdict = state.admit(fp, rules, scope::in_allowed_repetition(), |_| {
+                crate::report::Params::Unknown
+            });
             state.finished(fp, &run);
             state.observed_statement();
             verdict

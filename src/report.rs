@@ -325,6 +325,44 @@ pub(crate) const MAX_PARAM_SETS: usize = 64;
 /// shared sets stop growing (the class is long settled by then).
 const MAX_HASHED: u64 = 4096;
 
+/// A statement's parameter set as its executor hands it over.
+pub(crate) enum Params {
+    /// Its hash (of the text's literals and the bound values).
+    Hash(u64),
+    /// Not seen (the observer does not see bound values).
+    Unknown,
+    /// Computed only if it is ever needed: the first execution of a statement in a scope
+    /// keeps its bound values (a clone, far cheaper than hashing them) and they are hashed
+    /// when a second execution comes. A statement that runs once is never hashed.
+    Later(LaterHash),
+}
+
+/// A parameter set's hash, computed when called. `Sync` and unwind-safe, so the rows that keep
+/// one leave [`Report`]'s auto traits as they were.
+pub(crate) type LaterHash =
+    Box<dyn FnOnce() -> u64 + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
+
+/// A first parameter set kept unhashed (see [`Params::Later`]); a copy of the row drops it
+/// (a report does not classify), keeping only that there was one.
+#[derive(Default)]
+struct Later(Option<(LaterHash, u64)>);
+
+impl Clone for Later {
+    fn clone(&self) -> Self {
+        Later(None)
+    }
+}
+
+impl std::fmt::Debug for Later {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Later(..)"
+        } else {
+            "None"
+        })
+    }
+}
+
 /// What the executions of one statement in a scope were called with: each distinct parameter
 /// set (a hash of the text's literals and the bound values) with how many executions shared it,
 /// and the longest run of them with no write in the scope between.
@@ -341,6 +379,10 @@ pub(crate) struct ParamSets {
     unknown: u64,
     /// Executions hashed.
     hashed: u64,
+    /// The first set, kept unhashed until a second execution needs it, and its epoch.
+    later: Later,
+    /// A first set was kept unhashed (it counts as one set while it is alone).
+    unhashed: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -374,9 +416,29 @@ impl ParamSet {
 }
 
 impl ParamSets {
-    /// Records one execution's parameter set (`None`: not seen) at the scope's write count
-    /// `epoch`.
-    pub(crate) fn record(&mut self, params: Option<u64>, epoch: u64) {
+    /// Records one execution's parameter set at the scope's write count `epoch`.
+    pub(crate) fn record(&mut self, params: Params, epoch: u64) {
+        if let Some((first, at)) = self.later.0.take() {
+            self.unhashed = false;
+            self.record_hash(Some(first()), at);
+        }
+        match params {
+            Params::Hash(hash) => self.record_hash(Some(hash), epoch),
+            Params::Unknown => self.record_hash(None, epoch),
+            Params::Later(f) if self.hashed == 0 && self.unknown == 0 && !self.unhashed => {
+                self.later.0 = Some((f, epoch));
+                self.unhashed = true;
+            }
+            Params::Later(f) => self.record_hash(Some(f()), epoch),
+        }
+    }
+
+    /// Whether the next execution's parameters may be kept unhashed (none seen yet).
+    pub(crate) fn first(&self) -> bool {
+        self.hashed == 0 && self.unknown == 0 && !self.unhashed
+    }
+
+    fn record_hash(&mut self, params: Option<u64>, epoch: u64) {
         let Some(hash) = params else {
             self.unknown += 1;
             return;
@@ -409,7 +471,7 @@ impl ParamSets {
 
     /// Distinct parameter sets seen (a lower bound when [`capped`](Self::capped)).
     pub(crate) fn distinct(&self) -> usize {
-        self.sets().count() + usize::from(self.capped)
+        self.sets().count() + usize::from(self.capped) + usize::from(self.unhashed)
     }
 
     /// Whether more distinct sets were seen than are followed.
@@ -425,8 +487,10 @@ impl ParamSets {
     /// The largest number of executions that shared one set, and the longest run of one set
     /// with no write between.
     pub(crate) fn largest_shared(&self) -> (u64, u64) {
-        self.sets()
-            .fold((0, 0), |(c, r), s| (c.max(s.count), r.max(s.best_run)))
+        let alone = u64::from(self.unhashed);
+        self.sets().fold((alone, alone), |(c, r), s| {
+            (c.max(s.count), r.max(s.best_run))
+        })
     }
 }
 

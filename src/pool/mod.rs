@@ -100,7 +100,10 @@ impl Pool {
         let site = Location::caller();
         let pool = Arc::clone(&self.0);
         let scope = scope::current();
-        async move { acquire_in(pool, scope, Some(site)).await }
+        // Boxed: waiting for sqlx's pool is a large state machine, and unboxed it would be part
+        // of every future that awaits a connection (copied each time the caller's future
+        // moves). sqlx's own `acquire` and `begin` keep their state behind a box likewise.
+        Box::pin(async move { acquire_in(pool, scope, Some(site)).await })
     }
 
     /// Starts a transaction on a newly acquired connection, like `PgPool::begin`.
@@ -109,7 +112,7 @@ impl Pool {
         &self,
     ) -> impl Future<Output = Result<Transaction<'static>, sqlx::Error>> + Send + 'static {
         let acquire = self.acquire();
-        async move { Transaction::begin_owned(acquire.await?).await }
+        Box::pin(async move { Transaction::begin_owned(acquire.await?).await })
     }
 
     /// Current size, idle connections, waiters and timeouts.

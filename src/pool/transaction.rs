@@ -115,13 +115,14 @@ impl<'c> Transaction<'c> {
     }
 
     /// Commits the transaction (or releases the savepoint).
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.end(true).await
+    // The future is boxed, as `Pool::begin`'s: the caller's future does not carry its state.
+    pub fn commit(self) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'c {
+        Box::pin(self.end(true))
     }
 
     /// Rolls the transaction back (or to the savepoint).
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.end(false).await
+    pub fn rollback(self) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'c {
+        Box::pin(self.end(false))
     }
 
     async fn end(mut self, commit: bool) -> Result<(), sqlx::Error> {

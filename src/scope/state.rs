@@ -20,7 +20,8 @@ use crate::detect::{
 use crate::fingerprint::{Effects, Fingerprint, HashKeyed};
 use crate::health::Health;
 use crate::report::{
-    Execution, FingerprintStats, Report, TimelineKind, TimelineRecorder, Totals, timelines_recorded,
+    Execution, FingerprintStats, Params, Report, TimelineKind, TimelineRecorder, Totals,
+    timelines_recorded,
 };
 use crate::telemetry::{PendingRun, StatementSpan};
 
@@ -336,14 +337,16 @@ impl State {
     /// Asks the rules about a statement and counts it unless it is refused by the budget
     /// (counted as rejected instead). The catch-all state counts without checking.
     ///
-    /// `params` gives the hash of the statement's parameter set (`None`: unknown); it is asked
-    /// from the statement's second execution in the scope on, so single statements pay nothing.
+    /// `params` gives the statement's parameter set, asked for every execution of a checked
+    /// statement; its argument says whether it may be handed over unhashed ([`Params::Later`]:
+    /// the statement's first execution in the scope), so a statement that runs once is never
+    /// hashed.
     pub(crate) fn admit(
         &mut self,
         fp: &Fingerprint,
         rules: Rules<'_>,
         allowed_repetition: bool,
-        params: impl FnOnce() -> Option<u64>,
+        params: impl FnOnce(bool) -> Params,
     ) -> Verdict {
         if self.catch_all {
             self.totals.queries += 1;
@@ -367,7 +370,8 @@ impl State {
         // Every execution's parameters, the first included: the class of a repetition comes
         // from all of them, never from the first few.
         if checked && row.fingerprint.is_some() && row.params.open() {
-            row.params.record(params(), epoch);
+            let first = row.params.first();
+            row.params.record(params(first), epoch);
         }
         row.count += 1;
         let count = row.count;
@@ -685,7 +689,7 @@ mod tests {
         let rules = Rules::new(&settings, &overrides);
         let fp = crate::fingerprint(sql);
         for _ in 0..times {
-            if state.admit(&fp, rules, false, || None) == Verdict::Run {
+            if state.admit(&fp, rules, false, |_| Params::Unknown) == Verdict::Run {
                 let run = Execution {
                     elapsed: Duration::from_millis(1),
                     rows: 1,
@@ -747,7 +751,10 @@ mod tests {
         let rules = Rules::new(&settings, &overrides);
         let fp = crate::fingerprint("SELECT * FROM users WHERE id = $1");
         for _ in 0..10 {
-            assert_eq!(state.admit(&fp, rules, false, || None), Verdict::Run);
+            assert_eq!(
+                state.admit(&fp, rules, false, |_| Params::Unknown),
+                Verdict::Run
+            );
         }
         assert_eq!(state.report("unscoped", Instant::now()).queries(), 10);
     }
