@@ -146,6 +146,118 @@ fn log(statements: usize) -> String {
     out
 }
 
+/// A log of mixed shapes, as a user's would be (about 97 bytes a statement on average): short
+/// lookups, IN-lists of 1 to 60 values, quoted strings with doubled quotes and `E''` escapes,
+/// `/* … */` and `--` comments, multi-row VALUES, jsonb literals and long reporting queries of
+/// one to two kilobytes. Deterministic.
+fn mixed_log(statements: usize) -> String {
+    const TABLES: [&str; 8] = [
+        "users",
+        "posts",
+        "comments",
+        "orders",
+        "sessions",
+        "events",
+        "\"user\"",
+        "line_items",
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut out = String::with_capacity(statements * 100);
+    for i in 0..statements {
+        let t = TABLES[next(8) as usize];
+        let line = match next(100) {
+            0..=29 => format!("SELECT id, name FROM {t} WHERE id = {}", next(10_000_000)),
+            30..=41 => {
+                let n = 1 + next(60) as usize;
+                let list: Vec<String> = (0..n).map(|_| next(100_000).to_string()).collect();
+                format!(
+                    "select * from {t} where author_id in ({}) and state = 'published'",
+                    list.join(", ")
+                )
+            }
+            42..=53 => format!(
+                "/* app:web,route:GET /api/{t}/:id,request:{i} */ SELECT u.id, u.email FROM {t} u \
+                 WHERE u.email = 'o''brien+{i}@example.com' AND u.note <> E'line\\n{}' LIMIT 1",
+                next(1000)
+            ),
+            54..=63 => format!(
+                "UPDATE {t} SET profile = '{{\"theme\": \"dark\", \"n\": {}}}'::jsonb, \
+                 updated_at = now() WHERE id = $1 -- request {i}",
+                next(99)
+            ),
+            64..=73 => {
+                let rows: Vec<String> = (0..1 + next(20))
+                    .map(|r| format!("({i}, {r}, 'click', '2024-01-{:02} 10:00:00')", r % 28 + 1))
+                    .collect();
+                format!(
+                    "INSERT INTO {t} (user_id, seq, kind, created_at) VALUES {}",
+                    rows.join(", ")
+                )
+            }
+            74..=96 => format!("DELETE FROM {t} WHERE id = {i} AND deleted_at IS NULL"),
+            _ => {
+                // A long reporting query: a CTE, joins, CASE, a window, 1–2 KB.
+                let mut q = format!(
+                    "WITH recent AS (SELECT o.id, o.user_id, o.total, o.created_at FROM orders o \
+                     WHERE o.created_at > '2024-05-{:02}' AND o.state IN ('paid', 'shipped', \
+                     'refunded')) SELECT u.id, u.name, count(r.id) AS orders, sum(r.total) AS \
+                     revenue, CASE WHEN sum(r.total) > {} THEN 'gold' WHEN sum(r.total) > {} \
+                     THEN 'silver' ELSE 'bronze' END AS tier, row_number() OVER (PARTITION BY \
+                     u.country ORDER BY sum(r.total) DESC) AS rank FROM users u JOIN recent r ON \
+                     r.user_id = u.id LEFT JOIN line_items li ON li.order_id = r.id",
+                    i % 28 + 1,
+                    next(10_000),
+                    next(1_000)
+                );
+                for k in 0..3 + next(8) {
+                    q.push_str(&format!(
+                        " LEFT JOIN coupons c{k} ON c{k}.order_id = r.id AND c{k}.code <> 'X-{k}-{}'",
+                        next(1000)
+                    ));
+                }
+                q.push_str(" WHERE u.deleted_at IS NULL GROUP BY u.id, u.name, u.country HAVING count(r.id) >= 2 ORDER BY revenue DESC LIMIT 100");
+                q
+            }
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `sh -c 'cat LOG | pgscope fingerprint > OUT'`, as a user pipes it (a shell, `cat`, output
+/// to a file); best and median MB/s over `runs` after one untimed run.
+fn run_cli_shell(bin: &std::path::Path, input: &std::path::Path, runs: usize) -> (f64, f64) {
+    let bytes = std::fs::metadata(input).map_or(0, |m| m.len()) as f64;
+    let out = input.with_extension("out");
+    let script = format!(
+        "cat '{}' | '{}' fingerprint > '{}'",
+        input.display(),
+        bin.display(),
+        out.display()
+    );
+    let run = || {
+        let start = Instant::now();
+        let status = Command::new("sh")
+            .args(["-c", &script])
+            .status()
+            .expect("run sh");
+        assert!(status.success(), "the pipeline failed");
+        start.elapsed().as_secs_f64()
+    };
+    run();
+    let mut times: Vec<f64> = (0..runs).map(|_| run()).collect();
+    times.sort_by(f64::total_cmp);
+    let _ = std::fs::remove_file(&out);
+    (bytes / times[0] / 1e6, bytes / times[runs / 2] / 1e6)
+}
+
 /// Best and median wall time of the whole `pgscope fingerprint` process over `input`, as MB/s.
 /// One untimed run first, so the file's pages and the binary are in memory for all timed ones.
 fn run_cli(bin: &std::path::Path, input: &std::path::Path, runs: usize) -> (f64, f64) {
@@ -217,17 +329,24 @@ fn cli() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     println!();
     println!(
-        "| input | statements | bytes | CLI process, file on stdin, best / median MB/s | CLI process, through a pipe, best / median MB/s | library, 1 thread, MB/s |"
+        "| input | statements | bytes | CLI process, file on stdin, best / median MB/s | CLI process, through a pipe, best / median MB/s | `cat LOG \\| pgscope fingerprint > OUT` in a shell, best / median MB/s | library, 1 thread, MB/s |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
-    for statements in [38_000, 380_000] {
-        let text = log(statements);
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let inputs: [(&str, usize, fn(usize) -> String); 3] = [
+        ("generated log", 38_000, log),
+        ("generated log", 380_000, log),
+        ("mixed shapes", 380_000, mixed_log),
+    ];
+    for (name, statements, make) in inputs {
+        let text = make(statements);
         let path = dir.join(format!("{statements}.sql"));
         std::fs::File::create(&path)
             .and_then(|mut f| f.write_all(text.as_bytes()))
             .expect("write the generated log");
-        let (best, median) = run_cli(&bin, &path, 31);
-        let (pipe_best, pipe_median) = run_cli_pipe(&bin, text.as_bytes(), 31);
+        let runs = if text.len() > 20 << 20 { 7 } else { 31 };
+        let (best, median) = run_cli(&bin, &path, runs);
+        let (pipe_best, pipe_median) = run_cli_pipe(&bin, text.as_bytes(), runs);
+        let (shell_best, shell_median) = run_cli_shell(&bin, &path, runs);
         // The same statements through the library on one thread, no cache, one reused buffer.
         let mut buf = String::new();
         let start = Instant::now();
@@ -236,7 +355,7 @@ fn cli() {
         }
         let library = text.len() as f64 / start.elapsed().as_secs_f64() / 1e6;
         println!(
-            "| generated log | {statements} | {} | {best:.0} / {median:.0} | {pipe_best:.0} / {pipe_median:.0} | {library:.0} |",
+            "| {name} | {statements} | {} | {best:.0} / {median:.0} | {pipe_best:.0} / {pipe_median:.0} | {shell_best:.0} / {shell_median:.0} | {library:.0} |",
             text.len()
         );
     }

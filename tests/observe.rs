@@ -113,7 +113,7 @@ async fn migrations_listener_and_advisory_locks_count_where_they_ran() {
     let statements = normalized(&report);
     for expected in [
         "CREATE TABLE items(id bigserial PRIMARY KEY, name text NOT NULL); INSERT INTO items(name)",
-        "listen obs_channel",
+        "LISTEN obs_channel",
         "SELECT pg_advisory_lock($1)",
         "SELECT pg_advisory_unlock($1)",
     ] {

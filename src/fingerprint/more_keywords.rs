@@ -480,16 +480,33 @@ fn is_lock_mode(word: &[u8]) -> bool {
 }
 
 /// Words that follow an expression or a name as keywords (`ts AT TIME ZONE`, `LIKE $1
-/// ESCAPE $2`, `WITH ORDINALITY`): never taken for an alias.
+/// ESCAPE $2`, `WITH ORDINALITY`, `ALTER TABLE t ADD …`): never taken for an alias.
 fn follows_expressions(word: &[u8]) -> bool {
-    [&b"AT"[..], b"ESCAPE", b"ORDINALITY", b"UESCAPE"]
-        .iter()
-        .any(|k| k.eq_ignore_ascii_case(word))
+    [
+        &b"AT"[..],
+        b"ESCAPE",
+        b"ORDINALITY",
+        b"UESCAPE",
+        b"ADD",
+        b"RENAME",
+        b"OWNER",
+        b"ATTACH",
+        b"DETACH",
+        b"ENABLE",
+        b"DISABLE",
+        b"VALIDATE",
+        b"INHERIT",
+        b"RESET",
+    ]
+    .iter()
+    .any(|k| k.eq_ignore_ascii_case(word))
 }
 
 /// Whether the unquoted identifier token `toks[i]` (of `sql`) is rendered as a keyword: one of
-/// PostgreSQL's keywords standing where a keyword does (see the module docs).
-pub(crate) fn renders_as_keyword(sql: &str, toks: &[Tok], i: usize) -> bool {
+/// PostgreSQL's keywords standing where a keyword does (see the module docs). `prev_keyword`:
+/// whether the token before it, when it is such a word too, was rendered as a keyword (a
+/// phrase, `ACCESS EXCLUSIVE MODE`) or as a name (`name text` in a column list).
+pub(crate) fn renders_as_keyword(sql: &str, toks: &[Tok], i: usize, prev_keyword: bool) -> bool {
     let word_of = |t: &Tok| match t {
         Tok::Word(r, None) => Some(sql[r.clone()].as_bytes()),
         _ => None,
@@ -526,8 +543,9 @@ pub(crate) fn renders_as_keyword(sql: &str, toks: &[Tok], i: usize) -> bool {
         Tok::Word(_, Some(IN)) => is_lock_mode(word),
         Tok::Word(_, Some(k)) => !INTRODUCES_NAME[usize::from(*k)],
         Tok::Word(r, None) => match category(sql[r.clone()].as_bytes()) {
-            // A phrase of keywords: `ACCESS EXCLUSIVE MODE`, `ISOLATION LEVEL …`.
-            Some(Category::ColName | Category::Unreserved) => true,
+            // A phrase of keywords: `ACCESS EXCLUSIVE MODE`, `ISOLATION LEVEL …`; after one
+            // that stood as a name (`name text`), a type or an alias.
+            Some(Category::ColName | Category::Unreserved) => prev_keyword,
             // After a reserved one (`CONCURRENTLY`, `VERBOSE`), a name.
             Some(_) => false,
             // Right after a name: an alias (`FROM events data`), unless the word follows

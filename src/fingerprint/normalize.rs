@@ -464,6 +464,8 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], out: &mut Vec<u8>) -> u64 
     }
     let toks = &toks[..end];
     let mut prev_kw: [Option<u8>; 2] = [None, None];
+    // Whether the last word was one of PostgreSQL's other keywords rendered as a keyword.
+    let mut prev_contextual = false;
     let mut in_by_list = false;
     let mut i = 0;
     while i < toks.len() {
@@ -511,10 +513,14 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], out: &mut Vec<u8>) -> u64 
                     }
                     _ => {}
                 }
-                if kw.is_none() && super::more_keywords::renders_as_keyword(sql, toks, i) {
+                if kw.is_none()
+                    && super::more_keywords::renders_as_keyword(sql, toks, i, prev_contextual)
+                {
                     r.word_as(range.clone(), true, Last::Keyword);
+                    prev_contextual = true;
                 } else {
                     r.word(range.clone(), kw);
+                    prev_contextual = false;
                 }
                 in_by_list = kw == Some(BY);
                 prev_kw = [prev_kw[1], kw];

@@ -408,6 +408,10 @@ fn every_postgres_keyword_keeps_keyword_case_where_it_acts_as_one() {
             "SELECT * FROM unnest($1) WITH ORDINALITY AS t(id, n)",
         ),
         ("select session_user, user", "SELECT SESSION_USER, USER"),
+        (
+            "alter table t add column c int",
+            "ALTER TABLE t ADD COLUMN c int",
+        ),
     ] {
         assert_eq!(fingerprint(sql).normalized(), expected, "{sql}");
     }
@@ -431,6 +435,10 @@ fn keywords_that_name_columns_stay_identifiers() {
         (
             "select position('a' in name), x::name from events data",
             "SELECT position($1 IN name), x::name FROM events data",
+        ),
+        (
+            "create table t (id bigserial primary key, name text not null, type varchar(20))",
+            "CREATE TABLE t(id bigserial PRIMARY KEY, name text NOT NULL, type varchar($1))",
         ),
         (
             "select id as name from t group by name having name is null",
