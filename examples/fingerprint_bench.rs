@@ -332,7 +332,8 @@ fn cli() {
         "| input | statements | bytes | CLI process, file on stdin, best / median MB/s | CLI process, through a pipe, best / median MB/s | `cat LOG \\| pgscope fingerprint > OUT` in a shell, best / median MB/s | library, 1 thread, MB/s |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    let inputs: [(&str, usize, fn(usize) -> String); 3] = [
+    type Generator = fn(usize) -> String;
+    let inputs: [(&str, usize, Generator); 3] = [
         ("generated log", 38_000, log),
         ("generated log", 380_000, log),
         ("mixed shapes", 380_000, mixed_log),
