@@ -60,6 +60,21 @@ fn measure(budget: Duration, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    // `--write-logs DIR`: write the generated logs there (for `callgrind`, a shell of your own)
+    // and stop.
+    if let Some(dir) = std::env::args().skip_while(|a| a != "--write-logs").nth(1) {
+        std::fs::create_dir_all(&dir).expect("create the directory");
+        for (name, text) in [
+            ("log-38000.sql", log(38_000)),
+            ("log-380000.sql", log(380_000)),
+            ("mixed-380000.sql", mixed_log(380_000)),
+        ] {
+            let path = std::path::Path::new(&dir).join(name);
+            std::fs::write(&path, text).expect("write the log");
+            println!("{}", path.display());
+        }
+        return;
+    }
     // `--cli`: only the whole-process table.
     if !std::env::args().any(|a| a == "--cli") {
         library();
@@ -174,7 +189,7 @@ fn mixed_log(statements: usize) -> String {
         let line = match next(100) {
             0..=29 => format!("SELECT id, name FROM {t} WHERE id = {}", next(10_000_000)),
             30..=41 => {
-                let n = 1 + next(60) as usize;
+                let n = 1 + next(30) as usize;
                 let list: Vec<String> = (0..n).map(|_| next(100_000).to_string()).collect();
                 format!(
                     "select * from {t} where author_id in ({}) and state = 'published'",
@@ -192,7 +207,7 @@ fn mixed_log(statements: usize) -> String {
                 next(99)
             ),
             64..=73 => {
-                let rows: Vec<String> = (0..1 + next(20))
+                let rows: Vec<String> = (0..1 + next(6))
                     .map(|r| format!("({i}, {r}, 'click', '2024-01-{:02} 10:00:00')", r % 28 + 1))
                     .collect();
                 format!(
@@ -200,7 +215,7 @@ fn mixed_log(statements: usize) -> String {
                     rows.join(", ")
                 )
             }
-            74..=96 => format!("DELETE FROM {t} WHERE id = {i} AND deleted_at IS NULL"),
+            74..=98 => format!("DELETE FROM {t} WHERE id = {i} AND deleted_at IS NULL"),
             _ => {
                 // A long reporting query: a CTE, joins, CASE, a window, 1–2 KB.
                 let mut q = format!(
@@ -215,7 +230,7 @@ fn mixed_log(statements: usize) -> String {
                     next(10_000),
                     next(1_000)
                 );
-                for k in 0..3 + next(8) {
+                for k in 0..1 + next(4) {
                     q.push_str(&format!(
                         " LEFT JOIN coupons c{k} ON c{k}.order_id = r.id AND c{k}.code <> 'X-{k}-{}'",
                         next(1000)

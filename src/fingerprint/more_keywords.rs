@@ -400,11 +400,42 @@ static TABLE: Table = {
     t
 };
 
+/// For each first letter (folded, `A`..=`Z` as 0..26) and length (up to 31), a bit per last
+/// letter (`A`..=`Z` as 0..26, `_` as 26) that some word of [`MORE_KEYWORDS`] has: nearly every
+/// identifier that is not one of them (`users`, `id`, `created_at`) is ruled out by one load
+/// and one test, before any hashing.
+static SHAPES: [[u32; 32]; 26] = {
+    let mut t = [[0u32; 32]; 26];
+    let mut i = 0;
+    while i < N {
+        let w = MORE_KEYWORDS[i].0.as_bytes();
+        let last = w[w.len() - 1];
+        let bit = if last == b'_' { 26 } else { last - b'A' };
+        t[(w[0] - b'A') as usize][w.len()] |= 1 << bit;
+        i += 1;
+    }
+    t
+};
+
 /// The category of `word` (any case) if it is one of [`MORE_KEYWORDS`].
+#[inline]
 pub(crate) fn category(word: &[u8]) -> Option<Category> {
-    if word.len() > 24 || word.len() < 2 {
+    let (&first, &last) = (word.first()?, word.last()?);
+    let first = usize::from(fold(first).wrapping_sub(b'A'));
+    let last = match fold(last) {
+        b if b.is_ascii_uppercase() => b - b'A',
+        _ if last == b'_' => 26,
+        _ => return None,
+    };
+    let lasts = *SHAPES.get(first)?.get(word.len())?;
+    if lasts & (1 << last) == 0 {
         return None;
     }
+    probe(word)
+}
+
+#[inline(never)]
+fn probe(word: &[u8]) -> Option<Category> {
     let (h, tl) = (head(word), tail(word));
     let t = &TABLE;
     let mut at = hash(word.len(), h, tl);
@@ -502,21 +533,42 @@ fn follows_expressions(word: &[u8]) -> bool {
     .any(|k| k.eq_ignore_ascii_case(word))
 }
 
-/// Whether the unquoted identifier token `toks[i]` (of `sql`) is rendered as a keyword: one of
-/// PostgreSQL's keywords standing where a keyword does (see the module docs). `prev_keyword`:
-/// whether the token before it, when it is such a word too, was rendered as a keyword (a
-/// phrase, `ACCESS EXCLUSIVE MODE`) or as a name (`name text` in a column list).
-pub(crate) fn renders_as_keyword(sql: &str, toks: &[Tok], i: usize, prev_keyword: bool) -> bool {
-    let word_of = |t: &Tok| match t {
-        Tok::Word(r, None) => Some(sql[r.clone()].as_bytes()),
-        _ => None,
-    };
-    let Some(word) = toks.get(i).and_then(word_of) else {
-        return false;
-    };
+/// What the normalizer knows of the word before the one it renders, when that was an
+/// unquoted identifier: whether it is one of [`MORE_KEYWORDS`], and if so whether it was
+/// rendered as a keyword (a phrase, `ACCESS EXCLUSIVE MODE`) or as a name (`name text` in a
+/// column list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prev {
+    /// A plain identifier.
+    Name,
+    /// One of these keywords, rendered as a keyword.
+    Keyword(Category),
+    /// One of these keywords, rendered as a name.
+    AsName(Category),
+}
+
+/// Whether the unquoted identifier `word`, token `toks[i]` of `sql`, is rendered as a keyword
+/// (one of PostgreSQL's keywords standing where a keyword does, see the module docs), as a
+/// [`Prev`] for the next word; `prev_word`: the same for the token before it, when that was an
+/// unquoted identifier.
+pub(crate) fn classify(word: &[u8], toks: &[Tok], i: usize, prev_word: Prev) -> Prev {
     let Some(kind) = category(word) else {
-        return false;
+        return Prev::Name;
     };
+    if renders_as_keyword(word, kind, toks, i, prev_word) {
+        Prev::Keyword(kind)
+    } else {
+        Prev::AsName(kind)
+    }
+}
+
+fn renders_as_keyword(
+    word: &[u8],
+    kind: Category,
+    toks: &[Tok],
+    i: usize,
+    prev_word: Prev,
+) -> bool {
     let next = toks.get(i + 1);
     if matches!(kind, Category::Reserved | Category::TypeFunc) {
         return true;
@@ -542,15 +594,14 @@ pub(crate) fn renders_as_keyword(sql: &str, toks: &[Tok], i: usize, prev_keyword
         // EXCLUSIVE MODE`.
         Tok::Word(_, Some(IN)) => is_lock_mode(word),
         Tok::Word(_, Some(k)) => !INTRODUCES_NAME[usize::from(*k)],
-        Tok::Word(r, None) => match category(sql[r.clone()].as_bytes()) {
-            // A phrase of keywords: `ACCESS EXCLUSIVE MODE`, `ISOLATION LEVEL …`; after one
-            // that stood as a name (`name text`), a type or an alias.
-            Some(Category::ColName | Category::Unreserved) => prev_keyword,
+        Tok::Word(_, None) => match prev_word {
+            // A phrase of keywords: `ACCESS EXCLUSIVE MODE`, `ISOLATION LEVEL …`.
+            Prev::Keyword(Category::ColName | Category::Unreserved) => true,
             // After a reserved one (`CONCURRENTLY`, `VERBOSE`), a name.
-            Some(_) => false,
-            // Right after a name: an alias (`FROM events data`), unless the word follows
-            // expressions.
-            None => follows_expressions(word),
+            Prev::Keyword(_) => false,
+            // Right after a name (or a keyword that stood as one: `name text`): a type or an
+            // alias (`FROM events data`).
+            Prev::Name | Prev::AsName(_) => false,
         },
         Tok::Cast | Tok::Other(_) => false,
     }

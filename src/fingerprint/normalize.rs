@@ -7,6 +7,7 @@
 use super::lexer::{Tok, within8};
 
 use super::keywords::{self, index_of};
+use super::more_keywords::Prev;
 
 /// Keywords written like functions: no space before their `(`.
 static FUNCTION_LIKE: [bool; keywords::COUNT] = keywords::set(&[
@@ -279,6 +280,7 @@ impl Renderer<'_> {
 
     /// An unquoted word: a keyword upper-cased (a keyword's letters are the word's, so this
     /// spells the keyword), an identifier lower-cased.
+    #[inline(always)]
     fn word(&mut self, range: std::ops::Range<usize>, kw: Option<u8>) {
         self.word_as(
             range,
@@ -288,6 +290,7 @@ impl Renderer<'_> {
     }
 
     /// A word in keyword case (`upper`) or identifier case, then spaced as `last`.
+    #[inline(always)]
     fn word_as(&mut self, range: std::ops::Range<usize>, upper: bool, last: Last) {
         self.space_before(Next::Other);
         let start = self.out.len();
@@ -464,8 +467,8 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], out: &mut Vec<u8>) -> u64 
     }
     let toks = &toks[..end];
     let mut prev_kw: [Option<u8>; 2] = [None, None];
-    // Whether the last word was one of PostgreSQL's other keywords rendered as a keyword.
-    let mut prev_contextual = false;
+    // What the last unquoted identifier was (the contextual keywords' rule reads it).
+    let mut prev_word = Prev::Name;
     let mut in_by_list = false;
     let mut i = 0;
     while i < toks.len() {
@@ -513,14 +516,18 @@ pub(crate) fn normalize_into(sql: &str, toks: &[Tok], out: &mut Vec<u8>) -> u64 
                     }
                     _ => {}
                 }
-                if kw.is_none()
-                    && super::more_keywords::renders_as_keyword(sql, toks, i, prev_contextual)
-                {
-                    r.word_as(range.clone(), true, Last::Keyword);
-                    prev_contextual = true;
-                } else {
-                    r.word(range.clone(), kw);
-                    prev_contextual = false;
+                match kw {
+                    None => {
+                        let word = &sql.as_bytes()[range.clone()];
+                        prev_word = super::more_keywords::classify(word, toks, i, prev_word);
+                        let upper = matches!(prev_word, Prev::Keyword(_));
+                        r.word_as(
+                            range.clone(),
+                            upper,
+                            if upper { Last::Keyword } else { Last::Ident },
+                        );
+                    }
+                    Some(_) => r.word(range.clone(), kw),
                 }
                 in_by_list = kw == Some(BY);
                 prev_kw = [prev_kw[1], kw];
