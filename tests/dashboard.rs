@@ -10,9 +10,9 @@
 //! Prometheus' query API and must return at least one series.
 
 mod common;
+#[path = "common/prometheus.rs"]
+mod prom;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -37,108 +37,6 @@ fn panel_queries() -> Vec<(String, String)> {
         }
     }
     queries
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-struct Prometheus {
-    child: Child,
-    dir: PathBuf,
-    base: String,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// `prometheus` on PATH: Debian's package, installed here when missing (as `.ci/run` does).
-fn ensure_prometheus() {
-    fn found() -> bool {
-        Command::new("prometheus")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
-    if found() {
-        return;
-    }
-    let _ = Command::new("apt-get")
-        .args(["install", "-y", "-qq", "prometheus"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .output();
-    assert!(
-        found(),
-        "no `prometheus` and `apt-get install prometheus` failed: install Debian's package"
-    );
-}
-
-async fn start_prometheus(target: &str) -> Prometheus {
-    ensure_prometheus();
-    let dir = std::env::temp_dir().join(format!("pgscope-prometheus-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: pgscope\n    static_configs:\n      - targets: [\"{target}\"]\n"
-        ),
-    )
-    .expect("config");
-    let port = free_port();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    let prometheus = Prometheus {
-        child,
-        dir,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = client
-            .get(format!("{}/-/ready", prometheus.base))
-            .send()
-            .await
-            && r.status().is_success()
-        {
-            return prometheus;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "prometheus not ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +65,10 @@ async fn every_dashboard_panel_returns_series_from_a_real_prometheus() {
         }),
     );
     let base = common::serve(app).await;
-    let prometheus = start_prometheus(base.trim_start_matches("http://")).await;
+    // With the shipped alert rules (their `for:` shortened): the dashboard's alert panel reads
+    // their state.
+    let rules = prom::rules_with_for("1s");
+    let prometheus = prom::start_prometheus(base.trim_start_matches("http://"), Some(&rules)).await;
 
     // The workload, on pools made after the meter provider is installed.
     let opts = common::schema("dashboard").await;
@@ -251,7 +152,7 @@ async fn every_dashboard_panel_returns_series_from_a_real_prometheus() {
                 .get(format!(
                     "{}/api/v1/query?query={}",
                     prometheus.base,
-                    percent_encode(&expr)
+                    prom::percent_encode(&expr)
                 ))
                 .send()
                 .await
