@@ -457,10 +457,18 @@ async fn repeated_table(raw: &PgPool, pg: &pgscope::Pool, rounds: usize, seconds
     println!(
         "\nRepeated statements per scope (10 × `SELECT 1`: a duplicate; 10 × `SELECT $1` with distinct values: an N+1; the same in a transaction and on a held connection), pool of 16:"
     );
+    // The same pool size with `exact_repetition_counts(false)`: reading bound values stops
+    // once two sets differ.
+    let fast = pgscope::PoolOptions::new()
+        .max_connections(16)
+        .exact_repetition_counts(false)
+        .connect(&common::database_url().await)
+        .await
+        .expect("pgscope pool");
     println!(
-        "| scope | concurrency | raw sqlx q/s | pgscope q/s | ratio | client CPU µs/query raw / pgscope | CPU ratio raw / pgscope |"
+        "| scope | concurrency | raw sqlx q/s | pgscope q/s | ratio | pgscope, exact counts off q/s | ratio | client CPU µs/query raw / pgscope / exact counts off | CPU ratio raw / pgscope | raw / exact counts off |"
     );
-    println!("|---|---:|---:|---:|---:|---|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|");
     // `--shapes tx,held` (or `pool`): only those.
     let only = std::env::args()
         .skip_while(|a| a != "--shapes")
@@ -478,16 +486,17 @@ async fn repeated_table(raw: &PgPool, pg: &pgscope::Pool, rounds: usize, seconds
         }
         let label = shape.label();
         for workers in [1usize, 16] {
-            let cells: [(u64, Duration); 2] = interleaved(rounds, |i| {
-                let pool = [None, Some(pg)][i];
+            let cells: [(u64, Duration); 3] = interleaved(rounds, |i| {
+                let pool = [None, Some(pg), Some(&fast)][i];
                 requests_shaped(raw, pool, None, shape, workers, dur)
             })
             .await;
             let per = |c: &(u64, Duration)| c.1.as_secs_f64() * 1e6 / c.0.max(1) as f64;
             println!(
-                "| {label} {} {:.3} |",
-                row(&workers.to_string(), &cells, 1, seconds * rounds as f64),
-                per(&cells[0]) / per(&cells[1])
+                "| {label} {} {:.3} | {:.3} |",
+                row(&workers.to_string(), &cells, 2, seconds * rounds as f64),
+                per(&cells[0]) / per(&cells[1]),
+                per(&cells[0]) / per(&cells[2])
             );
         }
     }

@@ -32,8 +32,11 @@ async fn main() {
         .connect(&url)
         .await
         .expect("raw pool");
+    // `fast` as a fourth argument: `exact_repetition_counts(false)`.
+    let exact = args.get(4).map(String::as_str) != Some("fast");
     let pg = pgscope::PoolOptions::new()
         .max_connections(1)
+        .exact_repetition_counts(exact)
         .connect(&url)
         .await
         .expect("pgscope pool");

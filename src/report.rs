@@ -383,6 +383,8 @@ pub(crate) struct ParamSets {
     later: Later,
     /// A first set was kept unhashed (it counts as one set while it is alone).
     unhashed: bool,
+    /// Executions not read at all (see [`ParamSets::skip`]).
+    skipped: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -477,6 +479,17 @@ impl ParamSets {
     /// Whether more distinct sets were seen than are followed.
     pub(crate) fn capped(&self) -> bool {
         self.capped
+    }
+
+    /// Whether some executions were not read (hashing stopped: the counts are lower bounds).
+    pub(crate) fn partial(&self) -> bool {
+        self.skipped > 0
+    }
+
+    /// An execution whose parameters were not read (exact counting is off and the class is
+    /// already known).
+    pub(crate) fn skip(&mut self) {
+        self.skipped += 1;
     }
 
     /// Whether some executions' parameters were not seen.

@@ -358,3 +358,39 @@ async fn call_sites_are_the_same_from_any_working_directory() {
         );
     }
 }
+
+#[tokio::test]
+async fn without_exact_counts_the_class_is_the_same_and_the_counts_are_lower_bounds() {
+    let pool = conduit(
+        "rep_fast",
+        PoolOptions::new().exact_repetition_counts(false),
+    )
+    .await;
+    let (_, report) =
+        pgscope::capture_named("GET /api/articles", list_articles(&pool, "article")).await;
+    assert_eq!(report.n_plus_one().len(), 1, "{report}");
+    let np1 = &report.n_plus_one()[0];
+    assert_eq!(np1.count(), 20);
+    // Reading stopped at the second author: at least two.
+    assert_eq!(np1.distinct_values(), 2);
+    assert!(
+        np1.to_string().contains("with at least 2 distinct values"),
+        "{np1}"
+    );
+    // The first author's six lookups were all read: the duplicate note stands.
+    assert_eq!(report.duplicates().len(), 1, "{report}");
+    assert_eq!(report.duplicates()[0].count(), 6);
+    // A pure duplicate is still one (every execution read: no second set ever appears).
+    let ((), same) = pgscope::capture(async {
+        for _ in 0..8 {
+            sqlx::query_scalar::<_, String>(r#"SELECT bio FROM "user" WHERE username = $1"#)
+                .bind("ann")
+                .fetch_one(&pool)
+                .await
+                .expect("lookup");
+        }
+    })
+    .await;
+    assert!(same.n_plus_one().is_empty(), "{same}");
+    assert_eq!(same.duplicates()[0].count(), 8);
+}

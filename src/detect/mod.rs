@@ -75,6 +75,8 @@ pub(crate) struct Settings {
     pub(crate) held_idle_threshold: Option<std::time::Duration>,
     /// Report an N+1 only once its executions add up to this much database time.
     pub(crate) n_plus_one_min_total: Option<std::time::Duration>,
+    /// Count every execution's parameter set (else stop once two differ).
+    pub(crate) exact_counts: bool,
     pub(crate) on_finding: OnFinding,
 }
 
@@ -124,6 +126,7 @@ impl Default for Settings {
             // Off: in tests every N+1 counts, however fast. In production, 50 ms (as Sentry's
             // N+1 detector) keeps warnings to repetition that costs something.
             n_plus_one_min_total: None,
+            exact_counts: true,
             on_finding: OnFinding::default(),
         }
     }
@@ -233,6 +236,12 @@ impl<'a> Rules<'a> {
             .query_budget
             .or(self.settings.query_budget)
             .filter(|budget| queries >= u64::from(*budget))
+    }
+
+    /// Whether every execution's parameter set is counted (see
+    /// [`PoolOptions::exact_repetition_counts`](crate::PoolOptions::exact_repetition_counts)).
+    pub(crate) fn exact_counts(&self) -> bool {
+        self.settings.exact_counts
     }
 
     /// Whether repetitions of `fp` are checked at all (so worth knowing their parameters).

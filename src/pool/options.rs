@@ -198,6 +198,27 @@ impl PoolOptions {
         self.settings.n_plus_one_writes
     }
 
+    /// Whether a repeated statement's findings count its parameter sets exactly. By default,
+    /// true: every execution of a statement that runs more than once in a scope has its bound
+    /// values read (through their `Debug` rendering, the only way sqlx offers, about 1–2 µs
+    /// each), so an N+1 says how many distinct values its loop had ("20x … with 4 distinct
+    /// values") and a loop that also repeats values gets its duplicate note with the exact
+    /// count. With `false`, reading stops once two different sets have been seen (usually the
+    /// second execution): the class (N+1 or duplicate) is decided the same way, but an N+1's
+    /// [`distinct_values`](crate::NPlusOne::distinct_values) is a lower bound ("with at least
+    /// 2 distinct values") and a duplicate note inside an N+1 counts only the executions read.
+    /// For production services where an N+1 runs on every request of a hot route.
+    pub fn exact_repetition_counts(mut self, exact: bool) -> Self {
+        self.settings.exact_counts = exact;
+        self
+    }
+
+    /// Whether repetitions are counted exactly (see
+    /// [`exact_repetition_counts`](Self::exact_repetition_counts)).
+    pub fn get_exact_repetition_counts(&self) -> bool {
+        self.settings.exact_counts
+    }
+
     /// Report an N+1 only once its repetitions add up to `min` of database time (checked on
     /// each execution past the threshold), so production warnings carry weight: fast repeats
     /// of a cached lookup stay quiet. By default, off (every N+1 counts, as tests want); 50 ms

@@ -370,8 +370,12 @@ impl State {
         // Every execution's parameters, the first included: the class of a repetition comes
         // from all of them, never from the first few.
         if checked && row.fingerprint.is_some() && row.params.open() {
-            let first = row.params.first();
-            row.params.record(params(first), epoch);
+            if rules.exact_counts() || row.params.distinct() < 2 || row.params.unknown() {
+                let first = row.params.first();
+                row.params.record(params(first), epoch);
+            } else {
+                row.params.skip();
+            }
         }
         row.count += 1;
         let count = row.count;
@@ -613,7 +617,7 @@ impl State {
                         call_site: rep.call_site.clone(),
                         parent: self.parent_of(&fp),
                         distinct: if params.unknown() { 0 } else { distinct },
-                        distinct_capped: params.capped(),
+                        distinct_capped: params.capped() || params.partial(),
                     },
                     rep.on_finding.clone(),
                 ));
