@@ -393,9 +393,16 @@ impl FindingView {
                 call_site: n.call_site().to_owned(),
                 after: n.parent().map(|p| p.normalized().to_owned()),
                 suggestion: n.suggestion(),
-                advice: "load the rows in one statement: the batched one below with an array of \
-                         the values, or a JOIN with the statement before the loop"
-                    .into(),
+                advice: match n.distinct_values() {
+                    0 => "load the rows in one statement: the batched one below with an array \
+                          of the values, or a JOIN with the statement before the loop"
+                        .into(),
+                    d => format!(
+                        "{d} distinct values: load the rows in one statement, the batched one \
+                         below with an array of the {d} values, or a JOIN with the statement \
+                         before the loop"
+                    ),
+                },
             });
         }
         for d in report.duplicates() {
@@ -406,9 +413,18 @@ impl FindingView {
                 call_site: d.call_site().to_owned(),
                 after: None,
                 suggestion: None,
-                advice: "the same rows fetched again and again: load them once and pass them \
-                         down, or cache them"
-                    .into(),
+                advice: if d.part_of_n_plus_one() {
+                    format!(
+                        "{} of its {} executions had the same parameters: batching the N+1 \
+                         with its distinct values fetches them once",
+                        d.count(),
+                        d.executions()
+                    )
+                } else {
+                    "the same rows fetched again and again, with no write between: load them \
+                     once and pass them down, or cache them"
+                        .into()
+                },
             });
         }
         for n in report.nested_acquires() {
