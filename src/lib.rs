@@ -39,20 +39,27 @@
 //! goes to [`Pool::unscoped_report`]: nothing is lost.
 //!
 //! ## Detection
-//! A statement repeated more than the threshold (default 5) in one scope is one of two
-//! findings, each reported once per scope and statement as a `tracing` WARN and in the report:
-//! - with *different* parameters, an **N+1** ([`Report::n_plus_one`], target
-//!   `pgscope::n_plus_one`): batch it. The finding names the statement that ran before the loop
+//! A statement repeated more than the threshold (default 5) in one scope is classified when the
+//! scope ends, from all its executions, and each finding is reported once per scope and
+//! statement as a `tracing` WARN (a `log` record when no `tracing` subscriber is installed) and
+//! in the report, with the report's counts:
+//! - with two or more *distinct* parameter sets, an **N+1** ([`Report::n_plus_one`], target
+//!   `pgscope::n_plus_one`): batch it. The finding says how many distinct values the loop had
+//!   ([`NPlusOne::distinct_values`]), names the statement that ran before the loop
 //!   ([`NPlusOne::parent`], the one to JOIN with) and, when the shape makes it certain, the
 //!   batched statement ([`NPlusOne::suggestion`]: `… WHERE id = ANY($1)`). In [`Mode::Error`]
-//!   the crossing statement fails instead.
-//! - with the *same* parameters, a **duplicate** ([`Report::duplicates`], target
-//!   `pgscope::duplicate`): reuse the result.
+//!   each execution past the threshold fails once two distinct sets have been seen.
+//! - with *one* parameter set shared by more executions than the threshold and no write between
+//!   them, a **duplicate** ([`Report::duplicates`], target `pgscope::duplicate`): reuse the
+//!   result. Locking reads (`FOR UPDATE … SKIP LOCKED`), volatile calls (`now()`, `nextval`)
+//!   and reads repeated across a write are never duplicates; a loop that repeats some values is
+//!   an N+1 with a duplicate note ([`Duplicate::part_of_n_plus_one`]).
 //!
 //! ```text
-//! WARNING N+1 in GET /api/feed: 20x `SELECT name FROM users WHERE id = $1` after `SELECT
-//! author_id, title FROM posts ORDER BY id LIMIT $1` from src/feed.rs:42 (fix: one query,
-//! `SELECT name FROM users WHERE id = ANY($1)` with an array of the values, or a JOIN)
+//! WARNING N+1 in GET /api/feed: 20x `SELECT name FROM users WHERE id = $1` with 4 distinct
+//! values after `SELECT author_id, title FROM posts ORDER BY id LIMIT $1` from src/feed.rs:42
+//! (fix: one query, `SELECT name FROM users WHERE id = ANY($1)` with an array of the 4 distinct
+//! values, or a JOIN)
 //! ```
 //!
 //! [`PoolOptions::on_finding`] hands every finding to one callback. A
