@@ -497,13 +497,17 @@ impl ParamSets {
         self.unknown > 0
     }
 
-    /// The largest number of executions that shared one set, and the longest run of one set
-    /// with no write between.
-    pub(crate) fn largest_shared(&self) -> (u64, u64) {
-        let alone = u64::from(self.unhashed);
-        self.sets().fold((alone, alone), |(c, r), s| {
-            (c.max(s.count), r.max(s.best_run))
-        })
+    /// The longest run of executions that shared one set with no write in the scope between.
+    pub(crate) fn longest_run(&self) -> u64 {
+        self.sets()
+            .map(|s| s.best_run)
+            .fold(u64::from(self.unhashed), u64::max)
+    }
+
+    /// Whether the executions so far are certainly an N+1: two or more distinct sets, or sets
+    /// not seen (the observer's) on a statement that is not a locking read or volatile call.
+    pub(crate) fn varied(&self, effects: crate::fingerprint::Effects) -> bool {
+        self.distinct() > 1 || (self.unknown() && effects != crate::fingerprint::Effects::Volatile)
     }
 }
 

@@ -218,8 +218,9 @@ impl ScopeInner {
         flushed.export();
         let mut state = self.state.lock();
         state.closed = true;
-        let mut report = state.report(&self.name, self.started);
-        let (n_plus_one, duplicates) = state.repetitions(&self.name);
+        let own = state.repetitions(&self.name);
+        let mut report = state.report_with(&self.name, self.started, &own);
+        let (n_plus_one, duplicates) = own;
         if let Some(timeline) = &mut state.timeline {
             // A nested scope's entries still go to its parent, which merges the state below.
             report.set_timeline(match self.parent {
@@ -381,8 +382,7 @@ impl State {
         let count = row.count;
         let total = row.total;
         let effects = fp.effects();
-        let varied =
-            row.params.distinct() > 1 || (row.params.unknown() && effects != Effects::Volatile);
+        let varied = row.params.varied(effects);
         if effects == Effects::Write {
             self.writes += 1;
         }
@@ -605,9 +605,8 @@ impl State {
             let params = &row.params;
             let effects = fp.effects();
             let distinct = params.distinct();
-            let run = params.largest_shared().1;
-            let varied = distinct > 1 || (params.unknown() && effects != Effects::Volatile);
-            if varied {
+            let run = params.longest_run();
+            if params.varied(effects) {
                 n_plus_one.push((
                     NPlusOne {
                         scope: name.to_owned(),
@@ -643,6 +642,19 @@ impl State {
     /// The report of this state: rows most executed first (ties: most time first), N+1
     /// findings with their final counts.
     fn report(&self, name: &str, started: Instant) -> Report {
+        let own = self.repetitions(name);
+        self.report_with(name, started, &own)
+    }
+
+    /// [`report`](Self::report) from this scope's own findings already made (`close` emits the
+    /// same ones, so it makes them once).
+    #[allow(clippy::type_complexity)]
+    fn report_with(
+        &self,
+        name: &str,
+        started: Instant,
+        own: &(Vec<(NPlusOne, OnFinding)>, Vec<(Duplicate, OnFinding)>),
+    ) -> Report {
         let mut fingerprints: Vec<FingerprintStats> = self
             .rows
             .values()
@@ -654,10 +666,9 @@ impl State {
                 .cmp(&a.count())
                 .then(b.total_time().cmp(&a.total_time()))
         });
-        let (own_n_plus_one, own_duplicates) = self.repetitions(name);
-        let mut n_plus_one: Vec<NPlusOne> = own_n_plus_one.into_iter().map(|(n, _)| n).collect();
+        let mut n_plus_one: Vec<NPlusOne> = own.0.iter().map(|(n, _)| n.clone()).collect();
         n_plus_one.extend(self.n_plus_one.iter().cloned());
-        let mut duplicates: Vec<Duplicate> = own_duplicates.into_iter().map(|(d, _)| d).collect();
+        let mut duplicates: Vec<Duplicate> = own.1.iter().map(|(d, _)| d.clone()).collect();
         duplicates.extend(self.duplicates.iter().cloned());
         Report::new(
             name.to_owned(),
