@@ -17,7 +17,6 @@ mod common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
 use pgscope::console::Console;
 
@@ -61,18 +60,8 @@ fn parse_args() -> Result<Args, String> {
 }
 
 async fn state(pool: &pgscope::Pool, mode: app::Mode) -> Result<app::AppState, String> {
-    let redis_url = app::redis_url().await?;
-    let redis = app::connect_redis(&redis_url)
-        .await
-        .map_err(|e| format!("Redis at {redis_url}: {e}"))?;
-    Ok(app::AppState {
-        pool: pool.clone(),
-        redis,
-        mode,
-        tiers: app::Tiers::default(),
-        stats: Arc::new(app::Stats::default()),
-        ns: format!("pgscope-console-demo-{}", std::process::id()),
-    })
+    let ns = format!("pgscope-console-demo-{}", std::process::id());
+    app::AppState::connect(pool, mode, ns).await
 }
 
 async fn listen(port: u16, app: axum::Router) -> Result<String, String> {

@@ -16,21 +16,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::routing::get;
-
 async fn feed_state(pool: &pgscope::Pool, mode: app::Mode, ns: &str) -> app::AppState {
-    let redis_url = app::redis_url().await.unwrap_or_else(|e| panic!("{e}"));
-    let redis = app::connect_redis(&redis_url)
-        .await
-        .unwrap_or_else(|e| panic!("Redis at {redis_url}: {e}"));
-    app::AppState {
-        pool: pool.clone(),
-        redis,
+    app::AppState::connect(
+        pool,
         mode,
-        tiers: app::Tiers::default(),
-        stats: Arc::new(app::Stats::default()),
-        ns: format!("pgscope-alerts-{ns}-{}", std::process::id()),
-    }
+        format!("pgscope-alerts-{ns}-{}", std::process::id()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `clients` loops, each sending `GET {url}` every `every` (or as fast as answers come when
@@ -61,29 +54,8 @@ fn load(url: String, clients: usize, every: Duration, stop: Arc<AtomicBool>) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pool_pressure_fires_for_the_naive_feed_and_not_for_the_join() {
     // pgscope's metrics into a Prometheus registry, served at /metrics.
-    let registry = prometheus::Registry::new();
-    let exporter = opentelemetry_prometheus::exporter()
-        .with_registry(registry.clone())
-        .build()
-        .expect("exporter");
-    let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
-        .with_reader(exporter)
-        .build();
-    opentelemetry::global::set_meter_provider(provider.clone());
-    let metrics = common::serve(axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let registry = registry.clone();
-            async move {
-                let mut text = String::new();
-                prometheus::TextEncoder::new()
-                    .encode_utf8(&registry.gather(), &mut text)
-                    .expect("encode");
-                text
-            }
-        }),
-    ))
-    .await;
+    let (router, provider) = prom::metrics_endpoint();
+    let metrics = common::serve(router).await;
     let rules = prom::rules_with_for("5s");
     let prometheus =
         prom::start_prometheus(metrics.trim_start_matches("http://"), Some(&rules)).await;

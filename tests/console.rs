@@ -141,18 +141,13 @@ fn waterfall_rows(dom: &str) -> Vec<&str> {
 }
 
 async fn feed_state(pool: &pgscope::Pool, mode: app::Mode, ns: &str) -> app::AppState {
-    let redis_url = app::redis_url().await.unwrap_or_else(|e| panic!("{e}"));
-    let redis = app::connect_redis(&redis_url)
-        .await
-        .unwrap_or_else(|e| panic!("Redis at {redis_url}: {e}"));
-    app::AppState {
-        pool: pool.clone(),
-        redis,
+    app::AppState::connect(
+        pool,
         mode,
-        tiers: app::Tiers::default(),
-        stats: Arc::new(app::Stats::default()),
-        ns: format!("pgscope-console-{ns}-{}", std::process::id()),
-    }
+        format!("pgscope-console-{ns}-{}", std::process::id()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

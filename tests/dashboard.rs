@@ -17,8 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::routing::get;
-
 /// The PromQL of every panel target in the dashboard.
 fn panel_queries() -> Vec<(String, String)> {
     let path = concat!(
@@ -42,28 +40,7 @@ fn panel_queries() -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_panel_returns_series_from_a_real_prometheus() {
     // pgscope's metrics through the SDK into a Prometheus registry, served at /metrics.
-    let registry = prometheus::Registry::new();
-    let exporter = opentelemetry_prometheus::exporter()
-        .with_registry(registry.clone())
-        .build()
-        .expect("exporter");
-    let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
-        .with_reader(exporter)
-        .build();
-    opentelemetry::global::set_meter_provider(provider.clone());
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let registry = registry.clone();
-            async move {
-                let mut text = String::new();
-                prometheus::TextEncoder::new()
-                    .encode_utf8(&registry.gather(), &mut text)
-                    .expect("encode");
-                text
-            }
-        }),
-    );
+    let (app, provider) = prom::metrics_endpoint();
     let base = common::serve(app).await;
     // With the shipped alert rules (their `for:` shortened): the dashboard's alert panel reads
     // their state.

@@ -611,3 +611,22 @@ pub async fn redis_url() -> Result<String, String> {
          Start one with `apt-get install -y redis-server && redis-server --daemonize yes`, or set REDIS_URL."
     ))
 }
+
+impl AppState {
+    /// A state serving `mode` on `pool`, with a Redis connection from `REDIS_URL` (else a
+    /// server on 127.0.0.1:6379) and Redis keys under `ns`.
+    pub async fn connect(pool: &Pool, mode: Mode, ns: String) -> Result<AppState, String> {
+        let redis_url = redis_url().await?;
+        let redis = connect_redis(&redis_url)
+            .await
+            .map_err(|e| format!("Redis at {redis_url}: {e}"))?;
+        Ok(AppState {
+            pool: pool.clone(),
+            redis,
+            mode,
+            tiers: Tiers::default(),
+            stats: Arc::new(Stats::default()),
+            ns,
+        })
+    }
+}

@@ -139,3 +139,32 @@ pub fn rules_with_for(r#for: &str) -> String {
     );
     shortened.join("\n")
 }
+
+/// pgscope's metrics through the OpenTelemetry SDK (installed as the global meter provider)
+/// into the official Prometheus exporter, and a router serving them at `/metrics`, named as the
+/// Collector's `prometheus` exporter names them. Pools made after this export into it.
+pub fn metrics_endpoint() -> (axum::Router, opentelemetry_sdk::metrics::SdkMeterProvider) {
+    let registry = prometheus::Registry::new();
+    let exporter = opentelemetry_prometheus::exporter()
+        .with_registry(registry.clone())
+        .build()
+        .expect("exporter");
+    let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_reader(exporter)
+        .build();
+    opentelemetry::global::set_meter_provider(provider.clone());
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut text = String::new();
+                prometheus::TextEncoder::new()
+                    .encode_utf8(&registry.gather(), &mut text)
+                    .expect("encode");
+                text
+            }
+        }),
+    );
+    (router, provider)
+}
