@@ -10,6 +10,10 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "shared/shapes.rs"]
+mod shapes;
+
+use shapes::{LOOKUP, Shape, pgscope_scope, raw_scope};
 
 /// An OTLP/HTTP sink that accepts and counts bytes without decoding them: in production the
 /// collector runs elsewhere, so the benchmark should not charge its decoding to pgscope.
@@ -596,9 +600,6 @@ async fn held_requests(
     (done.load(Ordering::Relaxed), cpu_time() - cpu_before)
 }
 
-/// The repeated statement of the N+1-shaped requests: one bound value, different each time.
-const LOOKUP: &str = "SELECT $1::bigint";
-
 /// Runs N+1-shaped requests on side `i` (0 raw, 1 detection on, 2 off, 3 explain on);
 /// (queries, CPU).
 async fn requests(
@@ -638,102 +639,6 @@ async fn requests_on(
     dur: Duration,
 ) -> (u64, Duration) {
     requests_shaped(raw, pool, hook, Shape::Distinct, workers, dur).await
-}
-
-/// What one scope of 10 statements runs, and where.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Shape {
-    /// `SELECT 1` ten times on `&Pool` (a duplicate finding in every scope).
-    Same,
-    /// `SELECT $1::bigint` with ten values on `&Pool` (an N+1 in every scope).
-    Distinct,
-    /// `BEGIN`, the ten distinct statements on `&mut *tx`, `COMMIT`.
-    Transaction,
-    /// `acquire()`, the ten distinct statements on `&mut *conn`, release.
-    Held,
-}
-
-impl Shape {
-    fn label(self) -> &'static str {
-        match self {
-            Shape::Same => "10 × SELECT 1",
-            Shape::Distinct => "10 × SELECT $1, distinct",
-            Shape::Transaction => "transaction: BEGIN, 10 × SELECT $1, COMMIT",
-            Shape::Held => "held connection: acquire, 10 × SELECT $1, release",
-        }
-    }
-}
-
-/// One scope's statements on raw sqlx.
-async fn raw_scope(raw: &PgPool, shape: Shape) {
-    match shape {
-        Shape::Same | Shape::Distinct => {
-            for i in 0..10_i64 {
-                match shape {
-                    Shape::Same => sqlx::query("SELECT 1").execute(raw).await,
-                    _ => sqlx::query(LOOKUP).bind(i).execute(raw).await,
-                }
-                .expect("raw");
-            }
-        }
-        Shape::Transaction => {
-            let mut tx = raw.begin().await.expect("begin");
-            for i in 0..10_i64 {
-                sqlx::query(LOOKUP)
-                    .bind(i)
-                    .execute(&mut *tx)
-                    .await
-                    .expect("raw");
-            }
-            tx.commit().await.expect("commit");
-        }
-        Shape::Held => {
-            let mut conn = raw.acquire().await.expect("acquire");
-            for i in 0..10_i64 {
-                sqlx::query(LOOKUP)
-                    .bind(i)
-                    .execute(&mut *conn)
-                    .await
-                    .expect("raw");
-            }
-        }
-    }
-}
-
-/// The same statements on pgscope.
-async fn pgscope_scope(pool: &pgscope::Pool, shape: Shape) {
-    match shape {
-        Shape::Same | Shape::Distinct => {
-            for i in 0..10_i64 {
-                match shape {
-                    Shape::Same => sqlx::query("SELECT 1").execute(pool).await,
-                    _ => sqlx::query(LOOKUP).bind(i).execute(pool).await,
-                }
-                .expect("pgscope");
-            }
-        }
-        Shape::Transaction => {
-            let mut tx = pool.begin().await.expect("begin");
-            for i in 0..10_i64 {
-                sqlx::query(LOOKUP)
-                    .bind(i)
-                    .execute(&mut *tx)
-                    .await
-                    .expect("pgscope");
-            }
-            tx.commit().await.expect("commit");
-        }
-        Shape::Held => {
-            let mut conn = pool.acquire().await.expect("acquire");
-            for i in 0..10_i64 {
-                sqlx::query(LOOKUP)
-                    .bind(i)
-                    .execute(&mut *conn)
-                    .await
-                    .expect("pgscope");
-            }
-        }
-    }
 }
 
 /// Scopes of 10 statements of `shape` (see [`Shape`]); (queries, CPU).

@@ -16,14 +16,19 @@ mod common;
 
 use tracing::Instrument;
 
-const LOOKUP: &str = "SELECT $1::bigint";
+#[path = "shared/shapes.rs"]
+mod shapes;
+
+use shapes::{Shape, pgscope_scope, raw_scope};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let side = args.get(1).map(String::as_str).unwrap_or("pgscope");
-    let shape = args.get(2).map(String::as_str).unwrap_or("same");
-    let same = shape == "same";
+    let shape = args
+        .get(2)
+        .map_or(Some(Shape::Same), |s| Shape::parse(s))
+        .expect("shape: same, distinct, tx or held");
     let scopes: usize = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(1000);
     let _idle = std::thread::spawn(std::thread::park);
     let url = common::database_url().await;
@@ -44,79 +49,11 @@ async fn main() {
     for _ in 0..scopes {
         let request = tracing::info_span!("GET /api/feed");
         if side == "raw" {
-            async {
-                match shape {
-                    "tx" => {
-                        let mut tx = raw.begin().await.expect("begin");
-                        for i in 0..10_i64 {
-                            sqlx::query(LOOKUP)
-                                .bind(i)
-                                .execute(&mut *tx)
-                                .await
-                                .expect("raw");
-                        }
-                        tx.commit().await.expect("commit");
-                    }
-                    "held" => {
-                        let mut conn = raw.acquire().await.expect("acquire");
-                        for i in 0..10_i64 {
-                            sqlx::query(LOOKUP)
-                                .bind(i)
-                                .execute(&mut *conn)
-                                .await
-                                .expect("raw");
-                        }
-                    }
-                    _ => {
-                        for i in 0..10_i64 {
-                            match same {
-                                true => sqlx::query("SELECT 1").execute(&raw).await,
-                                false => sqlx::query(LOOKUP).bind(i).execute(&raw).await,
-                            }
-                            .expect("raw");
-                        }
-                    }
-                }
-            }
-            .instrument(request)
-            .await;
+            raw_scope(&raw, shape).instrument(request).await;
         } else {
             let ((), _report) = pgscope::Scope::new("GET /api/feed")
                 .use_current_span()
-                .capture(async {
-                    match shape {
-                        "tx" => {
-                            let mut tx = pg.begin().await.expect("begin");
-                            for i in 0..10_i64 {
-                                sqlx::query(LOOKUP)
-                                    .bind(i)
-                                    .execute(&mut *tx)
-                                    .await
-                                    .expect("pg");
-                            }
-                            tx.commit().await.expect("commit");
-                        }
-                        "held" => {
-                            let mut conn = pg.acquire().await.expect("acquire");
-                            for i in 0..10_i64 {
-                                sqlx::query(LOOKUP)
-                                    .bind(i)
-                                    .execute(&mut *conn)
-                                    .await
-                                    .expect("pg");
-                            }
-                        }
-                        _ => {
-                            for i in 0..10_i64 {
-                                match same {
-                                    true => sqlx::query("SELECT 1").execute(&pg).await,
-                                    false => sqlx::query(LOOKUP).bind(i).execute(&pg).await,
-                                }
-                                .expect("pgscope");
-                            }
-                        }
-                    }
-                })
+                .capture(pgscope_scope(&pg, shape))
                 .instrument(request)
                 .await;
         }
